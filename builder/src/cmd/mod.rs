@@ -1,0 +1,8 @@
+//! The `rpixen` subcommands. Each module owns its clap arguments and its `run`.
+
+pub mod inspect;
+pub mod live;
+pub mod netboot;
+pub mod pkg;
+pub mod pull;
+pub mod rootfs;

@@ -1,0 +1,53 @@
+//! The `rpixen` command line.
+
+use clap::{Parser, Subcommand};
+use rpixen::cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "rpixen", version, about = "Builds flashable edge-OS images for the Raspberry Pi 4 and QEMU virt")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a bootable GPT disk image (to stdout, or to a file with -o).
+    Live(cmd::live::LiveArgs),
+    /// List the partitions and boot files of a disk image.
+    Inspect(cmd::inspect::InspectArgs),
+    /// Write a TFTP root and the SD-card boot.scr that fetches it (developer loop).
+    Netboot(cmd::netboot::NetbootArgs),
+    /// Pull an OCI image into the blob cache.
+    Pull(cmd::pull::PullArgs),
+    /// Build a Dom0 root filesystem (cpio or squashfs) from an image manifest.
+    Rootfs(cmd::rootfs::RootfsArgs),
+    /// Build, fetch and re-pin the packages in pkg/.
+    #[command(subcommand)]
+    Pkg(cmd::pkg::PkgCommand),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Live(a) => cmd::live::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Netboot(a) => cmd::netboot::run(a),
+        Command::Pull(a) => cmd::pull::run(a),
+        Command::Rootfs(a) => cmd::rootfs::run(a),
+        Command::Pkg(c) => cmd::pkg::run(c),
+        Command::Version => {
+            println!("rpixen {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rpixen: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

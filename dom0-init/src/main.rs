@@ -1,0 +1,3 @@
+//! Dom0's PID 1.
+
+fn main() {}

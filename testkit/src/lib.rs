@@ -1,0 +1,159 @@
+//! Helpers for integration tests that run real programs: QEMU boots with their serial lines captured to
+//! files, and the pinned Debian arm64 packages the boots need.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit sits in the workspace").to_owned()
+}
+
+/// Where tests keep downloads and build outputs that outlive one test run.
+pub fn cache_dir() -> PathBuf {
+    let dir = std::env::var_os("RPIXEN_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/test-cache"));
+    std::fs::create_dir_all(&dir).expect("create the test cache");
+    dir
+}
+
+/// Runs a command to completion and returns its stdout; panics with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A QEMU process whose serial ports write to files; killed (by PID) when dropped.
+pub struct Qemu {
+    child: Child,
+    serial_logs: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+/// What a boot printed, and why waiting stopped.
+#[derive(Debug)]
+pub struct BootOutcome {
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+impl Qemu {
+    /// Starts `qemu-system-aarch64` with `args` plus `serials` serial ports, each logged to its own file.
+    pub fn start(args: &[&str], serials: usize) -> Qemu {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new("qemu-system-aarch64");
+        cmd.args(["-display", "none", "-monitor", "none"]);
+        let mut serial_logs = Vec::new();
+        for i in 0..serials {
+            let log = dir.path().join(format!("serial{i}.log"));
+            std::fs::write(&log, b"").expect("create serial log");
+            cmd.arg("-serial").arg(format!("file:{}", log.display()));
+            serial_logs.push(log);
+        }
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start qemu-system-aarch64: {e}"));
+        Qemu { child, serial_logs, _dir: dir }
+    }
+
+    /// Everything the serial ports printed so far, port 0 first.
+    pub fn output(&self) -> String {
+        let mut all = String::new();
+        for log in &self.serial_logs {
+            let mut bytes = Vec::new();
+            if let Ok(mut f) = std::fs::File::open(log) {
+                let _ = f.read_to_end(&mut bytes);
+            }
+            all.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        all
+    }
+
+    /// The output of one serial port.
+    pub fn serial(&self, port: usize) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial_logs[port]).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until `marker` appears on a serial port. Fails early when one of `failures` appears or
+    /// QEMU exits, and after `limit` of wall-clock time.
+    pub fn wait_for(&mut self, marker: &str, failures: &[&str], limit: Duration) -> Result<BootOutcome, String> {
+        let start = Instant::now();
+        loop {
+            let output = self.output();
+            if output.contains(marker) {
+                return Ok(BootOutcome { output, elapsed: start.elapsed() });
+            }
+            if let Some(f) = failures.iter().find(|f| output.contains(**f)) {
+                return Err(format!("failure pattern {f:?} on the console:\n{}", tail(&output)));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let output = self.output();
+                if output.contains(marker) {
+                    return Ok(BootOutcome { output, elapsed: start.elapsed() });
+                }
+                return Err(format!("QEMU exited ({status}) before {marker:?}:\n{}\n{}", tail(&output), self.stderr()));
+            }
+            if start.elapsed() > limit {
+                return Err(format!("no {marker:?} within {limit:?}:\n{}", tail(&output)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for QEMU to exit by itself (for example after a guest PSCI SYSTEM_OFF).
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus, String> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok(status);
+            }
+            if start.elapsed() > limit {
+                return Err(format!("QEMU still running after {limit:?}:\n{}", tail(&self.output())));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(s: &str) -> &str {
+    let start = s.len().saturating_sub(6000);
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    &s[start..]
+}
+
+/// A pinned Debian arm64 package, unpacked; fetched once into the test cache.
+/// (`linux-image-6.12.117+deb13-arm64`, `u-boot-qemu`, `u-boot-rpi`, `busybox-static`,
+/// `raspi-firmware`, `xen-hypervisor-4.20-arm64`.)
+pub fn debian_package(name: &str) -> PathBuf {
+    let dest = cache_dir().join("debs");
+    let dir = dest.join(name);
+    if !dir.join(".done").exists() {
+        run(Command::new(repo_root().join("scripts/fetch-debs.sh")).arg(&dest).arg(name));
+    }
+    dir
+}

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The `init:` section is the file `dom0-init` reads (`/etc/rpixen/init.yml`); its types live in the
+/// `init-config` crate so the builder and PID 1 agree on every field.
+pub use init_config::{Backoff, InitConfig, Mount as InitMount, Restart, Service};
+
 /// Errors from reading a manifest. Each names the file and, where known, the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -154,37 +158,6 @@ pub enum FileRef {
     Host { file: PathBuf },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitConfig {
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// Run once, in order, before services start.
-    #[serde(default)]
-    pub onboot: Vec<Service>,
-    /// Supervised for the life of the system.
-    #[serde(default)]
-    pub services: Vec<Service>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Service {
-    pub name: String,
-    pub command: Vec<String>,
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub cwd: Option<String>,
-    #[serde(default)]
-    pub uid: Option<u32>,
-    #[serde(default)]
-    pub gid: Option<u32>,
-    /// `always` (default for services), `on-failure` or `never`.
-    #[serde(default)]
-    pub restart: Option<String>,
-}
-
 /// Partition sizes, as `64M`, `1G`. The boot FAT stays small: large FATs have broken Pi boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +205,10 @@ impl Manifest {
         if self.board.kind == BoardKind::Rpi4 && self.board.dtb.is_none() {
             return Err(invalid("board.dtb", "the Raspberry Pi 4 needs a device tree on the boot FAT".into()));
         }
+        self.init.validate().map_err(|e| match e {
+            init_config::ConfigError::Invalid { field, message } => invalid(&format!("init.{field}"), message),
+            other => invalid("init", other.to_string()),
+        })?;
         if self.rootfs.images.is_empty() {
             return Err(invalid("rootfs.images", "at least one OCI image is needed".into()));
         }
@@ -298,6 +275,21 @@ mod tests {
         let text = std::fs::read_to_string(&dir).unwrap().replace("dom0:\n", "dom0:\n  colour: blue\n");
         let err = Manifest::parse(&text, Path::new("x.yml")).unwrap_err().to_string();
         assert!(err.contains("x.yml") && err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn init_section_uses_init_config() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/qemu-virt.yml");
+        let text = std::fs::read_to_string(&dir).unwrap();
+        let good = text.replace(
+            "init:\n",
+            "init:\n  services:\n    - {name: web, command: [httpd], restart: on-failure}\n",
+        );
+        let m = Manifest::parse(&good, Path::new("x.yml")).unwrap();
+        assert_eq!(m.init.services[0].restart(), Restart::OnFailure);
+        let bad = text.replace("init:\n", "init:\n  services:\n    - {name: web, command: []}\n");
+        let err = Manifest::parse(&bad, Path::new("x.yml")).unwrap_err().to_string();
+        assert!(err.contains("init.services[0].command"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! The disk image: boot scripts, config.txt, load-address plan, FAT and GPT writers, and their assembly
+//! into a flashable `live.raw`.
+
+pub mod uimage;

@@ -2,3 +2,6 @@
 //! into a flashable `live.raw`.
 
 pub mod uimage;
+pub mod bootscript;
+pub mod configtxt;
+pub mod layout;

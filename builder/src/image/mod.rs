@@ -5,3 +5,5 @@ pub mod uimage;
 pub mod bootscript;
 pub mod configtxt;
 pub mod layout;
+pub mod fat;
+pub mod table;

@@ -1,0 +1,387 @@
+//! FAT file systems (the boot FAT32 and the small CONFIG FAT), built in memory with the `fatfs` crate.
+//!
+//! `fatfs` 0.3.6 writes two things in sub-directories that `fsck.fat -n` rejects: long-name entries in
+//! front of the `.` and `..` entries, and a `..` entry that points at cluster 2 (the FAT32 root) where
+//! the specification wants 0. [`fix_directories`] repairs both after the crate has written the volume,
+//! walking the directory tree with a small raw reader; files in the root (the usual boot FAT) need no
+//! repair. Every FAT we write is checked with `fsck.fat -n` in `tests/image_live.rs`.
+
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+
+use fatfs::{Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FatError {
+    #[error("FAT {label}: {what}: {source}")]
+    Io { label: String, what: String, source: std::io::Error },
+    #[error("FAT {label}: the files need {need} bytes but the partition holds {have}; raise its size in `partitions:`")]
+    Full { label: String, need: u64, have: u64 },
+    #[error("FAT {label}: `{name}` is not a usable file name")]
+    BadName { label: String, name: String },
+}
+
+/// How to format a volume.
+#[derive(Debug, Clone)]
+pub struct Spec<'a> {
+    /// Volume label (at most 11 characters, upper-cased).
+    pub label: &'a str,
+    pub size: u64,
+    pub fat32: bool,
+    pub volume_id: u32,
+    /// Time stamp for every entry: `SOURCE_DATE_EPOCH`.
+    pub epoch: u64,
+}
+
+/// One file to put on the volume; `path` may contain `/` for sub-directories.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub path: &'a str,
+    pub data: &'a [u8],
+}
+
+/// A fixed time for every directory entry, so that images are reproducible.
+#[derive(Debug)]
+struct FixedTime(DateTime);
+
+impl TimeProvider for FixedTime {
+    fn get_current_date(&self) -> Date {
+        self.0.date
+    }
+    fn get_current_date_time(&self) -> DateTime {
+        self.0
+    }
+}
+
+/// Converts Unix seconds to a FAT time stamp (UTC), clamped to FAT's 1980..=2107 range.
+pub fn dos_time(epoch: u64) -> DateTime {
+    const MIN: u64 = 315_532_800; // 1980-01-01
+    let t = epoch.max(MIN);
+    let days = (t / 86_400) as i64;
+    let secs = t % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u16;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u16;
+    let year = (yoe + era * 400 + i64::from(month <= 2)).min(2107) as u16;
+    DateTime {
+        date: Date { year, month, day },
+        time: Time { hour: (secs / 3600) as u16, min: (secs / 60 % 60) as u16, sec: (secs % 60) as u16, millis: 0 },
+    }
+}
+
+fn label_bytes(label: &str) -> [u8; 11] {
+    let mut out = [b' '; 11];
+    for (o, c) in out.iter_mut().zip(label.bytes().map(|b| b.to_ascii_uppercase())) {
+        *o = c;
+    }
+    out
+}
+
+/// Formats a volume and writes `files` into it; returns the volume bytes.
+pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Vec<u8>, FatError> {
+    let label = spec.label.to_owned();
+    let io = |what: String| {
+        let label = label.clone();
+        move |source| FatError::Io { label, what, source }
+    };
+    let payload: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    if payload > spec.size {
+        return Err(FatError::Full { label: label.clone(), need: payload, have: spec.size });
+    }
+    let size = usize::try_from(spec.size).expect("partition sizes fit in memory on 64-bit hosts");
+    let mut disk = Cursor::new(vec![0u8; size]);
+    let mut opts = FormatVolumeOptions::new().volume_id(spec.volume_id).volume_label(label_bytes(spec.label));
+    if spec.fat32 {
+        opts = opts.fat_type(FatType::Fat32);
+    }
+    fatfs::format_volume(&mut disk, opts).map_err(io("format".into()))?;
+    disk.seek(SeekFrom::Start(0)).map_err(io("seek".into()))?;
+
+    // TimeProvider must be 'static in fatfs 0.3; one small leak per volume built.
+    let clock: &'static FixedTime = Box::leak(Box::new(FixedTime(dos_time(spec.epoch))));
+    let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(clock).update_accessed_date(false))
+        .map_err(io("mount".into()))?;
+    for f in files {
+        let path = f.path.trim_start_matches('/');
+        if path.is_empty() || path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+            return Err(FatError::BadName { label: label.clone(), name: f.path.to_owned() });
+        }
+        let root = fs.root_dir();
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => {
+                let mut cur = root;
+                for part in d.split('/') {
+                    cur = cur.create_dir(part).map_err(io(format!("create folder {d}")))?;
+                }
+                (cur, n)
+            }
+            None => (root, path),
+        };
+        let mut file = dir.create_file(name).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Other && e.to_string().contains("No space") {
+                FatError::Full { label: label.clone(), need: payload, have: spec.size }
+            } else {
+                FatError::Io { label: label.clone(), what: format!("create {path}"), source: e }
+            }
+        })?;
+        file.truncate().map_err(io(format!("truncate {path}")))?;
+        file.write_all(f.data).map_err(|e| full_or(e, &label, payload, spec.size, path))?;
+    }
+    fs.unmount().map_err(io("unmount".into()))?;
+    let mut bytes = disk.into_inner();
+    fix_directories(&mut bytes).map_err(io("repair folders".into()))?;
+    Ok(bytes)
+}
+
+fn full_or(e: std::io::Error, label: &str, need: u64, have: u64, path: &str) -> FatError {
+    if e.to_string().to_ascii_lowercase().contains("no space") || e.kind() == std::io::ErrorKind::WriteZero {
+        FatError::Full { label: label.to_owned(), need, have }
+    } else {
+        FatError::Io { label: label.to_owned(), what: format!("write {path}"), source: e }
+    }
+}
+
+/// Geometry read from a boot sector, enough to walk directories.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    cluster_bytes: usize,
+    fat_offset: usize,
+    /// FAT12 = 12, FAT16 = 16, FAT32 = 32.
+    bits: u32,
+    /// FAT12/16: the fixed root directory region.
+    root_offset: usize,
+    root_bytes: usize,
+    /// FAT32: the root directory's first cluster.
+    root_cluster: u32,
+    data_offset: usize,
+}
+
+fn geometry(v: &[u8]) -> std::io::Result<Geometry> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a FAT boot sector");
+    if v.len() < 512 || v[510..512] != [0x55, 0xAA] {
+        return Err(bad());
+    }
+    let le16 = |o: usize| u16::from_le_bytes([v[o], v[o + 1]]) as usize;
+    let le32 = |o: usize| u32::from_le_bytes(v[o..o + 4].try_into().expect("4 bytes")) as usize;
+    let bps = le16(11);
+    let spc = v[13] as usize;
+    let reserved = le16(14);
+    let fats = v[16] as usize;
+    let root_entries = le16(17);
+    let total = if le16(19) != 0 { le16(19) } else { le32(32) };
+    let fat_sectors = if le16(22) != 0 { le16(22) } else { le32(36) };
+    if bps == 0 || spc == 0 {
+        return Err(bad());
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let data_sector = reserved + fats * fat_sectors + root_sectors;
+    let clusters = (total - data_sector) / spc;
+    let bits = if clusters < 4085 {
+        12
+    } else if clusters < 65525 {
+        16
+    } else {
+        32
+    };
+    Ok(Geometry {
+        cluster_bytes: bps * spc,
+        fat_offset: reserved * bps,
+        bits,
+        root_offset: (reserved + fats * fat_sectors) * bps,
+        root_bytes: root_entries * 32,
+        root_cluster: if bits == 32 { le32(44) as u32 } else { 0 },
+        data_offset: data_sector * bps,
+    })
+}
+
+impl Geometry {
+    fn next(&self, v: &[u8], c: u32) -> Option<u32> {
+        let c = c as usize;
+        let n = match self.bits {
+            12 => {
+                let o = self.fat_offset + c + c / 2;
+                let w = u16::from_le_bytes([v[o], v[o + 1]]);
+                u32::from(if c % 2 == 0 { w & 0xFFF } else { w >> 4 })
+            }
+            16 => u32::from(u16::from_le_bytes([v[self.fat_offset + 2 * c], v[self.fat_offset + 2 * c + 1]])),
+            _ => u32::from_le_bytes(v[self.fat_offset + 4 * c..][..4].try_into().expect("4 bytes")) & 0x0FFF_FFFF,
+        };
+        let end = match self.bits {
+            12 => 0xFF8,
+            16 => 0xFFF8,
+            _ => 0x0FFF_FFF8,
+        };
+        (n >= 2 && n < end).then_some(n)
+    }
+
+    /// Byte ranges of a cluster chain.
+    fn chain(&self, v: &[u8], first: u32) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let mut c = Some(first);
+        while let Some(cl) = c {
+            let start = self.data_offset + (cl as usize - 2) * self.cluster_bytes;
+            out.push(start..start + self.cluster_bytes);
+            if out.len() > v.len() / self.cluster_bytes {
+                break; // a loop in the FAT; never produced by fatfs, but do not spin
+            }
+            c = self.next(v, cl);
+        }
+        out
+    }
+}
+
+const ATTR_LFN: u8 = 0x0F;
+const ATTR_DIR: u8 = 0x10;
+
+fn entries(v: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    for r in ranges {
+        for e in v[r.clone()].chunks_exact(32) {
+            if e[0] == 0 {
+                return out;
+            }
+            out.push(e.try_into().expect("32 bytes"));
+        }
+    }
+    out
+}
+
+fn first_cluster(e: &[u8; 32]) -> u32 {
+    (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16) | u32::from(u16::from_le_bytes([e[26], e[27]]))
+}
+
+fn is_dot(e: &[u8; 32]) -> bool {
+    e[0..11] == *b".          " || e[0..11] == *b"..         "
+}
+
+/// Repairs what fatfs writes into sub-directories (see the module comment). Idempotent.
+pub fn fix_directories(v: &mut [u8]) -> std::io::Result<()> {
+    let g = geometry(v)?;
+    let root = if g.bits == 32 {
+        g.chain(v, g.root_cluster)
+    } else {
+        vec![g.root_offset..g.root_offset + g.root_bytes]
+    };
+    let mut todo: Vec<(Vec<std::ops::Range<usize>>, bool)> = vec![(root, true)];
+    while let Some((ranges, is_root)) = todo.pop() {
+        let mut list = entries(v, &ranges);
+        if !is_root {
+            // Drop the long-name entries in front of `.` and `..` and point a root `..` at cluster 0.
+            let mut fixed: Vec<[u8; 32]> = Vec::with_capacity(list.len());
+            let mut pending: Vec<[u8; 32]> = Vec::new();
+            for e in list {
+                if e[11] == ATTR_LFN && e[0] != 0xE5 {
+                    pending.push(e);
+                    continue;
+                }
+                if !is_dot(&e) {
+                    fixed.append(&mut pending);
+                }
+                pending.clear();
+                fixed.push(e);
+            }
+            list = fixed;
+            if let Some(dotdot) = list.iter_mut().find(|e| e[0..11] == *b"..         ") {
+                let parent = first_cluster(dotdot);
+                if parent == g.root_cluster && g.bits == 32 {
+                    dotdot[20..22].fill(0);
+                    dotdot[26..28].fill(0);
+                }
+            }
+            let mut bytes: Vec<u8> = list.iter().flatten().copied().collect();
+            for r in &ranges {
+                let n = r.len().min(bytes.len());
+                v[r.start..r.start + n].copy_from_slice(&bytes[..n]);
+                v[r.start + n..r.end].fill(0);
+                bytes.drain(..n);
+            }
+        }
+        for e in &list {
+            if e[0] != 0xE5 && e[11] != ATTR_LFN && e[11] & ATTR_DIR != 0 && !is_dot(e) {
+                let c = first_cluster(e);
+                if c >= 2 {
+                    todo.push((g.chain(v, c), false));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file read back from a FAT volume (for `rpixen inspect` and tests).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+}
+
+/// Lists every file on a FAT volume, using the same crate that wrote it.
+pub fn list<T: Read + Write + Seek>(volume: T) -> std::io::Result<(String, Vec<Listed>)> {
+    let fs = FileSystem::new(volume, FsOptions::new())?;
+    let label = fs.volume_label().trim_end().to_owned();
+    let mut out = Vec::new();
+    let mut todo = vec![(String::new(), fs.root_dir())];
+    while let Some((prefix, dir)) = todo.pop() {
+        for e in dir.iter() {
+            let e = e?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            if e.is_dir() {
+                todo.push((path, e.to_dir()));
+            } else {
+                out.push(Listed { path, size: e.len() });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((label, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dos_time_converts_civil_dates() {
+        let t = dos_time(1_700_000_000); // 2023-11-14 22:13:20 UTC
+        assert_eq!((t.date.year, t.date.month, t.date.day), (2023, 11, 14));
+        assert_eq!((t.time.hour, t.time.min, t.time.sec), (22, 13, 20));
+        assert_eq!(dos_time(0).date.year, 1980);
+        let leap = dos_time(951_782_400); // 2000-02-29
+        assert_eq!((leap.date.month, leap.date.day), (2, 29));
+    }
+
+    #[test]
+    fn build_and_list_round_trip() {
+        let spec = Spec { label: "boot", size: 64 << 20, fat32: true, volume_id: 0x1234_5678, epoch: 1_700_000_000 };
+        let big = vec![7u8; 3 << 20];
+        let files = [
+            Entry { path: "config.txt", data: b"arm_64bit=1\n" },
+            Entry { path: "overlays/a.dtbo", data: b"x" },
+            Entry { path: "Image", data: &big },
+        ];
+        let v = build(&spec, &files).unwrap();
+        let (label, listed) = list(Cursor::new(v.clone())).unwrap();
+        assert_eq!(label, "BOOT");
+        let names: Vec<_> = listed.iter().map(|l| (l.path.as_str(), l.size)).collect();
+        assert_eq!(names, [("Image", 3 << 20), ("config.txt", 12), ("overlays/a.dtbo", 1)]);
+        // Same input, same bytes.
+        assert_eq!(v, build(&spec, &files).unwrap());
+    }
+
+    #[test]
+    fn too_small_is_a_named_error() {
+        let spec = Spec { label: "CONFIG", size: 1 << 20, fat32: false, volume_id: 1, epoch: 0 };
+        let big = vec![1u8; 2 << 20];
+        let err = build(&spec, &[Entry { path: "x", data: &big }]).unwrap_err().to_string();
+        assert!(err.contains("CONFIG") && err.contains("partitions"), "{err}");
+    }
+}

@@ -3,8 +3,12 @@
 //! Module map (each owns one concept):
 //! - [`manifest`]: the image manifest (YAML) and its validation.
 //! - [`image`]: boot scripts, config.txt, FAT, GPT + hybrid MBR, and the `live.raw` assembly.
+//! - [`oci`]: OCI image references, registries, layouts and the blob cache.
+//! - [`rootfs`]: Dom0 root filesystems (cpio, squashfs) from OCI layers.
 //! - [`cmd`]: one module per CLI subcommand; each turns arguments into calls on the modules below.
 
 pub mod cmd;
 pub mod image;
 pub mod manifest;
+pub mod oci;
+pub mod rootfs;

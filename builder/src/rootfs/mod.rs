@@ -1,0 +1,5 @@
+//! Dom0 root filesystems: OCI layers unpacked into an in-memory [`tree::Tree`], extra files added, and
+//! the tree written as a compressed newc cpio ([`cpio`]) or a squashfs ([`squashfs`]).
+
+pub mod tree;
+pub mod unpack;

@@ -1,0 +1,87 @@
+//! The hypervisor's command line (`xen,xen-bootargs`), read with Xen's option names so that one boot
+//! script serves Xen and rpixen: `console=dtuart dtuart=serial1 sync_console dom0_mem=512M`.
+
+/// Options the hypervisor understands; unknown words are ignored, as Xen ignores them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HvArgs<'a> {
+    /// `console=dtuart` was given (other values, e.g. `none`, silence the console).
+    pub console_dtuart: bool,
+    /// `console=none`.
+    pub console_none: bool,
+    /// `dtuart=` without its `:options` tail: an alias (`serial1`) or a node path (`/soc/serial@7e215040`).
+    pub dtuart: Option<&'a str>,
+    /// `sync_console`: every line is written out before execution continues. rpixen's console is always
+    /// polled and synchronous, so this is accepted for compatibility and reported.
+    pub sync_console: bool,
+    /// `dom0_mem=` in bytes.
+    pub dom0_mem: Option<u64>,
+    /// `dom0_max_vcpus=`.
+    pub dom0_max_vcpus: Option<usize>,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum CmdlineError {
+    /// `dom0_mem=` is not a size such as `512M`.
+    BadSize,
+    /// `dom0_max_vcpus=` is not a number.
+    BadNumber,
+}
+
+/// Parses a size with an optional K/M/G suffix (Xen's `parse_size_and_unit`, bytes when bare).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n = if let Some(hex) = num.strip_prefix("0x") { u64::from_str_radix(hex, 16).ok()? } else { num.parse().ok()? };
+    n.checked_mul(mult)
+}
+
+pub fn parse(line: &str) -> Result<HvArgs<'_>, CmdlineError> {
+    let mut a = HvArgs::default();
+    for word in line.split_ascii_whitespace() {
+        let (key, val) = word.split_once('=').unwrap_or((word, ""));
+        match key {
+            "console" => {
+                a.console_dtuart = val.split(',').any(|v| v == "dtuart");
+                a.console_none = val == "none";
+            }
+            "dtuart" => a.dtuart = Some(val.split(':').next().unwrap_or(val)),
+            "sync_console" => a.sync_console = true,
+            // Xen accepts `dom0_mem=512M,max:512M`; the first plain size is Dom0's memory.
+            "dom0_mem" => {
+                let size = val.split(',').find(|v| !v.contains(':')).ok_or(CmdlineError::BadSize)?;
+                a.dom0_mem = Some(parse_size(size).ok_or(CmdlineError::BadSize)?);
+            }
+            "dom0_max_vcpus" => a.dom0_max_vcpus = Some(val.parse().map_err(|_| CmdlineError::BadNumber)?),
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_xen_console_options() {
+        let a = parse("console=dtuart dtuart=serial1:115200n8 sync_console dom0_mem=512M").unwrap();
+        assert!(a.console_dtuart && a.sync_console && !a.console_none);
+        assert_eq!(a.dtuart, Some("serial1"));
+        assert_eq!(a.dom0_mem, Some(512 << 20));
+        let a = parse("dtuart=/soc/serial@7e215040 dom0_mem=1G,max:1G loglvl=all").unwrap();
+        assert_eq!(a.dtuart, Some("/soc/serial@7e215040"));
+        assert_eq!(a.dom0_mem, Some(1 << 30));
+    }
+
+    #[test]
+    fn rejects_bad_sizes() {
+        assert_eq!(parse("dom0_mem=lots"), Err(CmdlineError::BadSize));
+        assert_eq!(parse("dom0_max_vcpus=x"), Err(CmdlineError::BadNumber));
+        assert_eq!(parse_size("0x1000"), Some(0x1000));
+        assert_eq!(parse_size("64k"), Some(65536));
+    }
+}

@@ -1,0 +1,301 @@
+//! Builds Dom0's device tree from the host's (Xen's `prepare_dtb_hwdom`, minus everything that would
+//! tell Linux it runs on Xen):
+//! - `/memory`: only Dom0's banks (IPA = PA);
+//! - `/chosen`: Dom0's `bootargs` and `linux,initrd-start/end`; `xen,*` properties and module nodes gone;
+//!   `stdout-path` points at Dom0's console;
+//! - GIC: `reg` = GICD + GICC only (GICV is mapped at GICC's address), no maintenance interrupt;
+//! - timer: the hypervisor timer PPI dropped; PMU dropped (its PPI is not forwarded);
+//! - `/cpus`: `enable-method = "psci"` everywhere, `cpu-release-addr` gone; a new `/psci` with
+//!   `method = "hvc"` replaces the host's;
+//! - nodes the hypervisor keeps for itself get `status = "disabled"`.
+//! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use fdt::node::FdtNode;
+use fdt::Fdt;
+use vm_fdt::{FdtReserveEntry, FdtWriter};
+
+use crate::dt::{self, child_cells, is_compatible, prop_str};
+use crate::hostdt::GIC_COMPATIBLE;
+use crate::Region;
+
+pub struct Dom0DtConfig<'a> {
+    pub memory: &'a [Region],
+    pub bootargs: &'a str,
+    pub initrd: Option<Region>,
+    /// Paths of nodes Dom0 must not drive (the hypervisor's UART, devices sharing its page or IRQ,
+    /// the power-management block the hypervisor resets with).
+    pub disable: &'a [&'a str],
+    /// `stdout-path` for Dom0, or `None` to drop the host's.
+    pub stdout_path: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dom0DtError {
+    /// The host blob is not a valid device tree.
+    BadHostBlob,
+    /// The writer rejected the tree (a bug: the message names the step).
+    Writer(&'static str),
+}
+
+const PMU_COMPATIBLE: &[&str] = &["arm,armv8-pmuv3", "arm,cortex-a72-pmu", "arm,cortex-a53-pmu", "arm,cortex-a15-pmu"];
+const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
+const MODULE_COMPATIBLE: &[&str] = &["multiboot,module", "xen,multiboot-module", "xen,linux-zimage", "xen,linux-initrd"];
+
+fn werr(step: &'static str) -> impl Fn(vm_fdt::Error) -> Dom0DtError {
+    move |_| Dom0DtError::Writer(step)
+}
+
+pub fn build(host: &[u8], cfg: &Dom0DtConfig<'_>) -> Result<Vec<u8>, Dom0DtError> {
+    let fdt = Fdt::new(host).map_err(|_| Dom0DtError::BadHostBlob)?;
+    let rsv: Vec<FdtReserveEntry> = fdt
+        .memory_reservations()
+        .filter_map(|r| FdtReserveEntry::new(r.address() as u64, r.size() as u64).ok())
+        .collect();
+    let mut w = FdtWriter::new_with_mem_reserv(&rsv).map_err(werr("header"))?;
+    let root = fdt.find_node("/").ok_or(Dom0DtError::BadHostBlob)?;
+    let mut path = String::from("/");
+    copy_node(&fdt, &mut w, root, &mut path, cfg, (2, 1))?;
+    w.finish().map_err(werr("finish"))
+}
+
+fn encode_cells(out: &mut Vec<u8>, v: u64, cells: usize) {
+    if cells == 2 {
+        out.extend_from_slice(&v.to_be_bytes());
+    } else if cells == 1 {
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    }
+}
+
+fn copy_node(
+    fdt: &Fdt<'_>,
+    w: &mut FdtWriter,
+    node: FdtNode<'_, '_>,
+    path: &mut String,
+    cfg: &Dom0DtConfig<'_>,
+    parent_cells: (usize, usize),
+) -> Result<(), Dom0DtError> {
+    let is_root = path == "/";
+    let name = if is_root { "" } else { node.name };
+    let h = w.begin_node(name).map_err(werr("begin_node"))?;
+    let parent = dt::parent_path(path);
+    let is_chosen = path == "/chosen";
+    let is_cpu = parent == "/cpus" && prop_str(&node, "device_type") == Some("cpu");
+    let is_gic = is_compatible(&node, GIC_COMPATIBLE);
+    let is_timer = is_compatible(&node, &["arm,armv8-timer", "arm,armv7-timer"]);
+    let disabled = cfg.disable.contains(&path.as_str());
+    let my_cells = child_cells(&node);
+
+    for p in node.properties() {
+        let (n, v) = (p.name, p.value);
+        if is_chosen
+            && (n.starts_with("xen,") || n.starts_with("linux,initrd-") || n.starts_with("linux,uefi-") || n == "bootargs" || n == "stdout-path")
+        {
+            continue;
+        }
+        if is_cpu && (n == "enable-method" || n == "cpu-release-addr") {
+            continue;
+        }
+        if disabled && n == "status" {
+            continue;
+        }
+        if is_gic && n == "reg" {
+            // GICD and GICC only: the guest never sees GICH/GICV.
+            let step = (parent_cells.0 + parent_cells.1) * 4;
+            w.property(n, &v[..(2 * step).min(v.len())]).map_err(werr("gic reg"))?;
+            continue;
+        }
+        if is_gic && n == "interrupts" {
+            continue;
+        }
+        if is_timer && n == "interrupts" {
+            // S-phys, NS-phys, virt; the fourth (hypervisor) PPI belongs to EL2.
+            w.property(n, &v[..v.len().min(9 * 4)]).map_err(werr("timer"))?;
+            continue;
+        }
+        w.property(n, v).map_err(werr("property"))?;
+    }
+    if is_chosen {
+        w.property_string("bootargs", cfg.bootargs).map_err(werr("bootargs"))?;
+        if let Some(rd) = cfg.initrd {
+            w.property_u64("linux,initrd-start", rd.base).map_err(werr("initrd"))?;
+            w.property_u64("linux,initrd-end", rd.end()).map_err(werr("initrd"))?;
+        }
+        if let Some(s) = cfg.stdout_path {
+            w.property_string("stdout-path", s).map_err(werr("stdout-path"))?;
+        }
+    }
+    if is_cpu {
+        w.property_string("enable-method", "psci").map_err(werr("enable-method"))?;
+    }
+    if disabled {
+        w.property_string("status", "disabled").map_err(werr("status"))?;
+    }
+
+    for child in node.children() {
+        let child_is_memory = is_root && prop_str(&child, "device_type") == Some("memory");
+        let skip = child_is_memory
+            || (is_root && (is_compatible(&child, PSCI_COMPATIBLE) || child.name == "hypervisor"))
+            || (is_chosen && is_compatible(&child, MODULE_COMPATIBLE))
+            || is_compatible(&child, PMU_COMPATIBLE);
+        if skip {
+            continue;
+        }
+        let len = path.len();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(child.name);
+        copy_node(fdt, w, child, path, cfg, my_cells)?;
+        path.truncate(len);
+    }
+
+    if is_root {
+        for bank in cfg.memory {
+            let h = w.begin_node(&alloc::format!("memory@{:x}", bank.base)).map_err(werr("memory"))?;
+            w.property_string("device_type", "memory").map_err(werr("memory"))?;
+            let mut reg = Vec::new();
+            encode_cells(&mut reg, bank.base, my_cells.0);
+            encode_cells(&mut reg, bank.size, my_cells.1);
+            w.property("reg", &reg).map_err(werr("memory"))?;
+            w.end_node(h).map_err(werr("memory"))?;
+        }
+        let h = w.begin_node("psci").map_err(werr("psci"))?;
+        w.property_string_list("compatible", alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into(), "arm,psci".into()])
+            .map_err(werr("psci"))?;
+        w.property_string("method", "hvc").map_err(werr("psci"))?;
+        w.property_u32("cpu_off", crate::psci::CPU_OFF).map_err(werr("psci"))?;
+        w.property_u32("cpu_on", crate::psci::CPU_ON_64).map_err(werr("psci"))?;
+        w.end_node(h).map_err(werr("psci"))?;
+    }
+    w.end_node(h).map_err(werr("end_node"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small host tree in the shape of QEMU virt's, with Xen-style /chosen modules.
+    fn host_tree() -> Vec<u8> {
+        let mut w = FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(0x1000, 0x1000).unwrap()]).unwrap();
+        let r = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        let m = w.begin_node("memory@40000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0x8000_0000]).unwrap();
+        w.end_node(m).unwrap();
+        let c = w.begin_node("chosen").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.property_string("xen,xen-bootargs", "console=dtuart dtuart=serial0 dom0_mem=512M").unwrap();
+        w.property_string("xen,dom0-bootargs", "console=ttyAMA0").unwrap();
+        w.property_string("stdout-path", "/pl011@9000000").unwrap();
+        w.property_string("u-boot,version", "2025.01").unwrap();
+        let k = w.begin_node("module@40800000").unwrap();
+        w.property_string_list("compatible", alloc::vec!["multiboot,kernel".into(), "multiboot,module".into()]).unwrap();
+        w.property_array_u64("reg", &[0x4080_0000, 0x240_0000]).unwrap();
+        w.end_node(k).unwrap();
+        let d = w.begin_node("module@44000000").unwrap();
+        w.property_string_list("compatible", alloc::vec!["multiboot,ramdisk".into(), "multiboot,module".into()]).unwrap();
+        w.property_array_u64("reg", &[0x4400_0000, 0x10_0000]).unwrap();
+        w.end_node(d).unwrap();
+        w.end_node(c).unwrap();
+        let cpus = w.begin_node("cpus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 0).unwrap();
+        for i in 0..2u32 {
+            let n = w.begin_node(&alloc::format!("cpu@{i}")).unwrap();
+            w.property_string("device_type", "cpu").unwrap();
+            w.property_u32("reg", i).unwrap();
+            w.property_string("enable-method", "spin-table").unwrap();
+            w.property_u64("cpu-release-addr", 0xd8 + 8 * u64::from(i)).unwrap();
+            w.end_node(n).unwrap();
+        }
+        w.end_node(cpus).unwrap();
+        let p = w.begin_node("psci").unwrap();
+        w.property_string("compatible", "arm,psci-1.0").unwrap();
+        w.property_string("method", "smc").unwrap();
+        w.end_node(p).unwrap();
+        let g = w.begin_node("intc@8000000").unwrap();
+        w.property_string("compatible", "arm,cortex-a15-gic").unwrap();
+        w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x801_0000, 0x1_0000, 0x803_0000, 0x1_0000, 0x804_0000, 0x1_0000]).unwrap();
+        w.property_array_u32("interrupts", &[1, 9, 4]).unwrap();
+        w.property_phandle(0x8002).unwrap();
+        w.end_node(g).unwrap();
+        let t = w.begin_node("timer").unwrap();
+        w.property_string("compatible", "arm,armv8-timer").unwrap();
+        w.property_array_u32("interrupts", &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04]).unwrap();
+        w.end_node(t).unwrap();
+        let pmu = w.begin_node("pmu").unwrap();
+        w.property_string("compatible", "arm,armv8-pmuv3").unwrap();
+        w.end_node(pmu).unwrap();
+        let u = w.begin_node("pl011@9000000").unwrap();
+        w.property_string("compatible", "arm,pl011").unwrap();
+        w.property_array_u64("reg", &[0x900_0000, 0x1000]).unwrap();
+        w.end_node(u).unwrap();
+        let a = w.begin_node("aliases").unwrap();
+        w.property_string("serial0", "/pl011@9000000").unwrap();
+        w.end_node(a).unwrap();
+        w.end_node(r).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn host_info_reads_xen_bindings() {
+        let blob = host_tree();
+        let fdt = Fdt::new(&blob).unwrap();
+        let info = crate::hostdt::parse(&fdt).unwrap();
+        assert_eq!(info.ram, [Region::new(0x4000_0000, 0x8000_0000)]);
+        assert_eq!(info.hv_bootargs, "console=dtuart dtuart=serial0 dom0_mem=512M");
+        assert_eq!(info.dom0_bootargs, "console=ttyAMA0");
+        assert_eq!(info.kernel.as_ref().unwrap().region, Region::new(0x4080_0000, 0x240_0000));
+        assert_eq!(info.ramdisk.as_ref().unwrap().region, Region::new(0x4400_0000, 0x10_0000));
+        assert_eq!(info.gic.vcpu, Region::new(0x804_0000, 0x1_0000));
+        assert_eq!(info.gic.maint_intid, 25);
+        assert_eq!(info.cpus[1].method, crate::hostdt::EnableMethod::SpinTable { release_addr: 0xe0 });
+        assert_eq!(info.psci_method, Some("smc"));
+        let uart = crate::hostdt::find_uart(&fdt, "serial0").unwrap();
+        assert_eq!((uart.base, uart.kind), (0x900_0000, crate::hostdt::UartKind::Pl011));
+    }
+
+    #[test]
+    fn dom0_tree_hides_the_hypervisor() {
+        let blob = host_tree();
+        let mem = [Region::new(0x6000_0000, 0x2000_0000)];
+        let cfg = Dom0DtConfig {
+            memory: &mem,
+            bootargs: "console=ttyAMA0 rdinit=/init",
+            initrd: Some(Region::new(0x6300_0000, 0x1000)),
+            disable: &["/pmu", "/timer"],
+            stdout_path: Some("/pl011@9000000"),
+        };
+        let out = build(&blob, &cfg).unwrap();
+        let fdt = Fdt::new(&out).unwrap();
+        let memory: Vec<_> = fdt.memory().regions().map(|r| (r.starting_address as u64, r.size.unwrap() as u64)).collect();
+        assert_eq!(memory, [(0x6000_0000, 0x2000_0000)]);
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert_eq!(prop_str(&chosen, "bootargs"), Some("console=ttyAMA0 rdinit=/init"));
+        assert!(chosen.property("xen,xen-bootargs").is_none() && chosen.property("xen,dom0-bootargs").is_none());
+        assert_eq!(chosen.children().count(), 0, "module nodes removed");
+        assert_eq!(dt::read_cells(chosen.property("linux,initrd-end").unwrap().value, 2), Some(0x6300_1000));
+        assert_eq!(prop_str(&chosen, "u-boot,version"), Some("2025.01"));
+        let gic = fdt.find_node("/intc@8000000").unwrap();
+        assert_eq!(gic.property("reg").unwrap().value.len(), 32, "GICD + GICC only");
+        assert!(gic.property("interrupts").is_none());
+        assert!(gic.property("phandle").is_some());
+        let timer = fdt.find_node("/timer").unwrap();
+        assert_eq!(dt::u32s(timer.property("interrupts").unwrap().value).collect::<Vec<_>>(), [1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04]);
+        assert_eq!(prop_str(&timer, "status"), Some("disabled"));
+        assert!(fdt.find_node("/pmu").is_none());
+        for cpu in fdt.find_node("/cpus").unwrap().children() {
+            assert_eq!(prop_str(&cpu, "enable-method"), Some("psci"));
+            assert!(cpu.property("cpu-release-addr").is_none());
+        }
+        let psci = fdt.find_compatible(&["arm,psci-1.0"]).unwrap();
+        assert_eq!(prop_str(&psci, "method"), Some("hvc"));
+        assert_eq!(fdt.memory_reservations().count(), 1);
+        assert!(fdt.find_node("/hypervisor").is_none());
+    }
+}

@@ -1,0 +1,232 @@
+//! Builds the hypervisor's own EL2 stage-1 tables and Dom0's stage-2 tables (4 KiB granule, both
+//! starting at level 1) into a caller-provided pool of 4 KiB tables. Descriptor bits: ARM DDI 0487
+//! D8.3; stage-2 values as Xen's (`lpae.h`, `p2m.c`).
+
+pub type Table = [u64; 512];
+
+/// Which translation regime the tables are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regime {
+    /// EL2 stage 1, 39-bit VA (T0SZ = 25): one level-1 table of 512 × 1 GiB.
+    El2Stage1,
+    /// Stage 2, 40-bit IPA (T0SZ = 24, SL0 = 1): two concatenated level-1 tables (8 KiB root).
+    Stage2,
+}
+
+impl Regime {
+    fn root_tables(self) -> usize {
+        match self {
+            Regime::El2Stage1 => 1,
+            Regime::Stage2 => 2,
+        }
+    }
+    pub fn limit(self) -> u64 {
+        (self.root_tables() as u64) << 39
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mem {
+    /// RAM: Normal write-back, inner shareable.
+    Normal,
+    /// MMIO: stage 1 Device-nGnRnE; stage 2 leaves the type to Dom0's stage 1 (Xen's `p2m_mmio_direct_c`).
+    Device,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// The pool of tables is used up.
+    OutOfTables,
+    /// The address is beyond the regime's range or not 4 KiB aligned.
+    BadRange,
+    /// The range overlaps a mapping made with a larger block.
+    Overlap,
+}
+
+/// MAIR_EL2 for the stage-1 attribute indices used here: 0 = Device-nGnRnE, 1 = Normal WB RW-allocate.
+pub const MAIR_EL2: u64 = 0xFF << 8;
+/// TCR_EL2: T0SZ 25, IRGN0/ORGN0 WBWA, SH0 inner, TG0 4K, PS 40-bit, RES1 bits 31 and 23.
+pub const TCR_EL2: u64 = (1 << 31) | (1 << 23) | (2 << 16) | (3 << 12) | (1 << 10) | (1 << 8) | 25;
+/// VTCR_EL2: T0SZ 24, SL0 = 1 (start at level 1), WBWA, inner shareable, 4K, PS 40-bit, RES1 bit 31.
+pub const VTCR_EL2: u64 = (1 << 31) | (2 << 16) | (3 << 12) | (1 << 10) | (1 << 8) | (1 << 6) | 24;
+
+const VALID: u64 = 1;
+const TABLE: u64 = 1 << 1;
+const AF: u64 = 1 << 10;
+const XN: u64 = 1 << 54;
+const ADDR_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+
+pub fn leaf(regime: Regime, mem: Mem, pa: u64, level: u32) -> u64 {
+    let kind = if level == 3 { VALID | TABLE } else { VALID };
+    let attrs = match (regime, mem) {
+        // AttrIndx 1, AP[1] (RES1 in the one-privilege-level EL2 regime), inner shareable.
+        (Regime::El2Stage1, Mem::Normal) => (1 << 2) | (1 << 6) | (3 << 8),
+        (Regime::El2Stage1, Mem::Device) => (1 << 6) | XN,
+        // MemAttr 0xF (Normal WB), S2AP RW, inner shareable.
+        (Regime::Stage2, Mem::Normal) => (0xF << 2) | (3 << 6) | (3 << 8),
+        // MemAttr 0xF, S2AP RW, outer shareable, never executable.
+        (Regime::Stage2, Mem::Device) => (0xF << 2) | (3 << 6) | (2 << 8) | XN,
+    };
+    (pa & ADDR_MASK) | kind | attrs | AF
+}
+
+/// A table set being built. `pool[0..root_tables]` is the root.
+pub struct Tables<'a> {
+    regime: Regime,
+    pool: &'a mut [Table],
+    pool_pa: u64,
+    used: usize,
+}
+
+fn level_shift(level: u32) -> u32 {
+    39 - 9 * level
+}
+
+impl<'a> Tables<'a> {
+    /// `pool_pa` is the physical address of `pool[0]` (8 KiB aligned for stage 2). The pool is cleared.
+    pub fn new(regime: Regime, pool: &'a mut [Table], pool_pa: u64) -> Tables<'a> {
+        for t in pool.iter_mut() {
+            t.fill(0);
+        }
+        let used = regime.root_tables();
+        Tables { regime, pool, pool_pa, used }
+    }
+
+    pub fn root_pa(&self) -> u64 {
+        self.pool_pa
+    }
+
+    fn index_of(&self, desc: u64) -> usize {
+        (((desc & ADDR_MASK) - self.pool_pa) / 4096) as usize
+    }
+
+    /// The descriptor slot for `va` at `level`, creating intermediate tables.
+    fn slot(&mut self, va: u64, level: u32) -> Result<&mut u64, MapError> {
+        let top = (va >> 30) as usize;
+        let (mut t, mut i) = (top / 512, top % 512);
+        for l in 1..level {
+            let desc = self.pool[t][i];
+            let next = if desc & VALID == 0 {
+                if self.used == self.pool.len() {
+                    return Err(MapError::OutOfTables);
+                }
+                let n = self.used;
+                self.used += 1;
+                self.pool[t][i] = (self.pool_pa + 4096 * n as u64) | VALID | TABLE;
+                n
+            } else if desc & TABLE == 0 {
+                return Err(MapError::Overlap);
+            } else {
+                self.index_of(desc)
+            };
+            t = next;
+            i = ((va >> level_shift(l + 1)) & 511) as usize;
+        }
+        Ok(&mut self.pool[t][i])
+    }
+
+    /// Maps `[va, va+size)` to `[pa, pa+size)` with the largest blocks alignment allows.
+    pub fn map(&mut self, mut va: u64, mut pa: u64, mut size: u64, mem: Mem) -> Result<(), MapError> {
+        if va % 4096 != 0 || pa % 4096 != 0 || size % 4096 != 0 || va.checked_add(size).is_none_or(|e| e > self.regime.limit()) {
+            return Err(MapError::BadRange);
+        }
+        while size > 0 {
+            let level = (1..=3)
+                .find(|&l| {
+                    let b = 1u64 << level_shift(l);
+                    va % b == 0 && pa % b == 0 && size >= b
+                })
+                .unwrap_or(3);
+            let regime = self.regime;
+            let slot = self.slot(va, level)?;
+            if *slot & VALID != 0 {
+                return Err(MapError::Overlap);
+            }
+            *slot = leaf(regime, mem, pa, level);
+            let b = 1u64 << level_shift(level);
+            va += b;
+            pa += b;
+            size -= b;
+        }
+        Ok(())
+    }
+
+    /// Walks the tables: the output address and leaf descriptor for `va`, if mapped.
+    pub fn translate(&self, va: u64) -> Option<(u64, u64)> {
+        if va >= self.regime.limit() {
+            return None;
+        }
+        let top = (va >> 30) as usize;
+        let (mut t, mut i) = (top / 512, top % 512);
+        for level in 1..=3 {
+            let desc = self.pool[t][i];
+            if desc & VALID == 0 {
+                return None;
+            }
+            let is_table = level < 3 && desc & TABLE != 0;
+            if !is_table {
+                let mask = (1u64 << level_shift(level)) - 1;
+                return Some(((desc & ADDR_MASK & !mask) | (va & mask), desc));
+            }
+            t = self.index_of(desc);
+            i = ((va >> level_shift(level + 1)) & 511) as usize;
+        }
+        None
+    }
+
+    pub fn tables_used(&self) -> usize {
+        self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::gaps;
+    use crate::Region;
+
+    #[test]
+    fn stage2_maps_ram_and_devices_but_not_holes() {
+        let mut pool = vec![[0u64; 512]; 32];
+        let mut t = Tables::new(Regime::Stage2, &mut pool, 0x4010_0000);
+        // virt-like: Dom0 RAM 0x60000000+512M; devices everywhere except host RAM and the GIC frames.
+        t.map(0x6000_0000, 0x6000_0000, 0x2000_0000, Mem::Normal).unwrap();
+        let used = [Region::new(0x4000_0000, 0x8000_0000), Region::new(0x0800_0000, 0x1_0000), Region::new(0x0801_0000, 0x4_0000)];
+        for g in gaps(&used, 0, 1 << 40) {
+            t.map(g.base, g.base, g.size, Mem::Device).unwrap();
+        }
+        t.map(0x0801_0000, 0x0804_0000, 0x1_0000, Mem::Device).unwrap(); // GICV at GICC's IPA
+        let (pa, d) = t.translate(0x6123_4567).unwrap();
+        assert_eq!(pa, 0x6123_4567);
+        assert_eq!((d >> 2) & 0xF, 0xF);
+        assert_eq!((d >> 8) & 3, 3);
+        assert_eq!(d & AF, AF);
+        assert_eq!(t.translate(0x0801_0004).unwrap().0, 0x0804_0004);
+        assert!(t.translate(0x0800_0000).is_none(), "GICD traps");
+        assert!(t.translate(0x4060_0000).is_none(), "hypervisor memory is not mapped");
+        assert!(t.translate(0xBFFF_F000).is_none());
+        let (pa, d) = t.translate(0x80_0000_1000).unwrap(); // virt's 64-bit PCIe window needs 40 bits
+        assert_eq!(pa, 0x80_0000_1000);
+        assert_eq!(d & XN, XN);
+        assert!(t.tables_used() < 32);
+        assert_eq!(t.map(0x6000_0000, 0x6000_0000, 0x1000, Mem::Normal), Err(MapError::Overlap));
+        assert_eq!(t.map(1 << 40, 0, 0x1000, Mem::Normal), Err(MapError::BadRange));
+    }
+
+    #[test]
+    fn stage1_uses_blocks_and_runs_out_cleanly() {
+        let mut pool = vec![[0u64; 512]; 2];
+        let mut t = Tables::new(Regime::El2Stage1, &mut pool, 0x1000_0000);
+        t.map(0x4000_0000, 0x4000_0000, 0x8000_0000, Mem::Normal).unwrap();
+        assert_eq!(t.tables_used(), 1, "1 GiB blocks need no extra table");
+        let (_, d) = t.translate(0x7000_0000).unwrap();
+        assert_eq!((d >> 2) & 7, 1);
+        t.map(0, 0, 0x20_0000, Mem::Device).unwrap();
+        assert_eq!(t.map(0x20_1000, 0x20_1000, 0x1000, Mem::Device), Err(MapError::OutOfTables));
+    }
+
+    #[test]
+    fn register_values_match_the_brief() {
+        assert_eq!(VTCR_EL2, 0x8002_3558);
+    }
+}

@@ -1,0 +1,81 @@
+//! Packages: `pkg/<name>/pkg.yml` turned into an OCI image layout at `dist/pkg/<name>` (tag `latest`).
+//!
+//! - [`def`]: the definition file.
+//! - [`apt`]: apt's client with a private configuration (signed indexes, downloads, `apt-cache show`).
+//! - [`cache`]: `.deb` files stored by sha256 and checked against their pins.
+//! - [`deb`]: reading a `.deb` without dpkg.
+//! - [`map`]: `.deb` paths to image paths.
+//! - [`layer`]: the reproducible layer tar.
+//! - [`build`]: putting it together; [`update`]: re-pinning to the archive's current versions.
+
+pub mod apt;
+pub mod build;
+pub mod cache;
+pub mod deb;
+pub mod def;
+pub mod layer;
+pub mod map;
+pub mod update;
+
+use std::path::PathBuf;
+
+pub use build::{build, fetch, fetch_deb};
+pub use def::PkgDef;
+
+/// Errors from defining, fetching and building packages. Each names the package, file or digest at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PkgError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("package definition {path}: {message}")]
+    Def { path: PathBuf, message: String },
+    #[error("{path}: not a valid .deb: {message}")]
+    Deb { path: PathBuf, message: String },
+    #[error(
+        "package {package}: {deb}: file {file} has sha256 {actual}, but {def} pins sha256 {expected}; \
+         the file was deleted"
+    )]
+    Digest { package: String, deb: String, def: PathBuf, file: PathBuf, expected: String, actual: String },
+    #[error(
+        "package {package}: {deb} version {version} is no longer served by the Debian archive ({suite}); \
+         run `rpixen pkg update` to re-pin {def} to the version the archive serves now\n{detail}"
+    )]
+    VersionGone { package: String, deb: String, version: String, suite: String, def: PathBuf, detail: String },
+    #[error("package {package}: {deb} (sha256 {sha256}) is not in the download cache and --offline forbids the network")]
+    Offline { package: String, deb: String, sha256: String },
+    #[error("{tool} failed:\n{stderr}")]
+    Tool { tool: String, stderr: String },
+    #[error("package layer: {0}")]
+    Layer(String),
+    #[error("package {package}: {def}: {field}: {message}")]
+    Map { package: String, def: PathBuf, field: String, message: String },
+    #[error("package {package}: {message}")]
+    Build { package: String, message: String },
+}
+
+/// Where downloads are cached and whether the network may be used.
+#[derive(Debug, Clone)]
+pub struct PkgOptions {
+    /// `$XDG_CACHE_HOME/rpixen`, else `~/.cache/rpixen`; `.deb` files go to `debs/sha256/<hex>`.
+    pub cache_dir: PathBuf,
+    /// apt's private state (indexes); default `<cache_dir>/apt`.
+    pub apt_dir: PathBuf,
+    /// Use the cache alone.
+    pub offline: bool,
+}
+
+impl PkgOptions {
+    pub fn from_env() -> PkgOptions {
+        let cache_dir = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("rpixen");
+        PkgOptions::with_cache(cache_dir)
+    }
+
+    pub fn with_cache(cache_dir: PathBuf) -> PkgOptions {
+        PkgOptions { apt_dir: cache_dir.join("apt"), cache_dir, offline: false }
+    }
+}

@@ -7,3 +7,7 @@ pub mod configtxt;
 pub mod layout;
 pub mod fat;
 pub mod table;
+pub mod ids;
+pub mod disk;
+pub mod output;
+pub mod dtb;

@@ -1,52 +1,14 @@
 //! OCI image layouts: written by our writer, read back by our reader, flattened with OCI semantics, and
 //! refused when a blob was tampered with.
 
-use std::path::Path;
+mod common;
 
-use rpixen::oci::layout::{write_index, Compression, EntryMeta, ImageBuilder, LayerTar};
-use rpixen::oci::{self, OciError, OciOptions, Platform};
+use rpixen::oci::layout::{write_index, Compression, ImageBuilder, LayerTar};
+use rpixen::oci::{self, OciError, Platform};
 use rpixen::rootfs::tree::Kind;
 use rpixen::rootfs::unpack::{unpack_image, Limits};
 
-fn opts(tmp: &Path) -> OciOptions {
-    OciOptions { cache_dir: tmp.join("cache"), pkg_dir: tmp.join("pkg"), offline: true, ..OciOptions::from_env() }
-}
-
-fn layered_image() -> ImageBuilder {
-    let mut l1 = LayerTar::new();
-    l1.dir("etc", 0o755)
-        .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644)
-        .file("etc/old", b"old", 0o644)
-        .dir("opt/app", 0o755)
-        .file("opt/app/lower", b"lower", 0o644)
-        .dir("usr/lib", 0o755)
-        .file("usr/lib/libc.so", b"libc", 0o755)
-        .symlink("lib", "usr/lib")
-        .file_with("bin/ping", b"ping", &EntryMeta {
-            mode: 0o4755,
-            uid: 0,
-            gid: 0,
-            mtime: 7,
-            xattrs: vec![("security.capability".into(), vec![1, 0, 0, 2])],
-        });
-    let mut l2 = LayerTar::new();
-    l2.whiteout("etc/old")
-        .opaque("opt/app")
-        .file("opt/app/upper", b"upper", 0o600)
-        .file("lib/libm.so", b"libm", 0o755)
-        .file_with("home/user/f", b"mine", &EntryMeta { mode: 0o640, uid: 1000, gid: 100, ..Default::default() })
-        .hardlink("bin/ping6", "bin/ping")
-        .char_device("dev/console", 5, 1, 0o600);
-    let mut l3 = LayerTar::new();
-    l3.file("etc/motd", b"hello from zstd\n", 0o644);
-    ImageBuilder::new()
-        .layer(&l1.finish(), Compression::Gzip)
-        .unwrap()
-        .layer(&l2.finish(), Compression::None)
-        .unwrap()
-        .layer(&l3.finish(), Compression::Zstd)
-        .unwrap()
-}
+use common::{layered_image, opts};
 
 #[test]
 fn layout_round_trip_with_oci_semantics() {
@@ -54,7 +16,8 @@ fn layout_round_trip_with_oci_semantics() {
     let dir = tmp.path().join("img");
     layered_image().write(&dir, "v1").unwrap();
     assert!(dir.join("oci-layout").is_file());
-    let o = opts(tmp.path());
+    let mut o = opts(tmp.path());
+    o.offline = true;
     let r = format!("oci:{}:v1", dir.display());
     assert_eq!(oci::read_file(&o, &r, "etc/motd").unwrap(), b"hello from zstd\n");
     assert_eq!(oci::read_file(&o, &r, "/lib/libc.so").unwrap(), b"libc");
@@ -82,7 +45,8 @@ fn layout_round_trip_with_oci_semantics() {
 #[test]
 fn package_names_and_tags() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = opts(tmp.path());
+    let mut o = opts(tmp.path());
+    o.offline = true;
     let mut t = LayerTar::new();
     t.file("sbin/dom0-init", b"\x7fELF", 0o755);
     ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&o.pkg_dir.join("dom0-init"), "latest").unwrap();
@@ -120,7 +84,8 @@ fn tampered_layout_blob_is_refused_naming_both_digests() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
     let desc = layered_image().write(&dir, "latest").unwrap();
-    let o = opts(tmp.path());
+    let mut o = opts(tmp.path());
+    o.offline = true;
     let r = format!("oci:{}", dir.display());
     let image = oci::resolve(&o, &r).unwrap();
     let layer = &image.layers[1];

@@ -3,3 +3,5 @@
 
 pub mod tree;
 pub mod unpack;
+pub mod cpio;
+pub mod squashfs;

@@ -1,0 +1,264 @@
+//! rpixen's PID 1 for Dom0. `run` is the whole life of the system:
+//!
+//! 1. early mounts (/proc, /sys, /dev, /dev/pts, /run, /tmp) and the console on /dev/console;
+//! 2. the config (`/etc/rpixen/init.yml`, read leniently: what is valid runs, the rest is logged);
+//! 3. hostname, kernel modules, loopback up;
+//! 4. from an initramfs: switch into the squashfs rootfs on IMGA/IMGB if there is one (exec's its init);
+//! 5. CONFIG and PERSIST mounted by GPT label, then the config's mounts;
+//! 6. console shell, `onboot` steps in order, services; then the single readiness line;
+//! 7. supervise: reap every zombie, restart services with back-off, until a signal asks for
+//!    power-off / reboot / halt, which `shutdown` carries out.
+//!
+//! Host mode (`--host` or `RPIXEN_INIT_HOST=1`) runs the same code in the test machine's own
+//! namespaces: init unshares mount, UTS and network namespaces first, takes its console from
+//! stdio, skips module loading and the root switch, and calls reboot(2) only as PID 1 of a PID
+//! namespace (where the kernel turns it into the end of that namespace).
+
+pub mod blockdev;
+pub mod log;
+pub mod modules;
+pub mod mounts;
+pub mod rootswitch;
+pub mod services;
+pub mod shutdown;
+pub mod signals;
+mod sys;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use init_config::{InitConfig, Service};
+
+use services::{reap, Kind, Supervisor};
+use signals::{action_for, Signals};
+
+/// How this run differs from a real boot.
+pub struct Mode {
+    pub host: bool,
+    pub config: PathBuf,
+    /// Mounts init made (unmounted at shutdown in host mode).
+    pub mounted: Vec<String>,
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel).
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+impl Mode {
+    pub fn from_args() -> Mode {
+        let mut host = std::env::var_os("RPIXEN_INIT_HOST").is_some_and(|v| v == "1");
+        let mut config = std::env::var_os("RPIXEN_INIT_CONFIG").map(PathBuf::from);
+        // The kernel passes unknown command-line words to init as arguments: ignore what is not ours.
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--host" => host = true,
+                "--config" => config = args.next().map(PathBuf::from),
+                _ => {}
+            }
+        }
+        Mode { host, config: config.unwrap_or_else(|| init_config::DEFAULT_PATH.into()), mounted: Vec::new() }
+    }
+
+    /// reboot(2) is for a real boot, or PID 1 of a PID namespace that is not the host's.
+    pub fn may_reboot(&self) -> bool {
+        if !self.host {
+            return true;
+        }
+        let own_ns = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() != INIT_PID_NS_INO);
+        nix::unistd::getpid().as_raw() == 1 && own_ns
+    }
+}
+
+const DEFAULT_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Never returns: PID 1 ends only through reboot(2).
+pub fn run(t0: Instant) -> ! {
+    log::set_start(t0);
+    let signals = Signals::new(); // before any thread exists, so all inherit the blocked mask
+    let mut mode = Mode::from_args();
+    std::panic::set_hook(Box::new(|p| log::line(&format!("dom0-init: BUG: {p}"))));
+    if std::env::var_os("PATH").is_none() {
+        // SAFETY-free in edition 2021; no other thread exists yet.
+        std::env::set_var("PATH", DEFAULT_PATH_ENV);
+    }
+    let isolated = if mode.host { host_isolate() } else { true };
+    if isolated {
+        mode.mounted = mounts::mount_all(&mounts::early_plan());
+    }
+    let console = if mode.host { None } else { open_console() };
+    info!("starting (pid {}{})", nix::unistd::getpid(), if mode.host { ", host mode" } else { "" });
+
+    let (config, errors) = read_config(&mode.config);
+    for e in &errors {
+        info!("config {}: {e}", mode.config.display());
+    }
+    if let Some(h) = &config.hostname {
+        if isolated {
+            if let Err(e) = nix::unistd::sethostname(h) {
+                info!("cannot set hostname {h}: {e}");
+            }
+        }
+    }
+    if mode.host {
+        if !config.modules.is_empty() {
+            info!("host mode: not loading modules {}", config.modules.join(", "));
+        }
+    } else {
+        modules::load_all(&config.modules, false);
+    }
+    if isolated {
+        if let Err(e) = sys::interface_up("lo") {
+            info!("cannot bring up lo: {e}");
+        }
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !mode.host {
+        rootswitch::try_switch(&cmdline);
+        mode.mounted.extend(label_mounts());
+    }
+    if isolated {
+        let plan: Vec<_> = config
+            .mounts
+            .iter()
+            .map(|m| {
+                let (flags, data) = mounts::parse_options(m.options.as_deref().unwrap_or(""));
+                let source = match m.source.strip_prefix("PARTLABEL=") {
+                    Some(l) => blockdev::find_by_partlabel(l).map(|p| p.to_string_lossy().into_owned()),
+                    None => Some(m.source.clone()),
+                };
+                source.map(|s| mounts::MountSpec::new(&s, &m.target, &m.fstype, flags, data.as_deref()))
+                    .ok_or_else(|| format!("mount {}: no partition {}", m.target, m.source))
+            })
+            .filter_map(|r| r.map_err(|e| info!("{e}")).ok())
+            .collect();
+        mode.mounted.extend(mounts::mount_all(&plan));
+    }
+
+    let log_dir = config.log_dir.clone().map(PathBuf::from).or_else(|| {
+        mounts::current_mounts().iter().any(|m| m.target == "/persist").then(|| PathBuf::from("/persist/log"))
+    });
+    let mut sup = Supervisor::new(log_dir, console, t0);
+    // A console shell when configured, or when the config is broken and a shell exists, so the
+    // system can still be reached.
+    let shell = config.console_shell.clone().or_else(|| {
+        (!errors.is_empty() && mounts::exists("/bin/sh")).then(|| vec!["/bin/sh".to_owned()])
+    });
+    if let Some(argv) = shell {
+        sup.add(Service { name: "console".into(), command: argv, ..Service::default() }, Kind::Console);
+        sup.start_due();
+    }
+
+    for step in config.onboot.clone() {
+        let i = sup.add(step, Kind::Onboot);
+        sup.start(i);
+        while sup.is_running(i) {
+            supervise_once(&mut sup, &signals, &mode);
+        }
+    }
+    for s in config.services.clone() {
+        sup.add(s, Kind::Service);
+    }
+    sup.start_due();
+    let since_boot = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()))
+        .map(|s| format!(", {} ms since kernel start", (s * 1000.0) as u64))
+        .unwrap_or_default();
+    log::line(&format!(
+        "rpixen: dom0 ready in {} ms since exec{since_boot} ({} onboot, {} services)",
+        t0.elapsed().as_millis(),
+        config.onboot.len(),
+        config.services.len()
+    ));
+    loop {
+        supervise_once(&mut sup, &signals, &mode);
+    }
+}
+
+/// One turn of the main loop: wait for a signal or the next restart, reap, restart, shut down.
+fn supervise_once(sup: &mut Supervisor, signals: &Signals, mode: &Mode) {
+    let timeout = sup
+        .next_deadline()
+        .map(|t| t.saturating_duration_since(Instant::now()))
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(30));
+    for sig in signals.wait(timeout) {
+        if let Some(action) = action_for(sig) {
+            shutdown::shutdown(action, &format!("{} received", sig.as_str()), sup, signals, mode);
+        }
+    }
+    for (pid, exit) in reap() {
+        sup.on_exit(pid, exit);
+    }
+    sup.start_due();
+}
+
+/// Reads the config leniently; a missing file is an empty config (not an error).
+fn read_config(path: &std::path::Path) -> (InitConfig, Vec<init_config::ConfigError>) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => InitConfig::parse_lenient(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!("no config at {}: nothing to run", path.display());
+            (InitConfig::default(), Vec::new())
+        }
+        Err(e) => (InitConfig::default(), vec![init_config::ConfigError::Syntax(format!("cannot read: {e}"))]),
+    }
+}
+
+/// Makes /dev/console init's stdio and log sink; returns its path for the console shell.
+fn open_console() -> Option<PathBuf> {
+    let path = PathBuf::from("/dev/console");
+    match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => {
+            sys::console_to_stdio(&f);
+            log::set_console(f);
+            Some(path)
+        }
+        Err(e) => {
+            info!("cannot open /dev/console: {e}");
+            None
+        }
+    }
+}
+
+/// CONFIG (FAT, read-only) and PERSIST (writable) by GPT label, when present and formatted.
+fn label_mounts() -> Vec<String> {
+    let mut done = Vec::new();
+    for (label, target, flags) in
+        [("CONFIG", "/config", nix::mount::MsFlags::MS_RDONLY), ("PERSIST", "/persist", nix::mount::MsFlags::empty())]
+    {
+        let Some(dev) = blockdev::find_by_partlabel(label) else { continue };
+        let Some(fstype) = blockdev::probe_device(&dev) else {
+            info!("{label} ({}) holds no known filesystem; not mounted", dev.display());
+            continue;
+        };
+        let spec = mounts::MountSpec::new(&dev.to_string_lossy(), target, fstype, flags, None);
+        match mounts::mount_one(&spec) {
+            Ok(true) => {
+                info!("mounted {label} ({}, {fstype}) on {target}", dev.display());
+                done.push(target.to_owned());
+            }
+            Ok(false) => {}
+            Err(e) => info!("{label}: {e}"),
+        }
+    }
+    done
+}
+
+/// Host mode: private mount namespace, own hostname and network, so init's real mount, hostname
+/// and loopback code runs without touching the host. Returns false when that is impossible.
+fn host_isolate() -> bool {
+    use nix::sched::CloneFlags;
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET;
+    if let Err(e) = nix::sched::unshare(flags) {
+        info!("host mode: cannot unshare namespaces ({e}); skipping mounts, hostname and network");
+        return false;
+    }
+    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+    if let Err(e) = nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>) {
+        info!("host mode: cannot make mounts private ({e}); skipping mounts");
+        return false;
+    }
+    true
+}

@@ -3,8 +3,14 @@ SHELL := /bin/bash
 BOARD ?= qemu-virt
 DIST  := dist
 CARGO ?= cargo
+RPIXEN := target/release/rpixen
+DOCKER ?= /usr/bin/docker
+# Packages made of pinned .debs are rebuilt when their pkg.yml changes; those built from this
+# repository are rebuilt every time (cargo and the build script decide what is stale).
+PKG_DEBS  := busybox firmware kernel u-boot xen
+PKG_BUILT := dom0-init hypervisor
 
-.PHONY: help setup build test bench live run pkgs docker clean
+.PHONY: help setup build test bench live run pkgs pkgs-built docker docker-bin clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -15,8 +21,33 @@ setup: ## Install the host tools the build and tests need (Debian 12, root)
 build: ## Build the rpixen CLI
 	$(CARGO) build --release -p rpixen
 
+pkgs: $(PKG_DEBS:%=$(DIST)/pkg/%/index.json) pkgs-built ## Build every package's OCI layout into dist/pkg/<name>
+
+$(DIST)/pkg/%/index.json: pkg/%/pkg.yml | build
+	$(RPIXEN) pkg build pkg/$*
+
+pkgs-built: build
+	$(RPIXEN) pkg build $(PKG_BUILT:%=pkg/%)
+
+live: pkgs ## Write dist/live.raw for BOARD (default qemu-virt)
+	$(RPIXEN) live $(BOARD) -o $(DIST)/live.raw
+
+run: ## Boot dist/live.raw in QEMU for BOARD, serial console on this terminal (Ctrl-A X quits)
+	RPIXEN=$(RPIXEN) bash scripts/run-qemu.sh $(BOARD) $(DIST)/live.raw
+
+docker-bin: ## Build the static x86_64 rpixen the container carries (dist/docker/rpixen)
+	$(CARGO) build --release -p rpixen --target x86_64-unknown-linux-musl
+	mkdir -p $(DIST)/docker
+	cp target/x86_64-unknown-linux-musl/release/rpixen $(DIST)/docker/rpixen
+
+docker: pkgs docker-bin ## Build the rpixen container image (docker run rpixen live > live.raw)
+	$(DOCKER) build --network=host --build-arg RPIXEN_FROM=prebuilt -t rpixen .
+
 test: ## Run every test (unit, tool-checked, QEMU boots)
 	$(CARGO) test --workspace --release
+
+bench: ## Run the benchmarks (each prints its ratio against the peer tool)
+	$(CARGO) bench --workspace
 
 clean: ## Remove build outputs
 	rm -rf $(DIST) target

@@ -148,12 +148,33 @@ fn tail(s: &str) -> &str {
 
 /// A pinned Debian arm64 package, unpacked; fetched once into the test cache.
 /// (`linux-image-6.12.117+deb13-arm64`, `u-boot-qemu`, `u-boot-rpi`, `busybox-static`,
-/// `raspi-firmware`, `xen-hypervisor-4.20-arm64`.)
+/// `raspi-firmware`, `xen-hypervisor-4.20-arm64`: any `.deb` a `pkg/*/pkg.yml` pins.)
+///
+/// Goes through `rpixen pkg fetch`, so the same pins, sha256 checks and download cache serve the tests
+/// and the package builds.
 pub fn debian_package(name: &str) -> PathBuf {
     let dest = cache_dir().join("debs");
     let dir = dest.join(name);
     if !dir.join(".done").exists() {
-        run(Command::new(repo_root().join("scripts/fetch-debs.sh")).arg(&dest).arg(name));
+        run(rpixen_command().args(["pkg", "fetch", "--deb", name, "--unpack"]).arg(&dest).arg("--cache").arg(pkg_cache()));
     }
     dir
+}
+
+/// The download cache tests share (`.deb` files by sha256, apt's private indexes).
+pub fn pkg_cache() -> PathBuf {
+    cache_dir().join("pkg-cache")
+}
+
+/// `rpixen` run from the workspace root through `cargo run` (the profile this test kit was built with),
+/// for helpers in crates that cannot name the `rpixen` binary themselves.
+pub fn rpixen_command() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["run", "-q", "-p", "rpixen"]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    cmd.arg("--");
+    cmd
 }

@@ -25,6 +25,9 @@ enum Command {
     /// Build, fetch and re-pin the packages in pkg/.
     #[command(subcommand)]
     Pkg(cmd::pkg::PkgCommand),
+    /// The installer image (EVE's `installer_raw`): not yet available.
+    #[command(name = "installer_raw")]
+    InstallerRaw,
     /// Print the version.
     Version,
 }
@@ -32,12 +35,19 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Live(a) => cmd::live::run(a),
+        Command::Live(mut a) => {
+            // In the container: /in overrides CONFIG files, /out receives the image.
+            match cmd::container::prepare_live(&mut a) {
+                Ok(_keep) => cmd::live::run(a),
+                Err(e) => Err(e),
+            }
+        }
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Netboot(a) => cmd::netboot::run(a),
         Command::Pull(a) => cmd::pull::run(a),
         Command::Rootfs(a) => cmd::rootfs::run(a),
         Command::Pkg(c) => cmd::pkg::run(c),
+        Command::InstallerRaw => cmd::container::installer_raw(),
         Command::Version => {
             println!("rpixen {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -1,5 +1,6 @@
 //! The `rpixen` subcommands. Each module owns its clap arguments and its `run`.
 
+pub mod container;
 pub mod inspect;
 pub mod live;
 pub mod netboot;

@@ -53,6 +53,16 @@ pub enum PkgCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Write one file of a package image (or any image reference) to stdout or FILE, e.g.
+    /// `rpixen pkg cat u-boot u-boot/qemu_arm64/u-boot.bin -o u-boot.bin`.
+    Cat {
+        /// A package name (`u-boot`), `oci:DIR[:TAG]` or a registry reference.
+        image: String,
+        /// The path inside the image.
+        path: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Re-pin every .deb to the version the Debian archive serves now (edits pkg.yml).
     Update {
         /// Package folders (default: every folder of ./pkg).
@@ -106,6 +116,13 @@ pub fn run(cmd: PkgCommand) -> anyhow::Result<()> {
             }
             anyhow::ensure!(found || deb.is_none(), "no package pins a .deb named {}", deb.unwrap_or_default());
             Ok(())
+        }
+        PkgCommand::Cat { image, path, output } => {
+            let bytes = crate::oci::read_file(&crate::oci::OciOptions::from_env(), &image, &path)?;
+            match output {
+                Some(file) => std::fs::write(&file, bytes).with_context(|| file.display().to_string()),
+                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes).context("stdout"),
+            }
         }
         PkgCommand::Update { dirs, cache } => {
             let opts = cache.options();

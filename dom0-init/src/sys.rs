@@ -5,6 +5,22 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+/// Clears the signal mask in the child: PID 1 blocks the signals it reads through its signalfd, and
+/// a blocked mask survives exec (std resets it on some targets but not on musl), which would leave
+/// services deaf to SIGTERM.
+pub fn unblock_signals_in_child(cmd: &mut Command) {
+    // SAFETY: runs in the forked child before exec; sigemptyset and pthread_sigmask are
+    // async-signal-safe and the set lives on this closure's stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
 /// Makes the child a session leader whose controlling terminal is its stdin, so a shell on the
 /// console gets job control and ctrl-C. Failing TIOCSCTTY (stdin is not a terminal, as in host tests)
 /// is not an error: the shell still runs.

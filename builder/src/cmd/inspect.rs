@@ -1,8 +1,24 @@
-//! `rpixen inspect`.
+//! `rpixen inspect`: list the partitions and boot files of a disk image.
+
+use std::path::PathBuf;
+
+use crate::image::inspect;
 
 #[derive(Debug, clap::Args)]
-pub struct InspectArgs {}
+pub struct InspectArgs {
+    /// The disk image (for example live.raw).
+    pub image: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: InspectArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`rpixen inspect` is not built yet")
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let report = inspect::inspect(&args.image)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", inspect::render(&report));
+    }
+    Ok(())
 }

@@ -1,8 +1,83 @@
-//! `rpixen live`.
+//! `rpixen live`: write a flashable GPT disk image.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::image::{ids, live, output};
+use crate::manifest::Manifest;
 
 #[derive(Debug, clap::Args)]
-pub struct LiveArgs {}
+pub struct LiveArgs {
+    /// A board name from images/ (qemu-virt, qemu-virt-xen, rpi4, rpi4-qemu) or a manifest file.
+    #[arg(default_value = "qemu-virt")]
+    pub target: String,
+    /// Write the image to FILE (sparse, atomically) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Mixed into the disk and partition GUIDs: distinct seeds give distinct GUIDs for the same content.
+    #[arg(long)]
+    pub seed: Option<String>,
+    /// Use this initramfs for Dom0 instead of building one from the manifest's `rootfs:`.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+}
 
-pub fn run(_args: LiveArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`rpixen live` is not built yet")
+/// Where board manifests live: $RPIXEN_IMAGES_DIR, the source tree, or the container's share folder.
+pub fn images_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RPIXEN_IMAGES_DIR") {
+        return PathBuf::from(d);
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+    if src.is_dir() {
+        return src;
+    }
+    PathBuf::from("/usr/share/rpixen/images")
+}
+
+/// Resolves a board name or a manifest path and loads it.
+pub fn load_target(target: &str) -> anyhow::Result<(Manifest, PathBuf)> {
+    let path = if target.ends_with(".yml") || target.ends_with(".yaml") || target.contains('/') {
+        PathBuf::from(target)
+    } else {
+        let dir = images_dir();
+        let p = dir.join(format!("{target}.yml"));
+        if !p.is_file() {
+            let mut known: Vec<String> = std::fs::read_dir(&dir)
+                .map(|r| {
+                    r.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".yml")).map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            known.sort();
+            anyhow::bail!("unknown board `{target}` (known in {}: {})", dir.display(), known.join(", "));
+        }
+        p
+    };
+    let manifest = Manifest::load(&path)?;
+    let dir = path.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."));
+    Ok((manifest, dir))
+}
+
+pub fn run(args: LiveArgs) -> anyhow::Result<()> {
+    let epoch = ids::source_date_epoch().map_err(anyhow::Error::msg)?;
+    if args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // Checked before the work, so a user who forgot `>` learns it at once.
+        return Err(output::OutputError::Terminal.into());
+    }
+    let (manifest, dir) = load_target(&args.target)?;
+    let inputs = live::Inputs {
+        manifest: &manifest,
+        manifest_dir: &dir,
+        seed: args.seed.as_deref(),
+        initrd: args.initrd.as_deref(),
+        epoch,
+    };
+    let disk = live::live(&inputs).with_context(|| format!("building the image for {}", args.target))?;
+    match &args.output {
+        Some(p) => output::to_file(&disk, p)?,
+        None => output::to_stdout(&disk)?,
+    }
+    Ok(())
 }

@@ -11,3 +11,6 @@ pub mod ids;
 pub mod disk;
 pub mod output;
 pub mod dtb;
+pub mod files;
+pub mod live;
+pub mod inspect;

@@ -1,0 +1,317 @@
+//! `live.raw` from a manifest: gather the boot files, plan the load addresses, write the scripts, and
+//! lay out the GPT disk (boot FAT, IMGA, IMGB, CONFIG, PERSIST). Also the netboot TFTP root, which
+//! shares everything but the first-stage script.
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::bootscript::{self, DtbSource, SecondStage, SECOND_STAGE};
+use super::configtxt::{self, UBOOT_NAME};
+use super::disk::{self, Disk, Partition};
+use super::fat::{self, Entry, FatError, Spec};
+use super::files::{self, FileError};
+use super::ids::{ContentHash, Ids};
+use super::layout::{self, LayoutError, Sizes, Window};
+use super::table;
+use super::uimage::{self, ScriptImage};
+use super::dtb::{self, DtbError};
+use crate::manifest::{parse_size, BoardKind, HypervisorKind, Manifest};
+
+pub const BOOT_SCRIPT: &str = "boot.scr";
+pub const KERNEL_NAME: &str = "Image";
+pub const INITRD_NAME: &str = "initrd.img";
+pub const BOOT_LABEL: &str = "RPIXEN-BOOT";
+pub const CONFIG_LABEL: &str = "CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Fat(#[from] FatError),
+    #[error(transparent)]
+    Dtb(#[from] DtbError),
+    #[error(transparent)]
+    Disk(#[from] disk::DiskError),
+    #[error("`{field}`: {message}")]
+    Field { field: String, message: String },
+    #[error("rootfs: {0}")]
+    Rootfs(String),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// What `rpixen live` and `rpixen netboot` start from.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub manifest: &'a Manifest,
+    /// Host-file references are relative to this folder.
+    pub manifest_dir: &'a Path,
+    pub seed: Option<&'a str>,
+    /// An initramfs to use instead of building one from `rootfs:`.
+    pub initrd: Option<&'a Path>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub epoch: u64,
+}
+
+/// A named file.
+#[derive(Debug, Clone)]
+pub struct NamedFile {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Everything boot needs, before it is put on a FAT or in a TFTP root.
+#[derive(Debug, Clone)]
+pub struct BootSet {
+    pub plan: layout::Plan,
+    /// What the second stage loads (hypervisor, kernel, initrd, and the DTB on the Pi) and the second
+    /// stage itself.
+    pub loaded: Vec<NamedFile>,
+    /// What only the boot medium needs: config.txt, u-boot.bin, the Pi firmware.
+    pub card: Vec<NamedFile>,
+}
+
+fn field(field: &str, message: impl Into<String>) -> LiveError {
+    LiveError::Field { field: field.to_owned(), message: message.into() }
+}
+
+fn hypervisor_name(kind: HypervisorKind) -> &'static str {
+    match kind {
+        HypervisorKind::Xen => "xen",
+        HypervisorKind::Rpixen => "rpixen-hv.bin",
+    }
+}
+
+/// Dom0's initramfs: the `--initrd` file, or one built from `rootfs:`.
+fn initrd(inputs: &Inputs<'_>) -> Result<Vec<u8>, LiveError> {
+    match inputs.initrd {
+        Some(p) => std::fs::read(p).map_err(|source| {
+            LiveError::File(FileError::Host { field: "--initrd".into(), path: p.to_owned(), source })
+        }),
+        None => Err(LiveError::Rootfs(
+            "building the Dom0 initramfs from `rootfs:` is not available in this build yet; pass --initrd FILE".into(),
+        )),
+    }
+}
+
+/// Reads every input and writes the scripts.
+pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
+    let m = inputs.manifest;
+    let dir = inputs.manifest_dir;
+    let hv = files::read(&m.hypervisor.binary, dir, "hypervisor.binary")?;
+    let kernel = files::read(&m.dom0.kernel, dir, "dom0.kernel")?;
+    let initrd = initrd(inputs)?;
+    let hv_footprint = layout::arm64_image_footprint("hypervisor.binary", &hv)?;
+    layout::arm64_image_footprint("dom0.kernel", &kernel)?;
+    let plan = layout::plan(
+        Window::for_board(m.board.kind),
+        Sizes { hypervisor: hv_footprint, kernel: kernel.len() as u64, initrd: initrd.len() as u64 },
+    )?;
+
+    let hv_name = hypervisor_name(m.hypervisor.kind);
+    let mut loaded = Vec::new();
+    let dtb_source = match (&m.board.dtb, m.board.kind) {
+        (Some(r), _) => {
+            let name = files::base_name(r);
+            let raw = files::read(r, dir, "board.dtb")?;
+            let data = dtb::disable_nodes(&name, &raw, &m.board.dtb_disable)?;
+            loaded.push(NamedFile { name: name.clone(), data });
+            DtbSource::File(name)
+        }
+        (None, BoardKind::QemuVirt) => {
+            if !m.board.dtb_disable.is_empty() {
+                return Err(field("board.dtb_disable", "needs `board.dtb` (QEMU virt's own DTB is not on the disk)"));
+            }
+            DtbSource::Firmware
+        }
+        (None, BoardKind::Rpi4) => return Err(field("board.dtb", "the Raspberry Pi 4 needs a device tree")),
+    };
+    let hv_args = bootscript::hypervisor_args(&m.hypervisor.cmdline, &m.dom0.memory);
+    let text = bootscript::second_stage(&SecondStage {
+        plan,
+        hypervisor_file: hv_name,
+        kernel_file: KERNEL_NAME,
+        initrd_file: INITRD_NAME,
+        dtb: dtb_source,
+        hypervisor_args: &hv_args,
+        dom0_args: &m.dom0.cmdline,
+    });
+    let second = script_image("rpixen second stage", plan.script, &text, inputs.epoch);
+    loaded.insert(0, NamedFile { name: SECOND_STAGE.into(), data: second });
+    loaded.push(NamedFile { name: hv_name.into(), data: hv });
+    loaded.push(NamedFile { name: KERNEL_NAME.into(), data: kernel });
+    loaded.push(NamedFile { name: INITRD_NAME.into(), data: initrd });
+
+    let mut card = Vec::new();
+    if m.board.kind == BoardKind::Rpi4 {
+        card.push(NamedFile { name: "config.txt".into(), data: configtxt::config_txt(&m.config_txt).into_bytes() });
+    } else if !m.config_txt.is_empty() {
+        return Err(field("config_txt", "only the Raspberry Pi reads config.txt"));
+    }
+    card.push(NamedFile { name: UBOOT_NAME.into(), data: files::read(&m.board.uboot, dir, "board.uboot")? });
+    for (i, f) in m.firmware.iter().enumerate() {
+        let data = files::read(&f.source, dir, &format!("firmware[{i}]"))?;
+        card.push(NamedFile { name: f.dest.trim_start_matches('/').to_owned(), data });
+    }
+    Ok(BootSet { plan, loaded, card })
+}
+
+fn entries(v: &[NamedFile]) -> Vec<Entry<'_>> {
+    v.iter().map(|f| Entry { path: &f.name, data: &f.data }).collect()
+}
+
+fn script_image(name: &str, addr: u64, text: &str, epoch: u64) -> Vec<u8> {
+    let addr = u32::try_from(addr).expect("load plans stay below 4 GiB");
+    uimage::script(&ScriptImage { name, load: addr, entry: addr, time: epoch as u32 }, text.as_bytes())
+}
+
+fn size(name: &str, value: &str) -> Result<u64, LiveError> {
+    parse_size(value).map_err(|e| field(&format!("partitions.{name}"), e))
+}
+
+/// Builds the whole disk.
+pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
+    let m = inputs.manifest;
+    let set = boot_set(inputs)?;
+    let boot_scr = script_image("rpixen boot", 0, &bootscript::disk_boot(set.plan.script), inputs.epoch);
+    let mut boot_files: Vec<NamedFile> = vec![NamedFile { name: BOOT_SCRIPT.into(), data: boot_scr }];
+    boot_files.extend(set.card);
+    boot_files.extend(set.loaded);
+
+    let mut config_files = Vec::new();
+    for (i, f) in m.config_files.iter().enumerate() {
+        let data = match (&f.contents, &f.source) {
+            (Some(c), _) => c.clone().into_bytes(),
+            (None, Some(r)) => files::read(r, inputs.manifest_dir, &format!("config_files[{i}].source"))?,
+            (None, None) => return Err(field(&format!("config_files[{i}]"), "needs `contents` or `source`")),
+        };
+        config_files.push(NamedFile { name: f.path.trim_start_matches('/').to_owned(), data });
+    }
+
+    let p = &m.partitions;
+    let sizes = [
+        size("boot", &p.boot)?,
+        size("imga", &p.imga)?,
+        size("imgb", &p.imgb)?,
+        size("config", &p.config)?,
+        size("persist", &p.persist)?,
+    ];
+    if sizes[0] < 33 << 20 {
+        return Err(field("partitions.boot", "the boot FAT is FAT32, which needs at least 33M"));
+    }
+
+    let mut hash = ContentHash::new();
+    hash.add("epoch", &inputs.epoch.to_le_bytes());
+    for s in sizes {
+        hash.add("size", &s.to_le_bytes());
+    }
+    for f in &boot_files {
+        hash.add(&format!("boot/{}", f.name), &f.data);
+    }
+    for f in &config_files {
+        hash.add(&format!("config/{}", f.name), &f.data);
+    }
+    let ids = Ids::new(hash.finish(), inputs.seed);
+
+    let boot = fat::build(
+        &Spec { label: BOOT_LABEL, size: sizes[0], fat32: true, volume_id: ids.u32("boot volume id"), epoch: inputs.epoch },
+        &entries(&boot_files),
+    )?;
+    drop(boot_files);
+    let config = fat::build(
+        &Spec {
+            label: CONFIG_LABEL,
+            size: sizes[3],
+            fat32: false,
+            volume_id: ids.u32("config volume id"),
+            epoch: inputs.epoch,
+        },
+        &entries(&config_files),
+    )?;
+
+    let guid = |s: &str| Uuid::parse_str(s).expect("valid type GUID constant");
+    let part = |name: &str, ty: &str, size: u64, attrs: u64, content: Vec<u8>| Partition {
+        name: name.into(),
+        type_guid: guid(ty),
+        size,
+        attrs,
+        content,
+    };
+    Ok(disk::assemble(
+        vec![
+            part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, boot),
+            part("IMGA", table::TYPE_IMG, sizes[1], 0, Vec::new()),
+            part("IMGB", table::TYPE_IMG, sizes[2], 0, Vec::new()),
+            part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, config),
+            part("PERSIST", table::TYPE_PERSIST, sizes[4], 0, Vec::new()),
+        ],
+        &ids,
+    )?)
+}
+
+/// Writes a netboot tree: `DIR/tftp/` (the TFTP root: second stage and the files it loads) and
+/// `DIR/sdcard/` (the boot medium's files, with the `boot.scr` that fetches the rest over TFTP).
+/// Returns the card's files, so a caller can also put them on a disk image.
+pub fn netboot(
+    inputs: &Inputs<'_>,
+    server_ip: &str,
+    ip_addr: Option<&str>,
+    out: &Path,
+) -> Result<Vec<NamedFile>, LiveError> {
+    for (name, ip) in [("--serverip", Some(server_ip)), ("--ipaddr", ip_addr)] {
+        if let Some(ip) = ip {
+            ip.parse::<std::net::Ipv4Addr>().map_err(|_| field(name, format!("`{ip}` is not an IPv4 address")))?;
+        }
+    }
+    let set = boot_set(inputs)?;
+    let boot_scr =
+        script_image("rpixen netboot", 0, &bootscript::net_boot(set.plan.script, server_ip, ip_addr), inputs.epoch);
+    let mut card = vec![NamedFile { name: BOOT_SCRIPT.into(), data: boot_scr }];
+    card.extend(set.card);
+    let write = |sub: &str, files: &[NamedFile]| -> Result<(), LiveError> {
+        let d = out.join(sub);
+        let err = |source| LiveError::Write { path: d.clone(), source };
+        std::fs::create_dir_all(&d).map_err(err)?;
+        for f in files {
+            let p = d.join(&f.name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(err)?;
+            }
+            std::fs::write(&p, &f.data).map_err(|source| LiveError::Write { path: p.clone(), source })?;
+        }
+        Ok(())
+    };
+    write("tftp", &set.loaded)?;
+    write("sdcard", &card)?;
+    Ok(card)
+}
+
+/// A small disk holding only a boot FAT with `files` (the netboot SD card).
+pub fn card_disk(files_: &[NamedFile], seed: Option<&str>, epoch: u64) -> Result<Disk, LiveError> {
+    let mut hash = ContentHash::new();
+    hash.add("epoch", &epoch.to_le_bytes());
+    for f in files_ {
+        hash.add(&f.name, &f.data);
+    }
+    let ids = Ids::new(hash.finish(), seed);
+    let size = 64 << 20;
+    let entries: Vec<_> = files_.iter().map(|f| Entry { path: &f.name, data: &f.data }).collect();
+    let boot = fat::build(
+        &Spec { label: BOOT_LABEL, size, fat32: true, volume_id: ids.u32("boot volume id"), epoch },
+        &entries,
+    )?;
+    Ok(disk::assemble(
+        vec![Partition {
+            name: "BOOT".into(),
+            type_guid: Uuid::parse_str(table::TYPE_EFI).expect("valid type GUID constant"),
+            size,
+            attrs: table::ATTR_LEGACY_BOOTABLE,
+            content: boot,
+        }],
+        &ids,
+    )?)
+}

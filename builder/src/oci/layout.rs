@@ -535,6 +535,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
     let dir = path.parent().expect("a file in a folder");
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(OciError::io(dir))?;
     tmp.write_all(bytes).map_err(OciError::io(path))?;
+    // Temporary files are created 0600; blobs and indexes are meant to be shared (dist/pkg, the cache).
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(OciError::io(path))?;
     tmp.persist(path).map_err(|e| OciError::Io { path: path.to_owned(), source: e.error })?;
     Ok(())
 }

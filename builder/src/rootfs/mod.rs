@@ -5,3 +5,6 @@ pub mod tree;
 pub mod unpack;
 pub mod cpio;
 pub mod squashfs;
+pub mod build;
+
+pub use build::{build, BuildReport, RootfsError};

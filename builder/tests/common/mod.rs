@@ -161,3 +161,18 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A board manifest (images/qemu-virt.yml) whose `rootfs:` section is replaced by `rootfs_yaml`.
+pub fn manifest_with_rootfs(rootfs_yaml: &str) -> String {
+    let base = std::fs::read_to_string(testkit::repo_root().join("images/qemu-virt.yml")).unwrap();
+    let start = base.find("\nrootfs:\n").expect("qemu-virt.yml has a rootfs section") + 1;
+    let end = start + base[start..].find("\ninit:").expect("init follows rootfs") + 1;
+    format!("{}{}{}", &base[..start], rootfs_yaml, &base[end..])
+}
+
+/// A fake `dom0-init` package (a shell script at `sbin/dom0-init`) in `pkg_dir`.
+pub fn fake_dom0_init(pkg_dir: &Path, script: &str) {
+    let mut t = LayerTar::new();
+    t.dir("sbin", 0o755).file("sbin/dom0-init", script.as_bytes(), 0o755);
+    ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&pkg_dir.join("dom0-init"), "latest").unwrap();
+}

@@ -1,0 +1,194 @@
+//! `rootfs::build`: the manifest's `rootfs:` images unpacked in order, its `files:` on top, the init
+//! configuration at `/etc/rpixen/init.yml` and `dom0-init` as `/init` (cpio) or `/sbin/init` (squashfs),
+//! written as a gzip newc cpio or a squashfs.
+//!
+//! Finished outputs are cached under the blob cache's `rootfs/`, keyed by a digest of every input (image
+//! manifests and layer digests, the files' bytes, the init configuration, the format), so a rebuild of
+//! an unchanged manifest is a verified copy.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::cpio::{write_compressed, CpioCompression};
+use super::squashfs::{write_squashfs, SquashfsError};
+use super::tree::{Kind, Meta, Node, Tree};
+use super::unpack::{unpack_layers, Limits};
+use crate::manifest::{FileRef, Manifest, RootfsFormat};
+use crate::oci::cache::BlobCache;
+use crate::oci::digest::sha256;
+use crate::oci::{self, OciError, OciOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error("rootfs.files[{index}] ({path}): {message}")]
+    File { index: usize, path: String, message: String },
+    #[error("dom0-init: {0}")]
+    Init(String),
+    #[error(transparent)]
+    Squashfs(#[from] SquashfsError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub bytes: u64,
+    /// Served from the rootfs cache.
+    pub cached: bool,
+    /// What was contained or dropped (absolute names, ignored markers, xattrs squashfs cannot hold).
+    pub warnings: Vec<String>,
+}
+
+/// Where `dom0-init` goes for each format.
+pub fn init_path(format: RootfsFormat) -> &'static str {
+    match format {
+        RootfsFormat::Cpio => "init",
+        RootfsFormat::Squashfs => "sbin/init",
+    }
+}
+
+/// Bumped when the output for the same inputs changes (writer or layout changes).
+const OUTPUT_VERSION: &str = "rpixen-rootfs-1";
+
+/// A file from `files:`, resolved to bytes and mode.
+struct ExtraFile {
+    path: String,
+    data: Vec<u8>,
+    mode: u32,
+}
+
+/// Builds the root filesystem of `manifest` into `out`.
+pub fn build(
+    opts: &OciOptions,
+    manifest: &Manifest,
+    manifest_dir: &Path,
+    format: RootfsFormat,
+    out: &mut std::fs::File,
+) -> Result<BuildReport, RootfsError> {
+    let images: Vec<oci::Image> =
+        manifest.rootfs.images.iter().map(|r| oci::resolve(opts, r)).collect::<Result<_, _>>()?;
+    let files = extra_files(opts, manifest, manifest_dir)?;
+    let init_yml = serde_norway::to_string(&manifest.init).map_err(|e| RootfsError::Init(format!("init: {e}")))?;
+
+    let key = cache_key(&images, &files, &init_yml, format, opts);
+    let cache = BlobCache::new(&opts.cache_dir);
+    let cached = cache.rootfs_dir()?.join(&key);
+    if let Ok(bytes) = std::fs::read(&cached) {
+        write_out(out, &bytes)?;
+        return Ok(BuildReport { bytes: bytes.len() as u64, cached: true, warnings: Vec::new() });
+    }
+
+    let mut tree = Tree::new();
+    for image in &images {
+        unpack_layers(&mut tree, &image.name, &image.layers, &Limits::default())?;
+    }
+    for f in &files {
+        let node = Node { kind: Kind::File(f.data.clone()), meta: Meta::with_mode(f.mode) };
+        tree.insert(f.path.as_bytes(), node).map_err(|m| RootfsError::Init(format!("{}: {m}", f.path)))?;
+    }
+    tree.insert(b"etc/rpixen/init.yml", Node { kind: Kind::File(init_yml.into_bytes()), meta: Meta::with_mode(0o644) })
+        .map_err(|m| RootfsError::Init(format!("/etc/rpixen/init.yml: {m}")))?;
+    place_init(opts, &mut tree, format)?;
+
+    let (bytes, writer_warnings) = write_tree(&tree, format)?;
+    let mut warnings = std::mem::take(&mut tree.warnings);
+    warnings.extend(writer_warnings);
+    // The cache copy is best effort: a read-only cache must not fail the build.
+    let _ = crate::oci::layout::write_atomic(&cached, &bytes);
+    write_out(out, &bytes)?;
+    Ok(BuildReport { bytes: bytes.len() as u64, cached: false, warnings })
+}
+
+/// Serialises the tree in `format`; returns the bytes and the writer's warnings.
+pub fn write_tree(tree: &Tree, format: RootfsFormat) -> Result<(Vec<u8>, Vec<String>), RootfsError> {
+    let io = |source| RootfsError::Io { path: PathBuf::from("(rootfs)"), source };
+    match format {
+        RootfsFormat::Cpio => {
+            let mut buf = Vec::new();
+            write_compressed(tree, CpioCompression::Gzip, &mut buf).map_err(io)?;
+            Ok((buf, Vec::new()))
+        }
+        RootfsFormat::Squashfs => {
+            let mut cursor = std::io::Cursor::new(Vec::new());
+            let warnings = write_squashfs(tree, &mut cursor)?;
+            Ok((cursor.into_inner(), warnings))
+        }
+    }
+}
+
+fn write_out(out: &mut std::fs::File, bytes: &[u8]) -> Result<(), RootfsError> {
+    out.write_all(bytes).and_then(|_| out.flush()).map_err(|source| RootfsError::Io { path: "(output)".into(), source })
+}
+
+/// `dom0-init` from the layers when an image put it at `sbin/dom0-init`, else from the `dom0-init`
+/// package; linked (cpio) or copied to the format's init path.
+fn place_init(opts: &OciOptions, tree: &mut Tree, format: RootfsFormat) -> Result<(), RootfsError> {
+    let target = init_path(format);
+    if let Some(id) = tree.lookup(b"sbin/dom0-init", true) {
+        if matches!(tree.node(id).kind, Kind::File(_)) {
+            if target == "sbin/init" {
+                let node = tree.node(id).clone();
+                tree.insert(target.as_bytes(), node).map_err(RootfsError::Init)?;
+            } else {
+                tree.link(target.as_bytes(), b"sbin/dom0-init").map_err(RootfsError::Init)?;
+            }
+            return Ok(());
+        }
+    }
+    let data = oci::read_file(opts, "dom0-init", "sbin/dom0-init")?;
+    tree.insert(target.as_bytes(), Node { kind: Kind::File(data), meta: Meta::with_mode(0o755) })
+        .map_err(RootfsError::Init)?;
+    Ok(())
+}
+
+fn extra_files(opts: &OciOptions, manifest: &Manifest, dir: &Path) -> Result<Vec<ExtraFile>, RootfsError> {
+    let mut out = Vec::new();
+    for (index, f) in manifest.rootfs.files.iter().enumerate() {
+        let err = |message: String| RootfsError::File { index, path: f.path.clone(), message };
+        if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") || f.path.trim_matches('/').is_empty() {
+            return Err(err("`path` must be an absolute path of a file, without `..`".into()));
+        }
+        let mode = match &f.mode {
+            Some(m) => u32::from_str_radix(m, 8).map_err(|_| err(format!("`{m}` is not an octal mode")))? & 0o7777,
+            None => 0o644,
+        };
+        let data = match (&f.contents, &f.source) {
+            (Some(c), None) => c.as_bytes().to_vec(),
+            (None, Some(FileRef::Host { file })) => {
+                let p = if file.is_absolute() { file.clone() } else { dir.join(file) };
+                std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))?
+            }
+            (None, Some(FileRef::InImage { image, path })) => oci::read_file(opts, image, path).map_err(|e| err(e.to_string()))?,
+            _ => return Err(err("give exactly one of `contents` and `source`".into())),
+        };
+        out.push(ExtraFile { path: f.path.trim_start_matches('/').to_owned(), data, mode });
+    }
+    Ok(out)
+}
+
+/// Digest of everything the output depends on.
+fn cache_key(images: &[oci::Image], files: &[ExtraFile], init_yml: &str, format: RootfsFormat, opts: &OciOptions) -> String {
+    let mut text = format!("{OUTPUT_VERSION}\nformat {format:?}\n");
+    for image in images {
+        text.push_str(&format!("image {}\n", image.manifest_digest));
+        for l in &image.layers {
+            text.push_str(&format!("layer {} {}\n", l.descriptor.media_type(), l.descriptor.digest()));
+        }
+    }
+    for f in files {
+        text.push_str(&format!("file {} {:o} {}\n", f.path, f.mode, sha256(&f.data)));
+    }
+    text.push_str(&format!("init {}\n", sha256(init_yml.as_bytes())));
+    // dom0-init may come from the package: its manifest digest counts when it is not in the images.
+    if let Ok(crate::oci::ImageRef::Layout { dir, tag }) = crate::oci::ImageRef::parse("dom0-init", opts) {
+        if let Ok(l) = crate::oci::layout::Layout::open(&dir) {
+            if let Ok(d) = l.find("dom0-init", &tag) {
+                text.push_str(&format!("dom0-init {}\n", d.digest()));
+            }
+        }
+    }
+    sha256(text.as_bytes())[7..].to_owned()
+}

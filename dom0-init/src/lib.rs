@@ -86,13 +86,19 @@ pub fn run(t0: Instant) -> ! {
     if isolated {
         mode.mounted = mounts::mount_all(&mounts::early_plan());
     }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "rpixen.trace") {
+        log::enable_trace();
+    }
     let console = if mode.host { None } else { open_console() };
     info!("starting (pid {}{})", nix::unistd::getpid(), if mode.host { ", host mode" } else { "" });
+    trace!("early mounts done");
 
     let (config, errors) = read_config(&mode.config);
     for e in &errors {
         info!("config {}: {e}", mode.config.display());
     }
+    trace!("config read");
     if let Some(h) = &config.hostname {
         if isolated {
             if let Err(e) = nix::unistd::sethostname(h) {
@@ -107,15 +113,18 @@ pub fn run(t0: Instant) -> ! {
     } else {
         modules::load_all(&config.modules, false);
     }
+    trace!("hostname set, modules loaded");
     if isolated {
         if let Err(e) = sys::interface_up("lo") {
             info!("cannot bring up lo: {e}");
         }
     }
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    trace!("loopback up");
     if !mode.host {
         rootswitch::try_switch(&cmdline);
+        trace!("no root switch");
         mode.mounted.extend(label_mounts());
+        trace!("label mounts done");
     }
     if isolated {
         let plan: Vec<_> = config
@@ -149,6 +158,7 @@ pub fn run(t0: Instant) -> ! {
         sup.start_due();
     }
 
+    let onboot_start = Instant::now();
     for step in config.onboot.clone() {
         let i = sup.add(step, Kind::Onboot);
         sup.start(i);
@@ -166,9 +176,10 @@ pub fn run(t0: Instant) -> ! {
         .map(|s| format!(", {} ms since kernel start", (s * 1000.0) as u64))
         .unwrap_or_default();
     log::line(&format!(
-        "rpixen: dom0 ready in {} ms since exec{since_boot} ({} onboot, {} services)",
+        "rpixen: dom0 ready in {} ms since exec{since_boot} ({} onboot steps took {} ms, {} services)",
         t0.elapsed().as_millis(),
         config.onboot.len(),
+        onboot_start.elapsed().as_millis(),
         config.services.len()
     ));
     loop {

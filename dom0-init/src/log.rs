@@ -8,6 +8,12 @@ use std::time::Instant;
 
 static CONSOLE: Mutex<Option<File>> = Mutex::new(None);
 static START: Mutex<Option<Instant>> = Mutex::new(None);
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `rpixen.trace` on the kernel command line: prefix init's lines with ms since exec.
+pub fn enable_trace() {
+    TRACE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Sends later output to `console` instead of stderr.
 pub fn set_console(console: File) {
@@ -30,7 +36,10 @@ pub fn elapsed_ms() -> u128 {
 
 /// Writes one line (a newline is added). Errors are ignored: there is nowhere else to report them.
 pub fn line(text: &str) {
-    let mut buf = Vec::with_capacity(text.len() + 1);
+    let mut buf = Vec::with_capacity(text.len() + 12);
+    if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
+        buf.extend_from_slice(format!("+{}ms ", elapsed_ms()).as_bytes());
+    }
     buf.extend_from_slice(text.as_bytes());
     buf.push(b'\n');
     let Ok(mut c) = CONSOLE.lock() else { return };
@@ -48,4 +57,14 @@ pub fn line(text: &str) {
 #[macro_export]
 macro_rules! info {
     ($($t:tt)*) => { $crate::log::line(&format!("dom0-init: {}", format_args!($($t)*))) };
+}
+
+/// `trace!("...")`: an `info!` line only with `rpixen.trace` (boot-time profiling).
+#[macro_export]
+macro_rules! trace {
+    ($($t:tt)*) => { if $crate::log::tracing() { $crate::info!($($t)*) } };
+}
+
+pub fn tracing() -> bool {
+    TRACE.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -138,11 +138,12 @@ impl Loader {
     pub fn for_running_kernel() -> Result<Loader, String> {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_err(|e| format!("cannot read the kernel release: {e}"))?;
-        let dir = Path::new("/lib/modules").join(release.trim());
-        if !dir.is_dir() {
-            return Err(format!("{} does not exist", dir.display()));
+        // A merged-/usr rootfs may lack the /lib symlink; Debian's package ships /usr/lib/modules.
+        let candidates = ["/lib/modules", "/usr/lib/modules"].map(|d| Path::new(d).join(release.trim()));
+        match candidates.iter().find(|d| d.is_dir()) {
+            Some(dir) => Ok(Loader::new(dir.clone())),
+            None => Err(format!("{} does not exist", candidates[0].display())),
         }
-        Ok(Loader::new(dir))
     }
 
     /// Loads `name` after its dependencies; returns the images in load order without loading

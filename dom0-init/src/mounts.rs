@@ -103,8 +103,11 @@ pub fn current_mounts() -> Vec<Mounted> {
 /// Mounts `spec` unless something of the same type is already mounted there (after a root switch,
 /// or in a host test that already has /proc). Creates the mount point. Returns whether it mounted.
 pub fn mount_one(spec: &MountSpec) -> Result<bool, String> {
-    let already = current_mounts().iter().any(|m| m.target == spec.target && m.fstype == spec.fstype);
-    if already {
+    mount_unless(spec, &current_mounts())
+}
+
+fn mount_unless(spec: &MountSpec, mounted: &[Mounted]) -> Result<bool, String> {
+    if mounted.iter().any(|m| m.target == spec.target && m.fstype == spec.fstype) {
         return Ok(false);
     }
     if let Err(e) = std::fs::create_dir_all(&spec.target) {
@@ -124,8 +127,11 @@ pub fn mount_one(spec: &MountSpec) -> Result<bool, String> {
 /// Mounts a plan, logging failures and going on; returns the targets it mounted.
 pub fn mount_all(plan: &[MountSpec]) -> Vec<String> {
     let mut done = Vec::new();
+    // Read the mount table once; it only changes through our own mounts here (/proc may not even
+    // be mounted before the first one).
+    let mounted = current_mounts();
     for spec in plan {
-        match mount_one(spec) {
+        match mount_unless(spec, &mounted) {
             Ok(true) => done.push(spec.target.clone()),
             Ok(false) => {}
             Err(e) => crate::info!("{e}"),

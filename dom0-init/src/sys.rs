@@ -41,7 +41,11 @@ pub fn new_session_with_tty(cmd: &mut Command) {
 /// Sets IFF_UP on the interface `name` (SIOCGIFFLAGS / SIOCSIFFLAGS): neither nix nor rustix wraps
 /// these interface ioctls. Bringing `lo` up makes the kernel add 127.0.0.1/8 and ::1 itself.
 pub fn interface_up(name: &str) -> io::Result<()> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    // Any socket will do for interface ioctls; no need to bind one.
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .or_else(|_| socket(AddressFamily::Inet6, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None))
+        .map_err(io::Error::from)?;
     // SAFETY: ifreq is a plain C struct; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();

@@ -48,6 +48,14 @@ fn initramfs(dir: &Path, config: &str) -> PathBuf {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/rpixen/init.yml"), config).unwrap();
+    // A few real modules (vfat needs fat) and the built-in list, as the kernel package lays them out.
+    let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
+    let release = std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path();
+    let dest = root.join("lib/modules").join(release.file_name().unwrap());
+    for m in ["modules.builtin", "kernel/fs/fat/fat.ko.xz", "kernel/fs/fat/vfat.ko.xz", "kernel/fs/overlayfs/overlay.ko.xz"] {
+        std::fs::create_dir_all(dest.join(m).parent().unwrap()).unwrap();
+        std::fs::copy(release.join(m), dest.join(m)).unwrap();
+    }
     let out = dir.join("initrd.cpio");
     let cpio = Command::new("sh")
         .current_dir(&root)
@@ -66,7 +74,7 @@ fn boot(initrd: &Path) -> testkit::Qemu {
             "-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none",
             "-kernel", kernel.to_str().unwrap(),
             "-initrd", initrd.to_str().unwrap(),
-            "-append", "console=ttyAMA0 panic=-1",
+            "-append", "console=ttyAMA0 panic=-1 rpixen.trace",
         ],
         1,
     )
@@ -93,7 +101,10 @@ fn initramfs_boot_runs_services_and_powers_off() {
         &dir,
         r#"
 hostname: rpixen-qemu
+modules: [vfat, overlay]
 onboot:
+  - name: mods
+    command: [/bin/cat, /proc/modules]
   - name: check
     command: [/bin/sh, -c, "echo onboot host=$(hostname) lo=$(cat /sys/class/net/lo/flags) pid1=$(cat /proc/1/comm)"]
 services:
@@ -108,12 +119,20 @@ services:
     let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(180)).unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("readiness: {exec_ms} ms after exec, {kernel_ms} ms after kernel start");
+    let from_init = ready.output.find("Run /init").unwrap_or(0);
+    eprintln!("{}", &ready.output[from_init..]);
     let out = qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60)).unwrap().output;
     let status = qemu.wait_exit(Duration::from_secs(60)).unwrap();
     let out = qemu.output().to_string() + &out[..0];
     assert!(status.success(), "QEMU exit status {status}");
     assert!(out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"), "{out}");
     assert!(out.contains("[worker] worker up"), "{out}");
+    for m in ["vfat", "fat", "overlay"] {
+        assert!(out.contains(&format!("[mods] {m} ")), "module {m} loaded:\n{out}");
+    }
+    let mods = out.find("[mods]").unwrap();
+    let check = out.find("[check]").unwrap();
+    assert!(mods < check, "onboot steps run in order");
     assert!(out.contains("SIGUSR2 received: power-off"), "busybox poweroff signals PID 1:\n{out}");
     assert!(out.contains("[idler] idler stopping"), "services are stopped before power-off:\n{out}");
     assert!(!out.contains("Kernel panic"), "{out}");

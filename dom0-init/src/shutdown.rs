@@ -59,21 +59,61 @@ fn describe(action: Action) -> &'static str {
 /// SIGTERM to every process, a short grace, then SIGKILL, reaping all the while.
 fn kill_everything(signals: &Signals) {
     let all = Pid::from_raw(-1);
-    if kill(all, Signal::SIGTERM).is_err() {
-        return; // ESRCH: nothing left
+    if user_processes() == 0 {
+        return;
     }
+    let _ = kill(all, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        let _ = signals.wait(Duration::from_millis(50));
+    while Instant::now() < deadline && user_processes() > 0 {
+        let _ = signals.wait(Duration::from_millis(20));
         let _ = reap();
-        if kill(all, None).is_err() {
-            return;
-        }
+    }
+    if user_processes() == 0 {
+        return;
     }
     let _ = kill(all, Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline && kill(all, None).is_ok() {
+    while Instant::now() < deadline && user_processes() > 0 {
         let _ = signals.wait(Duration::from_millis(20));
         let _ = reap();
+    }
+}
+
+/// Processes other than init that are alive and not kernel threads. (`kill(-1, 0)` cannot tell:
+/// it counts kernel threads, which ignore signals.)
+fn user_processes() -> usize {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            is_live_user_process(&stat)
+        })
+        .count()
+}
+
+/// From a /proc/PID/stat line: not a zombie and not a kernel thread (PF_KTHREAD in `flags`).
+pub fn is_live_user_process(stat: &str) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Some(close) = stat.rfind(')') else { return false };
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // fields[0] is the state (field 3), fields[6] the flags (field 9).
+    let state = fields.first().copied().unwrap_or("Z");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(PF_KTHREAD);
+    state != "Z" && state != "X" && flags & PF_KTHREAD == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_threads_and_zombies_do_not_count() {
+        assert!(is_live_user_process("42 (sh) S 1 42 42 0 -1 4194560 100 0 0 0"));
+        assert!(!is_live_user_process("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0"));
+        assert!(!is_live_user_process("43 (a b) c) Z 1 43 43 0 -1 4194560 0 0"));
     }
 }

@@ -1,12 +1,18 @@
-//! dom0-init as `/init` of an initramfs, booted by Debian's arm64 kernel on QEMU `virt`: it reaches
-//! the readiness line, runs the config's services, and a service's busybox `poweroff` ends QEMU
-//! through init's orderly shutdown (PSCI SYSTEM_OFF).
+//! dom0-init booted by Debian's arm64 kernel on QEMU `virt` (no virtualization: the kernel is given
+//! with `-kernel`), from root filesystems that `rpixen` builds out of OCI layouts:
+//! - an initramfs (`rpixen rootfs --format cpio`): readiness line, modules, onboot order, services, and
+//!   a service's busybox `poweroff` ends QEMU through init's orderly shutdown (PSCI SYSTEM_OFF);
+//! - a squashfs rootfs on the IMGA partition of `rpixen live`'s disk: the initramfs stage loads the
+//!   block and filesystem modules, finds IMGA by GPT label and switches into it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use rpixen::oci::layout::{Compression, ImageBuilder};
+
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
+const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
 
 /// The static aarch64 build, as packaged (`release-small`).
 fn aarch64_init() -> PathBuf {
@@ -24,81 +30,145 @@ fn aarch64_init() -> PathBuf {
     testkit::repo_root().join("target/aarch64-unknown-linux-musl/release-small/dom0-init")
 }
 
-fn kernel() -> PathBuf {
-    let dir = testkit::debian_package(KERNEL_PKG).join("boot");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
-        .expect("vmlinuz in the kernel package")
-}
-
-/// A newc cpio made by the system `cpio` from a folder holding /init, busybox and the config.
-fn initramfs(dir: &Path, config: &str) -> PathBuf {
-    let root = dir.join("root");
-    let _ = std::fs::remove_dir_all(&root);
-    for d in ["bin", "etc/rpixen"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(aarch64_init(), root.join("init")).unwrap();
-    let busybox = testkit::debian_package("busybox-static").join("usr/bin/busybox");
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "poweroff", "reboot", "halt", "cat", "echo", "sleep", "hostname", "ls", "ps"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("etc/rpixen/init.yml"), config).unwrap();
-    // A few real modules (vfat needs fat) and the built-in list, as the kernel package lays them out.
+fn kernel_release_dir() -> PathBuf {
     let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
-    let release = std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path();
-    let dest = root.join("lib/modules").join(release.file_name().unwrap());
-    for m in ["modules.builtin", "kernel/fs/fat/fat.ko.xz", "kernel/fs/fat/vfat.ko.xz", "kernel/fs/overlayfs/overlay.ko.xz"] {
-        std::fs::create_dir_all(dest.join(m).parent().unwrap()).unwrap();
-        std::fs::copy(release.join(m), dest.join(m)).unwrap();
+    std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path()
+}
+
+fn kernel() -> PathBuf {
+    let release = kernel_release_dir();
+    let name = release.file_name().unwrap().to_string_lossy().into_owned();
+    testkit::debian_package(KERNEL_PKG).join(format!("boot/vmlinuz-{name}"))
+}
+
+/// OCI layouts made with rpixen's layout writer, and the package folder holding `dom0-init`.
+struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dom0-init-qemu").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fx = Fixture { dir };
+        // The `dom0-init` package, as `make pkgs` lays it out: sbin/dom0-init.
+        fx.layout("pkg/dom0-init", |root| {
+            std::fs::create_dir_all(root.join("sbin")).unwrap();
+            std::fs::copy(aarch64_init(), root.join("sbin/dom0-init")).unwrap();
+        });
+        // busybox-static and the applets the configs use.
+        fx.layout("busybox", |root| {
+            std::fs::create_dir_all(root.join("bin")).unwrap();
+            let busybox = testkit::debian_package("busybox-static").join("usr/bin/busybox");
+            std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+            for applet in ["sh", "poweroff", "reboot", "cat", "echo", "sleep", "hostname", "grep", "ls"] {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+            }
+        });
+        // A few real modules as the kernel package lays them out (vfat needs fat; no modules.dep).
+        fx.layout("modules", |root| {
+            let release = kernel_release_dir();
+            let dest = root.join("lib/modules").join(release.file_name().unwrap());
+            for m in [
+                "modules.builtin",
+                "kernel/fs/fat/fat.ko.xz",
+                "kernel/fs/fat/vfat.ko.xz",
+                "kernel/fs/nls/nls_cp437.ko.xz",
+                "kernel/fs/nls/nls_ascii.ko.xz",
+                "kernel/fs/overlayfs/overlay.ko.xz",
+                "kernel/fs/squashfs/squashfs.ko.xz",
+                "kernel/drivers/block/virtio_blk.ko.xz",
+            ] {
+                std::fs::create_dir_all(dest.join(m).parent().unwrap()).unwrap();
+                std::fs::copy(release.join(m), dest.join(m)).unwrap();
+            }
+        });
+        fx
     }
-    let out = dir.join("initrd.cpio");
-    let cpio = Command::new("sh")
-        .current_dir(&root)
-        .arg("-c")
-        .arg(format!("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > {}", out.display()))
-        .status()
-        .unwrap();
-    assert!(cpio.success());
-    out
+
+    /// Writes an OCI layout at `name` whose single layer is the folder `fill` populates.
+    fn layout(&self, name: &str, fill: impl FnOnce(&Path)) {
+        let staging = self.dir.join("staging").join(name);
+        std::fs::create_dir_all(&staging).unwrap();
+        fill(&staging);
+        ImageBuilder::new()
+            .layer_from_dir(&staging, Compression::Gzip)
+            .unwrap()
+            .write(&self.dir.join(name), "latest")
+            .unwrap();
+    }
+
+    /// An image manifest with host-file boot parts, `rootfs:` from our layouts and `init:` as given.
+    fn manifest(&self, name: &str, format: &str, images: &[&str], init: &str) -> PathBuf {
+        let images: Vec<String> = images.iter().map(|i| format!("\"oci:{}\"", self.dir.join(i).display())).collect();
+        let text = format!(
+            "board:\n  kind: qemu-virt\n  uboot: {{file: {uboot}}}\n  console: serial0\n\
+             hypervisor:\n  kind: xen\n  binary: {{file: {xen}}}\n  cmdline: \"console=dtuart dtuart=serial0\"\n\
+             dom0:\n  kernel: {{file: {kernel}}}\n  cmdline: \"console=hvc0\"\n  memory: 512M\n\
+             rootfs:\n  format: {format}\n  images: [{images}]\n\
+             init:\n{init}\n\
+             partitions: {{boot: 64M, imga: 32M, imgb: 32M, config: 8M, persist: 16M}}\n",
+            uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin").display(),
+            xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64").display(),
+            kernel = kernel().display(),
+            images = images.join(", "),
+            init = indent(init),
+        );
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `rpixen ARGS` with this fixture's package folder and a private cache.
+    fn rpixen(&self, args: &[&str]) -> String {
+        let mut cmd = testkit::rpixen_command();
+        cmd.args(args).env("RPIXEN_PKG_DIR", self.dir.join("pkg")).env("XDG_CACHE_HOME", self.dir.join("cache"));
+        testkit::run(&mut cmd)
+    }
 }
 
-fn boot(initrd: &Path) -> testkit::Qemu {
+fn indent(text: &str) -> String {
+    text.trim_matches('\n').lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
     let kernel = kernel();
-    testkit::Qemu::start(
-        &[
-            "-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none",
-            "-kernel", kernel.to_str().unwrap(),
-            "-initrd", initrd.to_str().unwrap(),
-            "-append", "console=ttyAMA0 panic=-1 rpixen.trace",
-        ],
-        1,
-    )
+    let mut args = vec!["-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none"];
+    args.extend(["-kernel", kernel.to_str().unwrap()]);
+    args.extend(kernel_args);
+    args.extend(extra);
+    testkit::Qemu::start(&args, 1)
 }
 
-/// `ready in N ms since exec, M ms since kernel start` from the readiness line.
+/// (ms since exec, ms since kernel start) from the readiness line.
 fn readiness(output: &str) -> (u64, u64) {
     let line = output.lines().find(|l| l.contains("rpixen: dom0 ready")).unwrap();
-    let num = |after: &str| -> u64 {
-        let rest = &line[line.find(after).unwrap() + after.len()..];
+    let after = |marker: &str| -> u64 {
+        let rest = &line[line.find(marker).unwrap() + marker.len()..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
     let kernel_ms = line.split(", ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
-    (num("ready in "), kernel_ms)
+    (after("ready in "), kernel_ms)
 }
 
-const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
+fn print_from_init(output: &str) {
+    let from = output.find("Run /init").unwrap_or(0);
+    eprintln!("{}", &output[from..]);
+}
+
+/// Which files an archive holds, as the system `cpio` lists them (an independent reader).
+fn cpio_list(archive: &Path) -> String {
+    testkit::run(Command::new("sh").arg("-c").arg(format!("gzip -dc {} | cpio -it --quiet", archive.display())))
+}
 
 #[test]
-fn initramfs_boot_runs_services_and_powers_off() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dom0-init-qemu");
-    std::fs::create_dir_all(&dir).unwrap();
-    let initrd = initramfs(
-        &dir,
+fn initramfs_from_oci_layers_runs_services_and_powers_off() {
+    let fx = Fixture::new("cpio");
+    let manifest = fx.manifest(
+        "m.yml",
+        "cpio",
+        &["busybox", "modules"],
         r#"
 hostname: rpixen-qemu
 modules: [vfat, overlay]
@@ -115,27 +185,103 @@ services:
     command: [/bin/sh, -c, "trap 'echo idler stopping; exit 0' TERM; while :; do sleep 1; done"]
 "#,
     );
-    let mut qemu = boot(&initrd);
-    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(180)).unwrap();
+    let initrd = fx.dir.join("initrd.cpio.gz");
+    fx.rpixen(&["rootfs", manifest.to_str().unwrap(), "-o", initrd.to_str().unwrap(), "--format", "cpio"]);
+    let listing = cpio_list(&initrd);
+    for f in ["init", "etc/rpixen/init.yml", "bin/busybox"] {
+        assert!(listing.lines().any(|l| l == f), "{f} in the initramfs:\n{listing}");
+    }
+
+    let initrd_s = initrd.to_str().unwrap();
+    let mut qemu = qemu(&["-initrd", initrd_s, "-append", "console=ttyAMA0 panic=-1 rpixen.trace"], &[]);
+    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("readiness: {exec_ms} ms after exec, {kernel_ms} ms after kernel start");
-    let from_init = ready.output.find("Run /init").unwrap_or(0);
-    eprintln!("{}", &ready.output[from_init..]);
-    let out = qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60)).unwrap().output;
+    qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60)).unwrap();
     let status = qemu.wait_exit(Duration::from_secs(60)).unwrap();
-    let out = qemu.output().to_string() + &out[..0];
+    let out = qemu.output();
+    print_from_init(&out);
     assert!(status.success(), "QEMU exit status {status}");
-    assert!(out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"), "{out}");
-    assert!(out.contains("[worker] worker up"), "{out}");
     for m in ["vfat", "fat", "overlay"] {
         assert!(out.contains(&format!("[mods] {m} ")), "module {m} loaded:\n{out}");
     }
-    let mods = out.find("[mods]").unwrap();
-    let check = out.find("[check]").unwrap();
-    assert!(mods < check, "onboot steps run in order");
+    assert!(out.find("[mods]").unwrap() < out.find("[check]").unwrap(), "onboot steps run in order");
+    assert!(out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"), "{out}");
+    assert!(out.contains("[worker] worker up"), "{out}");
     assert!(out.contains("SIGUSR2 received: power-off"), "busybox poweroff signals PID 1:\n{out}");
     assert!(out.contains("[idler] idler stopping"), "services are stopped before power-off:\n{out}");
-    assert!(!out.contains("Kernel panic"), "{out}");
-    // Readiness line exactly once.
+    assert!(out.contains("reboot: Power down"), "{out}");
+    assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
+}
+
+/// Start sector and size in sectors of the partition named `label`, as `sgdisk -p` prints them.
+fn partition(disk: &Path, label: &str) -> (u64, u64) {
+    let table = testkit::run(Command::new("sgdisk").arg("-p").arg(disk));
+    let line = table.lines().find(|l| l.split_whitespace().last() == Some(label)).unwrap_or_else(|| panic!("{table}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (start, end): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    (start, end - start + 1)
+}
+
+#[test]
+fn initramfs_switches_into_the_squashfs_on_imga() {
+    let fx = Fixture::new("squashfs");
+    // Stage 1, the initramfs: only dom0-init (from the package) and the modules it needs.
+    let stage1 = fx.manifest("stage1.yml", "cpio", &["modules"], "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]");
+    let initrd = fx.dir.join("stage1.cpio.gz");
+    fx.rpixen(&["rootfs", stage1.to_str().unwrap(), "-o", initrd.to_str().unwrap(), "--format", "cpio"]);
+    // Stage 2, the squashfs on IMGA: busybox, dom0-init as /sbin/init and the services.
+    let stage2 = fx.manifest(
+        "stage2.yml",
+        "squashfs",
+        &["busybox"],
+        r#"
+hostname: rpixen-sq
+onboot:
+  - name: check
+    command: [/bin/sh, -c, "grep -E ' / |/persist|/config' /proc/mounts; echo onboot on $(hostname)"]
+services:
+  - name: worker
+    command: [/bin/sh, -c, "echo worker up; sleep 1; cat /persist/log/check.log; poweroff"]
+    restart: never
+"#,
+    );
+    let disk = fx.dir.join("live.raw");
+    fx.rpixen(&["live", stage2.to_str().unwrap(), "-o", disk.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()]);
+    let (start, size) = partition(&disk, "IMGA");
+    let head = std::fs::read(&disk).unwrap();
+    assert_eq!(&head[(start * 512) as usize..(start * 512 + 4) as usize], b"hsqs", "IMGA holds a squashfs");
+    drop(head);
+    assert!(size > 0);
+    // PERSIST is left unformatted by `rpixen live`; give it a FAT so the service logs have a home.
+    let (pstart, psize) = partition(&disk, "PERSIST");
+    testkit::run(
+        Command::new("mkfs.vfat")
+            .args(["-n", "PERSIST", "--offset", &pstart.to_string()])
+            .arg(&disk)
+            .arg((psize / 2).to_string()),
+    );
+
+    let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
+    let mut qemu = qemu(
+        &["-initrd", initrd.to_str().unwrap(), "-append", "console=ttyAMA0 panic=-1 rpixen.root=IMGA"],
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
+    );
+    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
+    let (exec_ms, kernel_ms) = readiness(&ready.output);
+    eprintln!("stage-2 readiness: {exec_ms} ms after its exec, {kernel_ms} ms after kernel start");
+    let status = qemu.wait_exit(Duration::from_secs(90)).unwrap();
+    let out = qemu.output();
+    print_from_init(&out);
+    assert!(status.success(), "QEMU exit status {status}");
+    assert!(out.contains("root switch: /dev/vda2 (squashfs) + tmpfs overlay is /; exec /sbin/init"), "{out}");
+    assert_eq!(out.matches("dom0-init: starting (pid 1)").count(), 2, "two stages:\n{out}");
+    assert!(out.contains("[check] overlay / overlay"), "/ is the overlay:\n{out}");
+    assert!(out.contains("/persist vfat"), "PERSIST mounted by label:\n{out}");
+    assert!(out.contains("/config vfat"), "CONFIG mounted by label:\n{out}");
+    assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
+    // The worker printed check's log file from PERSIST (init's own lines carry a ms timestamp).
+    assert!(out.contains("[worker]") && out.lines().any(|l| l.starts_with("[worker]") && l.contains("onboot on rpixen-sq")), "{out}");
+    assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
 }

@@ -16,7 +16,7 @@ use super::layout::{self, LayoutError, Sizes, Window};
 use super::table;
 use super::uimage::{self, ScriptImage};
 use super::dtb::{self, DtbError};
-use crate::manifest::{parse_size, BoardKind, HypervisorKind, Manifest};
+use crate::manifest::{parse_size, BoardKind, HypervisorKind, Manifest, RootfsFormat};
 
 pub const BOOT_SCRIPT: &str = "boot.scr";
 pub const KERNEL_NAME: &str = "Image";
@@ -86,14 +86,28 @@ fn hypervisor_name(kind: HypervisorKind) -> &'static str {
     }
 }
 
-/// Dom0's initramfs: the `--initrd` file, or one built from `rootfs:`.
+/// Runs the rootfs builder (`rootfs:` OCI layers + files + dom0-init) in `format`.
+fn build_rootfs(inputs: &Inputs<'_>, format: RootfsFormat) -> Result<Vec<u8>, LiveError> {
+    use std::io::{Read, Seek};
+    let rootfs_err = |e: &dyn std::fmt::Display| LiveError::Rootfs(e.to_string());
+    let mut tmp = tempfile::tempfile().map_err(|e| rootfs_err(&e))?;
+    let opts = crate::oci::OciOptions::from_env();
+    crate::rootfs::build(&opts, inputs.manifest, inputs.manifest_dir, format, &mut tmp).map_err(|e| rootfs_err(&e))?;
+    let mut bytes = Vec::new();
+    tmp.rewind().and_then(|_| tmp.read_to_end(&mut bytes)).map_err(|e| rootfs_err(&e))?;
+    Ok(bytes)
+}
+
+/// Dom0's initramfs: the `--initrd` file, or (for `rootfs.format: cpio`) one built from `rootfs:`.
 fn initrd(inputs: &Inputs<'_>) -> Result<Vec<u8>, LiveError> {
-    match inputs.initrd {
-        Some(p) => std::fs::read(p).map_err(|source| {
+    match (inputs.initrd, inputs.manifest.rootfs.format) {
+        (Some(p), _) => std::fs::read(p).map_err(|source| {
             LiveError::File(FileError::Host { field: "--initrd".into(), path: p.to_owned(), source })
         }),
-        None => Err(LiveError::Rootfs(
-            "building the Dom0 initramfs from `rootfs:` is not available in this build yet; pass --initrd FILE".into(),
+        (None, RootfsFormat::Cpio) => build_rootfs(inputs, RootfsFormat::Cpio),
+        (None, RootfsFormat::Squashfs) => Err(field(
+            "rootfs.format",
+            "squashfs puts the rootfs on IMGA; Dom0 then needs an initramfs that mounts it: pass --initrd FILE",
         )),
     }
 }
@@ -204,8 +218,13 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
         return Err(field("partitions.boot", "the boot FAT is FAT32, which needs at least 33M"));
     }
 
+    let imga = match m.rootfs.format {
+        RootfsFormat::Squashfs => build_rootfs(inputs, RootfsFormat::Squashfs)?,
+        RootfsFormat::Cpio => Vec::new(),
+    };
     let mut hash = ContentHash::new();
     hash.add("epoch", &inputs.epoch.to_le_bytes());
+    hash.add("imga", &imga);
     for s in sizes {
         hash.add("size", &s.to_le_bytes());
     }
@@ -244,7 +263,7 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     Ok(disk::assemble(
         vec![
             part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, boot),
-            part("IMGA", table::TYPE_IMG, sizes[1], 0, Vec::new()),
+            part("IMGA", table::TYPE_IMG, sizes[1], 0, imga),
             part("IMGB", table::TYPE_IMG, sizes[2], 0, Vec::new()),
             part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, config),
             part("PERSIST", table::TYPE_PERSIST, sizes[4], 0, Vec::new()),

@@ -214,20 +214,22 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
 }
 
 /// Writes the one-layer image (linux/arm64) into the layout `dir`, tagged `latest`. The manifest's
-/// annotations record what went in: the package name and each pinned `.deb`.
+/// description records what went in: the package name and each pinned `.deb`.
 fn write_layout(def: &PkgDef, tar: &[u8], dir: &Path) -> Result<(), PkgError> {
     use crate::oci::layout::{Compression, ImageBuilder};
     let oci = |e: crate::oci::OciError| PkgError::Build { package: def.name.clone(), message: e.to_string() };
     let mut image = ImageBuilder::new()
         .layer(tar, Compression::Gzip)
         .map_err(|source| PkgError::Io { path: dir.to_owned(), source })?;
-    image.annotations.insert("org.opencontainers.image.title".into(), def.name.clone());
-    image.annotations.insert("org.opencontainers.image.description".into(), def.description.clone());
+    // One annotation only: oci-spec keeps annotations in a HashMap, whose order (and so the manifest
+    // digest) would change from run to run with more than one key.
     let debs: Vec<String> =
         def.debs.iter().map(|d| format!("{}={} {} sha256:{}", d.package, d.version, d.arch, d.sha256)).collect();
+    let mut description = format!("rpixen package {}: {}", def.name, def.description);
     if !debs.is_empty() {
-        image.annotations.insert("dev.rpixen.pkg.debs".into(), debs.join(", "));
+        description.push_str(&format!(" (from {})", debs.join(", ")));
     }
+    image.annotations.insert("org.opencontainers.image.description".into(), description);
     image.write(dir, "latest").map_err(oci)?;
     Ok(())
 }

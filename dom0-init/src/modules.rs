@@ -129,9 +129,10 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// A loader for the module folder `dir` that assumes nothing is loaded yet.
     pub fn new(dir: PathBuf) -> Loader {
         let index = index(&dir);
-        Loader { dir, index, loaded: loaded() }
+        Loader { dir, index, loaded: BTreeSet::new() }
     }
 
     /// The kernel's module folder: `/lib/modules/$(uname -r)`.
@@ -141,7 +142,11 @@ impl Loader {
         // A merged-/usr rootfs may lack the /lib symlink; Debian's package ships /usr/lib/modules.
         let candidates = ["/lib/modules", "/usr/lib/modules"].map(|d| Path::new(d).join(release.trim()));
         match candidates.iter().find(|d| d.is_dir()) {
-            Some(dir) => Ok(Loader::new(dir.clone())),
+            Some(dir) => {
+                let mut loader = Loader::new(dir.clone());
+                loader.loaded = loaded();
+                Ok(loader)
+            }
             None => Err(format!("{} does not exist", candidates[0].display())),
         }
     }
@@ -161,26 +166,64 @@ impl Loader {
         let Some((rel, deps)) = self.index.modules.get(name).cloned() else {
             return Err(format!("module {name} not found in {}", self.dir.display()));
         };
-        let image = read_module(&self.dir.join(&rel))?;
-        let deps = deps.unwrap_or_else(|| {
-            modinfo(&image)
-                .into_iter()
-                .filter(|(k, _)| k == "depends")
-                .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(normalize).collect::<Vec<_>>())
-                .collect()
-        });
+        let path = self.dir.join(&rel);
+        // With modules.dep the kernel can decompress the file itself (finit_module); without it the
+        // image must be decompressed here anyway, to read its dependencies.
+        let (deps, image) = match deps {
+            Some(deps) => (deps, None),
+            None => {
+                let t = std::time::Instant::now();
+                let image = read_module(&path)?;
+                crate::trace!("{rel}: read and decompressed in {} ms", t.elapsed().as_millis());
+                (depends(&image), Some(image))
+            }
+        };
         for d in deps {
             self.visit(&d, dry, order, seen)?;
         }
         if !dry {
-            match nix::kmod::init_module(&image, c"") {
+            let t = std::time::Instant::now();
+            let result = match image {
+                Some(image) => nix::kmod::init_module(&image, c""),
+                None => load_file(&path),
+            };
+            match result {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(format!("init_module {rel}: {e}")),
+                Err(e) => return Err(format!("loading {rel}: {e}")),
             }
+            crate::trace!("{rel}: loaded in {} ms", t.elapsed().as_millis());
         }
         self.loaded.insert(name.to_owned());
         order.push(rel);
         Ok(())
+    }
+}
+
+/// The `depends=` list of a module image's modinfo.
+fn depends(image: &[u8]) -> Vec<String> {
+    modinfo(image)
+        .into_iter()
+        .filter(|(k, _)| k == "depends")
+        .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(normalize).collect::<Vec<_>>())
+        .collect()
+}
+
+/// finit_module(2) on the file; `.xz` files with MODULE_INIT_COMPRESSED_FILE, falling back to
+/// decompressing here when the kernel cannot (no CONFIG_MODULE_DECOMPRESS, or another algorithm).
+fn load_file(path: &Path) -> nix::Result<()> {
+    use nix::kmod::{finit_module, ModuleInitFlags};
+    const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+    let file = std::fs::File::open(path).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    if path.extension().is_some_and(|e| e == "xz") {
+        match finit_module(&file, c"", ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)) {
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
+                let image = read_module(path).map_err(|_| nix::errno::Errno::EINVAL)?;
+                nix::kmod::init_module(&image, c"")
+            }
+            other => other,
+        }
+    } else {
+        finit_module(&file, c"", ModuleInitFlags::empty())
     }
 }
 
@@ -214,6 +257,18 @@ mod tests {
         assert_eq!(name_of("kernel/fs/squashfs/squashfs.ko.xz").as_deref(), Some("squashfs"));
         assert_eq!(name_of("kernel/drivers/block/virtio-blk.ko").as_deref(), Some("virtio_blk"));
         assert_eq!(name_of("modules.dep"), None);
+    }
+
+    #[test]
+    fn modules_dep_gives_the_order_without_reading_modules() {
+        let dir = std::env::temp_dir().join(format!("dom0-init-moddep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("modules.dep"), "kernel/vfat.ko.xz: kernel/fat.ko.xz\nkernel/fat.ko.xz:\n").unwrap();
+        std::fs::write(dir.join("modules.builtin"), "kernel/nls_base.ko\n").unwrap();
+        let mut l = Loader::new(dir.clone());
+        assert_eq!(l.load("vfat", true).unwrap(), ["kernel/fat.ko.xz", "kernel/vfat.ko.xz"]);
+        assert!(l.load("nls-base", true).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -226,8 +226,19 @@ fn partition(disk: &Path, label: &str) -> (u64, u64) {
 #[test]
 fn initramfs_switches_into_the_squashfs_on_imga() {
     let fx = Fixture::new("squashfs");
+    // As depmod would write it: with modules.dep init lets the kernel decompress (finit_module).
+    fx.layout("moddep", |root| {
+        let release = kernel_release_dir();
+        let dir = root.join("lib/modules").join(release.file_name().unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let dep = "kernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz\nkernel/fs/fat/fat.ko.xz:\n\
+                   kernel/fs/nls/nls_cp437.ko.xz:\nkernel/fs/nls/nls_ascii.ko.xz:\n\
+                   kernel/fs/overlayfs/overlay.ko.xz:\nkernel/fs/squashfs/squashfs.ko.xz:\n\
+                   kernel/drivers/block/virtio_blk.ko.xz:\n";
+        std::fs::write(dir.join("modules.dep"), dep).unwrap();
+    });
     // Stage 1, the initramfs: only dom0-init (from the package) and the modules it needs.
-    let stage1 = fx.manifest("stage1.yml", "cpio", &["modules"], "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]");
+    let stage1 = fx.manifest("stage1.yml", "cpio", &["modules", "moddep"], "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]");
     let initrd = fx.dir.join("stage1.cpio.gz");
     fx.rpixen(&["rootfs", stage1.to_str().unwrap(), "-o", initrd.to_str().unwrap(), "--format", "cpio"]);
     // Stage 2, the squashfs on IMGA: busybox, dom0-init as /sbin/init and the services.
@@ -264,7 +275,7 @@ services:
 
     let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
     let mut qemu = qemu(
-        &["-initrd", initrd.to_str().unwrap(), "-append", "console=ttyAMA0 panic=-1 rpixen.root=IMGA"],
+        &["-initrd", initrd.to_str().unwrap(), "-append", "console=ttyAMA0 panic=-1 rpixen.root=IMGA rpixen.trace"],
         &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
     );
     let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
@@ -280,8 +291,9 @@ services:
     assert!(out.contains("/persist vfat"), "PERSIST mounted by label:\n{out}");
     assert!(out.contains("/config vfat"), "CONFIG mounted by label:\n{out}");
     assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
-    // The worker printed check's log file from PERSIST (init's own lines carry a ms timestamp).
-    assert!(out.contains("[worker]") && out.lines().any(|l| l.starts_with("[worker]") && l.contains("onboot on rpixen-sq")), "{out}");
+    // The worker printed check's log file from PERSIST: each line starts with init's ms timestamp.
+    let from_log = out.lines().filter_map(|l| l.split_once("[worker] ")).map(|(_, rest)| rest.trim_start());
+    assert!(from_log.clone().any(|l| l.split_once(' ').is_some_and(|(ms, text)| ms.parse::<u64>().is_ok() && text == "onboot on rpixen-sq")), "{out}");
     assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
 }

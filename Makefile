@@ -3,8 +3,10 @@ SHELL := /bin/bash
 BOARD ?= qemu-virt
 DIST  := dist
 CARGO ?= cargo
-RPIXEN := target/release/rpixen
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RPIXEN := $(TARGET_DIR)/release/rpixen
 DOCKER ?= /usr/bin/docker
+DOCKER_TAG ?= rpixen
 # Packages made of pinned .debs are rebuilt when their pkg.yml changes; those built from this
 # repository are rebuilt every time (cargo and the build script decide what is stale).
 PKG_DEBS  := busybox firmware kernel u-boot xen
@@ -38,10 +40,10 @@ run: ## Boot dist/live.raw in QEMU for BOARD, serial console on this terminal (C
 docker-bin: ## Build the static x86_64 rpixen the container carries (dist/docker/rpixen)
 	$(CARGO) build --release -p rpixen --target x86_64-unknown-linux-musl
 	mkdir -p $(DIST)/docker
-	cp target/x86_64-unknown-linux-musl/release/rpixen $(DIST)/docker/rpixen
+	cp $(TARGET_DIR)/x86_64-unknown-linux-musl/release/rpixen $(DIST)/docker/rpixen
 
 docker: pkgs docker-bin ## Build the rpixen container image (docker run rpixen live > live.raw)
-	$(DOCKER) build --network=host --build-arg RPIXEN_FROM=prebuilt -t rpixen .
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network=host --build-arg ARTIFACTS=context -t $(DOCKER_TAG) .
 
 test: ## Run every test (unit, tool-checked, QEMU boots)
 	$(CARGO) test --workspace --release

@@ -21,7 +21,7 @@ case "$board" in
 qemu-virt | qemu-virt-xen)
     "$rpixen" pkg cat u-boot u-boot/qemu_arm64/u-boot.bin -o "$run_dir/u-boot-qemu_arm64.bin"
     args=(-M virt,virtualization=on,gic-version=2 -cpu cortex-a72 -smp 4 -m 2G
-          -bios "$run_dir/u-boot-qemu_arm64.bin"
+          -bios "$run_dir/u-boot-qemu_arm64.bin" -nic none
           -drive "if=none,format=raw,file=$image,id=disk" -device virtio-blk-device,drive=disk)
     console=(-serial mon:stdio)
     ;;

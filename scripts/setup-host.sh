@@ -30,7 +30,8 @@ PREF
 BACKPORTS_PKGS=(qemu-system-arm qemu-user qemu-utils)
 PKGS=(gdisk fdisk dosfstools mtools u-boot-tools cpio squashfs-tools device-tree-compiler
       docker-registry gcc-aarch64-linux-gnu xz-utils zstd curl ca-certificates skopeo
-      debian-archive-keyring util-linux hyperfine)
+      debian-archive-keyring util-linux hyperfine
+      docker.io musl-tools git make)
 
 main() {
     need_root
@@ -47,6 +48,6 @@ main() {
         apt-get install -y -qq --no-install-recommends -t bookworm-backports "${BACKPORTS_PKGS[@]}"
         apt-get install -y -qq --no-install-recommends "${PKGS[@]}"
     fi
-    rustup target add aarch64-unknown-none aarch64-unknown-linux-musl >/dev/null
+    rustup target add aarch64-unknown-none aarch64-unknown-linux-musl x86_64-unknown-linux-musl >/dev/null
 }
 main "$@"

@@ -1,0 +1,213 @@
+//! The user-facing flows, run for real:
+//! - from a fresh `git clone` of this repository, `make live` then the `make run` QEMU invocation boots
+//!   to Dom0's readiness line;
+//! - a Docker engine (Debian's docker.io, started here with the vfs driver) builds the `rpixen` image
+//!   from the Dockerfile; `docker run --rm rpixen live > live.raw` writes the same bytes as `make live`,
+//!   and that image boots in QEMU; `/in` and `/out` mounts work; `installer_raw` fails plainly.
+//!
+//! Both are slow (cargo, package builds, a QEMU boot); they run one at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const READY: &str = "rpixen: dom0 ready";
+const FAILURES: &[&str] = &["Kernel panic", "(XEN) Panic", "rpixen: cannot load", "Unknown command", "panicked at"];
+const BOOT_LIMIT: Duration = Duration::from_secs(420);
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `make TARGETS` in `dir`, output on the test's stderr, with the shared test download cache.
+fn make(dir: &Path, targets: &[&str], env: &[(&str, &Path)]) {
+    let mut cmd = Command::new("make");
+    cmd.current_dir(dir).args(targets).stdout(Stdio::from(std::io::stderr()));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let status = cmd.status().expect("run make");
+    eprintln!("make {targets:?} in {}: {status} after {:?}", dir.display(), started.elapsed());
+    assert!(status.success(), "make {targets:?} failed in {}", dir.display());
+}
+
+/// `$XDG_CACHE_HOME` whose `rpixen/` is the shared test download cache, so `make` needs no download that
+/// another test already made.
+fn xdg_cache() -> PathBuf {
+    let xdg = testkit::cache_dir().join("xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    let link = xdg.join("rpixen");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(testkit::pkg_cache(), &link).unwrap();
+    }
+    xdg
+}
+
+/// Boots `image` with exactly the arguments `make run` uses (scripts/run-qemu.sh --args), serial to a
+/// file, and waits for Dom0's readiness line.
+fn boot_to_ready(repo: &Path, rpixen: &Path, image: &Path) -> Duration {
+    let run_dir = tempfile::tempdir().unwrap();
+    let out = testkit::run(
+        Command::new("bash")
+            .arg(repo.join("scripts/run-qemu.sh"))
+            .args(["--args", "qemu-virt"])
+            .arg(image)
+            .current_dir(repo)
+            .env("RPIXEN", rpixen)
+            .env("RPIXEN_RUN_DIR", run_dir.path()),
+    );
+    let args: Vec<&str> = out.lines().collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    let outcome = q.wait_for(READY, FAILURES, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(outcome.output.contains("with script"), "U-Boot did not run boot.scr:\n{}", outcome.output);
+    outcome.elapsed
+}
+
+#[test]
+fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = testkit::repo_root();
+    let clone = testkit::cache_dir().join("fresh-clone");
+    if clone.exists() {
+        std::fs::remove_dir_all(&clone).unwrap();
+    }
+    testkit::run(Command::new("git").args(["clone", "-q", "--no-hardlinks"]).arg(&root).arg(&clone));
+    // A target folder of its own (kept between runs so only changed crates rebuild): the clone must not
+    // borrow this checkout's build outputs.
+    let target = testkit::cache_dir().join("fresh-clone-target");
+    make(&clone, &["live"], &[("CARGO_TARGET_DIR", &target), ("XDG_CACHE_HOME", &xdg_cache())]);
+    let image = clone.join("dist/live.raw");
+    assert!(image.is_file(), "make live wrote no dist/live.raw");
+    let took = boot_to_ready(&clone, &target.join("release/rpixen"), &image);
+    eprintln!("fresh clone: Dom0 ready {took:?} after QEMU started");
+}
+
+/// A Docker engine of our own (socket, state and data under the test cache), stopped by PID on drop.
+struct Dockerd {
+    child: Child,
+    host: String,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        assert!(Path::new("/usr/sbin/dockerd").exists(), "dockerd missing: scripts/setup-host.sh installs docker.io");
+        let data = testkit::cache_dir().join("docker");
+        // Socket paths are limited to 108 bytes: the run-time state goes under /tmp.
+        let exec = PathBuf::from(format!("/tmp/rpixen-dockerd-{}", std::process::id()));
+        std::fs::create_dir_all(&exec).unwrap();
+        let sock = exec.join("docker.sock");
+        let log = std::fs::File::create(testkit::cache_dir().join("dockerd.log")).unwrap();
+        let child = Command::new("/usr/sbin/dockerd")
+            .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
+            // Apart from any system dockerd sharing a system containerd.
+            .args(["--containerd-namespace", "rpixen-test", "--containerd-plugins-namespace", "rpixen-test-plugins"])
+            .arg("--data-root")
+            .arg(&data)
+            .arg("--exec-root")
+            .arg(exec.join("exec"))
+            .arg("--pidfile")
+            .arg(exec.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd { child, host: format!("unix://{}", sock.display()) };
+        let start = Instant::now();
+        while !d.docker(&["info"]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(60), "dockerd did not come up (see dockerd.log)");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        d
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("/usr/bin/docker");
+        c.env("DOCKER_HOST", &self.host).env("DOCKER_BUILDKIT", "1");
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().expect("run docker")
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd stop its containerd; SIGKILL only if it hangs.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The partition named `name` of a GPT image, as an mtools `IMAGE@@OFFSET` drive.
+fn partition(image: &Path, name: &str) -> String {
+    let table = testkit::run(Command::new("partx").args(["-g", "-o", "START,NAME"]).arg(image));
+    let start: u64 = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no partition {name} in:\n{table}"));
+    format!("{}@@{}", image.display(), start * 512)
+}
+
+#[test]
+fn docker_run_live_matches_make_live_and_boots() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = testkit::repo_root();
+    let xdg = xdg_cache();
+    let dockerd = Dockerd::start();
+    let tag = "rpixen-test";
+    let started = Instant::now();
+    make(&root, &["live", "docker", &format!("DOCKER_TAG={tag}")], &[("XDG_CACHE_HOME", &xdg), ("DOCKER_HOST", Path::new(&dockerd.host))]);
+    eprintln!("make live docker: {:?}", started.elapsed());
+    let want = std::fs::read(root.join("dist/live.raw")).unwrap();
+
+    // stdout carries only the image; every log line goes to stderr.
+    let started = Instant::now();
+    let out = dockerd.command().args(["run", "--rm", tag, "live"]).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "docker run {tag} live failed");
+    eprintln!("docker run live: {} bytes in {:?}", out.stdout.len(), started.elapsed());
+    assert!(out.stdout.len() == want.len() && out.stdout == want, "docker run live differs from make live");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("live.raw");
+    std::fs::write(&image, &out.stdout).unwrap();
+    drop(out);
+
+    // /in overrides a CONFIG file, /out receives the image.
+    let (in_dir, out_dir) = (tmp.path().join("in"), tmp.path().join("out"));
+    std::fs::create_dir_all(in_dir.join("sub")).unwrap();
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(in_dir.join("sub/server"), b"zedcloud.example.invalid\n").unwrap();
+    let o = dockerd.docker(&[
+        "run", "--rm", "-v", &format!("{}:/in:ro", s(&in_dir)), "-v", &format!("{}:/out", s(&out_dir)), tag, "live",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty(), "with /out mounted stdout stays empty");
+    let written = out_dir.join("live.raw");
+    let config = testkit::run(Command::new("mtype").arg("-i").arg(partition(&written, "CONFIG")).arg("::/sub/server"));
+    assert_eq!(config, "zedcloud.example.invalid\n");
+
+    let o = dockerd.docker(&["run", "--rm", tag, "installer_raw"]);
+    assert!(!o.status.success(), "installer_raw must fail until it exists");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not yet available"));
+    let o = dockerd.docker(&["run", "--rm", tag, "version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("rpixen "), "{o:?}");
+
+    let took = boot_to_ready(&root, &root.join("target/release/rpixen"), &image);
+    eprintln!("docker-built image: Dom0 ready {took:?} after QEMU started");
+}

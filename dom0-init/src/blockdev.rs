@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 /// Parses a sysfs `uevent` file: `KEY=VALUE` lines.
 pub fn uevent_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The `/dev` node of the partition whose GPT name (PARTNAME) is `label`.
 pub fn find_by_partlabel(label: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir("/sys/class/block").ok()?;
     for e in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path().join("uevent")) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path().join("uevent")) else {
+            continue;
+        };
         if uevent_value(&text, "PARTNAME") == Some(label) {
             let dev = uevent_value(&text, "DEVNAME")?;
             return Some(PathBuf::from("/dev").join(dev));
@@ -45,7 +48,9 @@ pub fn probe(head: &[u8]) -> Option<&'static str> {
     if head.len() >= 1082 && head[1080..1082] == [0x53, 0xEF] {
         return Some("ext4");
     }
-    if head.len() >= 512 && head[510..512] == [0x55, 0xAA] && (head[54..57] == *b"FAT" || head[82..87] == *b"FAT32")
+    if head.len() >= 512
+        && head[510..512] == [0x55, 0xAA]
+        && (head[54..57] == *b"FAT" || head[82..87] == *b"FAT32")
     {
         return Some("vfat");
     }

@@ -37,6 +37,8 @@ use signals::{action_for, Signals};
 pub struct Mode {
     pub host: bool,
     pub config: PathBuf,
+    /// Started again after a panic: no services, only the console shell, reaping and shutdown.
+    pub rescue: bool,
     /// Mounts init made (unmounted at shutdown in host mode).
     pub mounted: Vec<String>,
 }
@@ -48,16 +50,23 @@ impl Mode {
     pub fn from_args() -> Mode {
         let mut host = std::env::var_os("RPIXEN_INIT_HOST").is_some_and(|v| v == "1");
         let mut config = std::env::var_os("RPIXEN_INIT_CONFIG").map(PathBuf::from);
+        let mut rescue = false;
         // The kernel passes unknown command-line words to init as arguments: ignore what is not ours.
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--host" => host = true,
                 "--config" => config = args.next().map(PathBuf::from),
+                "--rescue" => rescue = true,
                 _ => {}
             }
         }
-        Mode { host, config: config.unwrap_or_else(|| init_config::DEFAULT_PATH.into()), mounted: Vec::new() }
+        Mode {
+            host,
+            config: config.unwrap_or_else(|| init_config::DEFAULT_PATH.into()),
+            rescue,
+            mounted: Vec::new(),
+        }
     }
 
     /// reboot(2) is for a real boot, or PID 1 of a PID namespace that is not the host's.
@@ -65,7 +74,8 @@ impl Mode {
         if !self.host {
             return true;
         }
-        let own_ns = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() != INIT_PID_NS_INO);
+        let own_ns =
+            std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() != INIT_PID_NS_INO);
         nix::unistd::getpid().as_raw() == 1 && own_ns
     }
 }
@@ -77,7 +87,7 @@ pub fn run(t0: Instant) -> ! {
     log::set_start(t0);
     let signals = Signals::new(); // before any thread exists, so all inherit the blocked mask
     let mut mode = Mode::from_args();
-    std::panic::set_hook(Box::new(|p| log::line(&format!("dom0-init: BUG: {p}"))));
+    install_panic_hook(mode.rescue);
     if std::env::var_os("PATH").is_none() {
         // SAFETY-free in edition 2021; no other thread exists yet.
         std::env::set_var("PATH", DEFAULT_PATH_ENV);
@@ -91,10 +101,32 @@ pub fn run(t0: Instant) -> ! {
         log::enable_trace();
     }
     let console = if mode.host { None } else { open_console() };
-    info!("starting (pid {}{})", nix::unistd::getpid(), if mode.host { ", host mode" } else { "" });
+    if !mode.host {
+        // ctrl-alt-del then sends SIGINT to init (an orderly reboot) instead of an instant reset.
+        if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+            info!("cannot route ctrl-alt-del to init: {e}");
+        }
+    }
+    info!(
+        "starting (pid {}{})",
+        nix::unistd::getpid(),
+        if mode.host { ", host mode" } else { "" }
+    );
     trace!("early mounts done");
 
-    let (config, errors) = read_config(&mode.config);
+    let (config, errors) = if mode.rescue {
+        info!("rescue mode after a failure: console shell only");
+        let shell = mounts::exists("/bin/sh").then(|| vec!["/bin/sh".to_owned()]);
+        (
+            InitConfig {
+                console_shell: shell,
+                ..InitConfig::default()
+            },
+            Vec::new(),
+        )
+    } else {
+        read_config(&mode.config)
+    };
     for e in &errors {
         info!("config {}: {e}", mode.config.display());
     }
@@ -108,7 +140,10 @@ pub fn run(t0: Instant) -> ! {
     }
     if mode.host {
         if !config.modules.is_empty() {
-            info!("host mode: not loading modules {}", config.modules.join(", "));
+            info!(
+                "host mode: not loading modules {}",
+                config.modules.join(", ")
+            );
         }
     } else {
         modules::load_all(&config.modules, false);
@@ -121,7 +156,9 @@ pub fn run(t0: Instant) -> ! {
     }
     trace!("loopback up");
     if !mode.host {
-        rootswitch::try_switch(&cmdline);
+        if !mode.rescue {
+            rootswitch::try_switch(&cmdline);
+        }
         trace!("no root switch");
         mode.mounted.extend(label_mounts());
         trace!("label mounts done");
@@ -133,10 +170,15 @@ pub fn run(t0: Instant) -> ! {
             .map(|m| {
                 let (flags, data) = mounts::parse_options(m.options.as_deref().unwrap_or(""));
                 let source = match m.source.strip_prefix("PARTLABEL=") {
-                    Some(l) => blockdev::find_by_partlabel(l).map(|p| p.to_string_lossy().into_owned()),
+                    Some(l) => {
+                        blockdev::find_by_partlabel(l).map(|p| p.to_string_lossy().into_owned())
+                    }
                     None => Some(m.source.clone()),
                 };
-                source.map(|s| mounts::MountSpec::new(&s, &m.target, &m.fstype, flags, data.as_deref()))
+                source
+                    .map(|s| {
+                        mounts::MountSpec::new(&s, &m.target, &m.fstype, flags, data.as_deref())
+                    })
                     .ok_or_else(|| format!("mount {}: no partition {}", m.target, m.source))
             })
             .filter_map(|r| r.map_err(|e| info!("{e}")).ok())
@@ -145,7 +187,10 @@ pub fn run(t0: Instant) -> ! {
     }
 
     let log_dir = config.log_dir.clone().map(PathBuf::from).or_else(|| {
-        mounts::current_mounts().iter().any(|m| m.target == "/persist").then(|| PathBuf::from("/persist/log"))
+        mounts::current_mounts()
+            .iter()
+            .any(|m| m.target == "/persist")
+            .then(|| PathBuf::from("/persist/log"))
     });
     let mut sup = Supervisor::new(log_dir, console, t0);
     // A console shell when configured, or when the config is broken and a shell exists, so the
@@ -154,7 +199,14 @@ pub fn run(t0: Instant) -> ! {
         (!errors.is_empty() && mounts::exists("/bin/sh")).then(|| vec!["/bin/sh".to_owned()])
     });
     if let Some(argv) = shell {
-        sup.add(Service { name: "console".into(), command: argv, ..Service::default() }, Kind::Console);
+        sup.add(
+            Service {
+                name: "console".into(),
+                command: argv,
+                ..Service::default()
+            },
+            Kind::Console,
+        );
         sup.start_due();
     }
 
@@ -172,19 +224,53 @@ pub fn run(t0: Instant) -> ! {
     sup.start_due();
     let since_boot = std::fs::read_to_string("/proc/uptime")
         .ok()
-        .and_then(|t| t.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()))
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<f64>().ok())
+        })
         .map(|s| format!(", {} ms since kernel start", (s * 1000.0) as u64))
         .unwrap_or_default();
-    log::line(&format!(
+    if mode.rescue {
+        info!("rescue mode up");
+    } else {
+        log::line(&format!(
         "rpixen: dom0 ready in {} ms since exec{since_boot} ({} onboot steps took {} ms, {} services)",
         t0.elapsed().as_millis(),
         config.onboot.len(),
         onboot_start.elapsed().as_millis(),
         config.services.len()
     ));
+    }
+    if mode.host && std::env::var_os("RPIXEN_INIT_TEST_PANIC").is_some() && !mode.rescue {
+        // Host tests only: proves that a bug in init leaves a working system (see the panic hook).
+        panic!("RPIXEN_INIT_TEST_PANIC is set");
+    }
     loop {
         supervise_once(&mut sup, &signals, &mode);
     }
+}
+
+/// A panic in PID 1 would end the system (with `panic = "abort"` the kernel panics). Instead init
+/// logs it and execs itself in rescue mode: same PID, its children stay its children, a console
+/// shell comes up and shutdown signals still work. A panic in rescue mode only reaps, forever.
+fn install_panic_hook(rescue: bool) {
+    std::panic::set_hook(Box::new(move |p| {
+        log::line(&format!("dom0-init: BUG: {p}"));
+        if !rescue {
+            use std::os::unix::process::CommandExt;
+            let mut args: Vec<String> = std::env::args().skip(1).collect();
+            args.push("--rescue".into());
+            let err = std::process::Command::new("/proc/self/exe")
+                .args(&args)
+                .exec();
+            log::line(&format!("dom0-init: cannot restart in rescue mode: {err}"));
+        }
+        loop {
+            let _ = nix::sys::wait::waitpid(None, None);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }));
 }
 
 /// One turn of the main loop: wait for a signal or the next restart, reap, restart, shut down.
@@ -196,7 +282,13 @@ fn supervise_once(sup: &mut Supervisor, signals: &Signals, mode: &Mode) {
         .min(Duration::from_secs(30));
     for sig in signals.wait(timeout) {
         if let Some(action) = action_for(sig) {
-            shutdown::shutdown(action, &format!("{} received", sig.as_str()), sup, signals, mode);
+            shutdown::shutdown(
+                action,
+                &format!("{} received", sig.as_str()),
+                sup,
+                signals,
+                mode,
+            );
         }
     }
     for (pid, exit) in reap() {
@@ -213,14 +305,23 @@ fn read_config(path: &std::path::Path) -> (InitConfig, Vec<init_config::ConfigEr
             info!("no config at {}: nothing to run", path.display());
             (InitConfig::default(), Vec::new())
         }
-        Err(e) => (InitConfig::default(), vec![init_config::ConfigError::Syntax(format!("cannot read: {e}"))]),
+        Err(e) => (
+            InitConfig::default(),
+            vec![init_config::ConfigError::Syntax(format!(
+                "cannot read: {e}"
+            ))],
+        ),
     }
 }
 
 /// Makes /dev/console init's stdio and log sink; returns its path for the console shell.
 fn open_console() -> Option<PathBuf> {
     let path = PathBuf::from("/dev/console");
-    match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    {
         Ok(f) => {
             sys::console_to_stdio(&f);
             log::set_console(f);
@@ -236,12 +337,18 @@ fn open_console() -> Option<PathBuf> {
 /// CONFIG (FAT, read-only) and PERSIST (writable) by GPT label, when present and formatted.
 fn label_mounts() -> Vec<String> {
     let mut done = Vec::new();
-    for (label, target, flags) in
-        [("CONFIG", "/config", nix::mount::MsFlags::MS_RDONLY), ("PERSIST", "/persist", nix::mount::MsFlags::empty())]
-    {
-        let Some(dev) = blockdev::find_by_partlabel(label) else { continue };
+    for (label, target, flags) in [
+        ("CONFIG", "/config", nix::mount::MsFlags::MS_RDONLY),
+        ("PERSIST", "/persist", nix::mount::MsFlags::empty()),
+    ] {
+        let Some(dev) = blockdev::find_by_partlabel(label) else {
+            continue;
+        };
         let Some(fstype) = blockdev::probe_device(&dev) else {
-            info!("{label} ({}) holds no known filesystem; not mounted", dev.display());
+            info!(
+                "{label} ({}) holds no known filesystem; not mounted",
+                dev.display()
+            );
             continue;
         };
         let spec = mounts::MountSpec::new(&dev.to_string_lossy(), target, fstype, flags, None);

@@ -31,8 +31,12 @@ pub struct Index {
 pub fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Option<Vec<String>>)> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let Some((path, deps)) = line.split_once(':') else { continue };
-        let Some(name) = name_of(path.trim()) else { continue };
+        let Some((path, deps)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(name) = name_of(path.trim()) else {
+            continue;
+        };
         let deps = deps.split_whitespace().filter_map(name_of).collect();
         out.insert(name, (path.trim().to_owned(), Some(deps)));
     }
@@ -42,14 +46,24 @@ pub fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Option<Vec<Str
 /// Reads `.modinfo` from a module's ELF image: the `key=value` strings the kernel build embeds.
 /// Hand-written (a few lines of ELF64 section walking) to keep an ELF crate out of PID 1.
 pub fn modinfo(elf: &[u8]) -> Vec<(String, String)> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize);
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+    };
     let section = || -> Option<&[u8]> {
         if !elf.starts_with(b"\x7fELF\x02\x01") {
             return None; // only little-endian ELF64, which is what arm64 and x86_64 modules are
         }
-        let (shoff, shentsize, shnum, shstrndx) = (u64_at(0x28)?, u16_at(0x3A)?, u16_at(0x3C)?, u16_at(0x3E)?);
+        let (shoff, shentsize, shnum, shstrndx) =
+            (u64_at(0x28)?, u16_at(0x3A)?, u16_at(0x3C)?, u16_at(0x3E)?);
         let header = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
         let strtab = u64_at(header(shstrndx)? + 0x18)?;
         for i in 0..shnum {
@@ -85,7 +99,10 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, String> {
     } else if path.extension().is_some_and(|e| e == "ko") {
         Ok(raw)
     } else {
-        Err(format!("{}: only .ko and .ko.xz modules are supported", path.display()))
+        Err(format!(
+            "{}: only .ko and .ko.xz modules are supported",
+            path.display()
+        ))
     }
 }
 
@@ -102,13 +119,19 @@ pub fn index(dir: &Path) -> Index {
     // No depmod output: find the files; dependencies come from each module's modinfo.
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(p);
-            } else if let (Some(name), Ok(rel)) = (name_of(&p.to_string_lossy()), p.strip_prefix(dir)) {
-                idx.modules.entry(name).or_insert((rel.to_string_lossy().into_owned(), None));
+            } else if let (Some(name), Ok(rel)) =
+                (name_of(&p.to_string_lossy()), p.strip_prefix(dir))
+            {
+                idx.modules
+                    .entry(name)
+                    .or_insert((rel.to_string_lossy().into_owned(), None));
             }
         }
     }
@@ -118,7 +141,12 @@ pub fn index(dir: &Path) -> Index {
 /// Names of the modules the kernel has loaded (from /proc/modules).
 pub fn loaded() -> BTreeSet<String> {
     std::fs::read_to_string("/proc/modules")
-        .map(|t| t.lines().filter_map(|l| l.split(' ').next()).map(normalize).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split(' ').next())
+                .map(normalize)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -132,7 +160,11 @@ impl Loader {
     /// A loader for the module folder `dir` that assumes nothing is loaded yet.
     pub fn new(dir: PathBuf) -> Loader {
         let index = index(&dir);
-        Loader { dir, index, loaded: BTreeSet::new() }
+        Loader {
+            dir,
+            index,
+            loaded: BTreeSet::new(),
+        }
     }
 
     /// The kernel's module folder: `/lib/modules/$(uname -r)`.
@@ -140,7 +172,8 @@ impl Loader {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_err(|e| format!("cannot read the kernel release: {e}"))?;
         // A merged-/usr rootfs may lack the /lib symlink; Debian's package ships /usr/lib/modules.
-        let candidates = ["/lib/modules", "/usr/lib/modules"].map(|d| Path::new(d).join(release.trim()));
+        let candidates =
+            ["/lib/modules", "/usr/lib/modules"].map(|d| Path::new(d).join(release.trim()));
         match candidates.iter().find(|d| d.is_dir()) {
             Some(dir) => {
                 let mut loader = Loader::new(dir.clone());
@@ -159,8 +192,17 @@ impl Loader {
         Ok(order)
     }
 
-    fn visit(&mut self, name: &str, dry: bool, order: &mut Vec<String>, seen: &mut BTreeSet<String>) -> Result<(), String> {
-        if self.loaded.contains(name) || self.index.builtin.contains(name) || !seen.insert(name.to_owned()) {
+    fn visit(
+        &mut self,
+        name: &str,
+        dry: bool,
+        order: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> Result<(), String> {
+        if self.loaded.contains(name)
+            || self.index.builtin.contains(name)
+            || !seen.insert(name.to_owned())
+        {
             return Ok(());
         }
         let Some((rel, deps)) = self.index.modules.get(name).cloned() else {
@@ -174,7 +216,10 @@ impl Loader {
             None => {
                 let t = std::time::Instant::now();
                 let image = read_module(&path)?;
-                crate::trace!("{rel}: read and decompressed in {} ms", t.elapsed().as_millis());
+                crate::trace!(
+                    "{rel}: read and decompressed in {} ms",
+                    t.elapsed().as_millis()
+                );
                 (depends(&image), Some(image))
             }
         };
@@ -204,7 +249,12 @@ fn depends(image: &[u8]) -> Vec<String> {
     modinfo(image)
         .into_iter()
         .filter(|(k, _)| k == "depends")
-        .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(normalize).collect::<Vec<_>>())
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(normalize)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -213,10 +263,19 @@ fn depends(image: &[u8]) -> Vec<String> {
 fn load_file(path: &Path) -> nix::Result<()> {
     use nix::kmod::{finit_module, ModuleInitFlags};
     const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
-    let file = std::fs::File::open(path).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     if path.extension().is_some_and(|e| e == "xz") {
-        match finit_module(&file, c"", ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)) {
-            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
+        match finit_module(
+            &file,
+            c"",
+            ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
+        ) {
+            Err(
+                nix::errno::Errno::EINVAL
+                | nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::ENOSYS,
+            ) => {
                 let image = read_module(path).map_err(|_| nix::errno::Errno::EINVAL)?;
                 nix::kmod::init_module(&image, c"")
             }
@@ -254,8 +313,14 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(name_of("kernel/fs/squashfs/squashfs.ko.xz").as_deref(), Some("squashfs"));
-        assert_eq!(name_of("kernel/drivers/block/virtio-blk.ko").as_deref(), Some("virtio_blk"));
+        assert_eq!(
+            name_of("kernel/fs/squashfs/squashfs.ko.xz").as_deref(),
+            Some("squashfs")
+        );
+        assert_eq!(
+            name_of("kernel/drivers/block/virtio-blk.ko").as_deref(),
+            Some("virtio_blk")
+        );
         assert_eq!(name_of("modules.dep"), None);
     }
 
@@ -263,18 +328,33 @@ mod tests {
     fn modules_dep_gives_the_order_without_reading_modules() {
         let dir = std::env::temp_dir().join(format!("dom0-init-moddep-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("modules.dep"), "kernel/vfat.ko.xz: kernel/fat.ko.xz\nkernel/fat.ko.xz:\n").unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/vfat.ko.xz: kernel/fat.ko.xz\nkernel/fat.ko.xz:\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("modules.builtin"), "kernel/nls_base.ko\n").unwrap();
         let mut l = Loader::new(dir.clone());
-        assert_eq!(l.load("vfat", true).unwrap(), ["kernel/fat.ko.xz", "kernel/vfat.ko.xz"]);
+        assert_eq!(
+            l.load("vfat", true).unwrap(),
+            ["kernel/fat.ko.xz", "kernel/vfat.ko.xz"]
+        );
         assert!(l.load("nls-base", true).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn modules_dep_lines() {
-        let m = parse_modules_dep("kernel/fs/overlayfs/overlay.ko.xz:\nkernel/fs/vfat.ko.xz: kernel/fs/fat.ko.xz\n");
-        assert_eq!(m["vfat"], ("kernel/fs/vfat.ko.xz".to_owned(), Some(vec!["fat".to_owned()])));
+        let m = parse_modules_dep(
+            "kernel/fs/overlayfs/overlay.ko.xz:\nkernel/fs/vfat.ko.xz: kernel/fs/fat.ko.xz\n",
+        );
+        assert_eq!(
+            m["vfat"],
+            (
+                "kernel/fs/vfat.ko.xz".to_owned(),
+                Some(vec!["fat".to_owned()])
+            )
+        );
         assert_eq!(m["overlay"].1, Some(vec![]));
     }
 }

@@ -16,7 +16,13 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
-    pub fn new(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> MountSpec {
+    pub fn new(
+        source: &str,
+        target: &str,
+        fstype: &str,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> MountSpec {
         MountSpec {
             source: source.into(),
             target: target.into(),
@@ -33,10 +39,34 @@ pub fn early_plan() -> Vec<MountSpec> {
     vec![
         MountSpec::new("proc", "/proc", "proc", nosuid_nodev_noexec, None),
         MountSpec::new("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, None),
-        MountSpec::new("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
-        MountSpec::new("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=0620,ptmxmode=0666")),
-        MountSpec::new("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
-        MountSpec::new("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        MountSpec::new(
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        MountSpec::new(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("gid=5,mode=0620,ptmxmode=0666"),
+        ),
+        MountSpec::new(
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        MountSpec::new(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
     ]
 }
 
@@ -74,7 +104,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mounted> {
         .filter_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
-            Some(Mounted { target: unescape(fields.get(4)?), fstype: (*fields.get(sep + 1)?).to_owned() })
+            Some(Mounted {
+                target: unescape(fields.get(4)?),
+                fstype: (*fields.get(sep + 1)?).to_owned(),
+            })
         })
         .collect()
 }
@@ -85,7 +118,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -97,7 +133,9 @@ fn unescape(s: &str) -> String {
 }
 
 pub fn current_mounts() -> Vec<Mounted> {
-    std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse_mountinfo(&t)).unwrap_or_default()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .unwrap_or_default()
 }
 
 /// Mounts `spec` unless something of the same type is already mounted there (after a root switch,
@@ -107,7 +145,10 @@ pub fn mount_one(spec: &MountSpec) -> Result<bool, String> {
 }
 
 fn mount_unless(spec: &MountSpec, mounted: &[Mounted]) -> Result<bool, String> {
-    if mounted.iter().any(|m| m.target == spec.target && m.fstype == spec.fstype) {
+    if mounted
+        .iter()
+        .any(|m| m.target == spec.target && m.fstype == spec.fstype)
+    {
         return Ok(false);
     }
     if let Err(e) = std::fs::create_dir_all(&spec.target) {
@@ -120,7 +161,12 @@ fn mount_unless(spec: &MountSpec, mounted: &[Mounted]) -> Result<bool, String> {
         spec.flags,
         spec.data.as_deref(),
     )
-    .map_err(|e| format!("mount {} on {} ({}): {e}", spec.source, spec.target, spec.fstype))?;
+    .map_err(|e| {
+        format!(
+            "mount {} on {} ({}): {e}",
+            spec.source, spec.target, spec.fstype
+        )
+    })?;
     Ok(true)
 }
 
@@ -158,8 +204,11 @@ pub fn unmount_all(targets: &[String]) {
 /// hold nothing to lose, then make / read-only so the disk is clean.
 pub fn unmount_system() {
     let keep = ["/", "/proc", "/sys", "/dev"];
-    let targets: Vec<String> =
-        current_mounts().into_iter().map(|m| m.target).filter(|t| !keep.contains(&t.as_str())).collect();
+    let targets: Vec<String> = current_mounts()
+        .into_iter()
+        .map(|m| m.target)
+        .filter(|t| !keep.contains(&t.as_str()))
+        .collect();
     unmount_all(&targets);
     let _ = nix::mount::mount(
         None::<&str>,
@@ -192,8 +241,20 @@ mod tests {
         let text = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
                     30 22 0:5 / /mnt/with\\040space rw shared:1 - tmpfs tmpfs rw\n";
         let m = parse_mountinfo(text);
-        assert_eq!(m[0], Mounted { target: "/proc".into(), fstype: "proc".into() });
-        assert_eq!(m[1], Mounted { target: "/mnt/with space".into(), fstype: "tmpfs".into() });
+        assert_eq!(
+            m[0],
+            Mounted {
+                target: "/proc".into(),
+                fstype: "proc".into()
+            }
+        );
+        assert_eq!(
+            m[1],
+            Mounted {
+                target: "/mnt/with space".into(),
+                fstype: "tmpfs".into()
+            }
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ const NEWROOT: &str = "/newroot";
 
 /// Which label to look for, from the kernel command line; None: do not switch.
 pub fn root_label(cmdline: &str) -> Option<(String, bool)> {
-    let explicit = cmdline.split_whitespace().find_map(|w| w.strip_prefix("rpixen.root="));
+    let explicit = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rpixen.root="));
     match explicit {
         Some("none") => None,
         Some(label) => Some((label.to_owned(), true)),
@@ -41,12 +43,18 @@ pub fn in_initramfs() -> bool {
 /// Tries the switch. Returns (with the reason logged) when there is nothing to switch to or a step
 /// failed before the point of no return; on success it does not return.
 pub fn try_switch(cmdline: &str) {
-    let Some((label, explicit)) = root_label(cmdline) else { return };
+    let Some((label, explicit)) = root_label(cmdline) else {
+        return;
+    };
     if !in_initramfs() {
         return;
     }
     // An explicit label is worth waiting for: the block driver may still be probing.
-    let wait = if explicit { Duration::from_secs(10) } else { Duration::ZERO };
+    let wait = if explicit {
+        Duration::from_secs(10)
+    } else {
+        Duration::ZERO
+    };
     let Some(dev) = crate::blockdev::wait_for_partlabel(&label, wait) else {
         if explicit {
             info!("root switch: no partition labelled {label}; staying in the initramfs");
@@ -55,12 +63,18 @@ pub fn try_switch(cmdline: &str) {
     };
     if crate::blockdev::probe_device(&dev) != Some("squashfs") {
         if explicit {
-            info!("root switch: {} ({label}) holds no squashfs; staying in the initramfs", dev.display());
+            info!(
+                "root switch: {} ({label}) holds no squashfs; staying in the initramfs",
+                dev.display()
+            );
         }
         return;
     }
     if let Err(e) = switch(&dev) {
-        info!("root switch into {} failed: {e}; staying in the initramfs", dev.display());
+        info!(
+            "root switch into {} failed: {e}; staying in the initramfs",
+            dev.display()
+        );
     }
 }
 
@@ -68,14 +82,34 @@ fn switch(dev: &Path) -> Result<(), String> {
     let dev = dev.to_string_lossy();
     let ro = "/run/rpixen/ro";
     let rw = "/run/rpixen/rw";
-    mount_one(&MountSpec::new(&dev, ro, "squashfs", MsFlags::MS_RDONLY, None))?;
-    mount_one(&MountSpec::new("tmpfs", rw, "tmpfs", MsFlags::empty(), Some("mode=0755")))?;
+    mount_one(&MountSpec::new(
+        &dev,
+        ro,
+        "squashfs",
+        MsFlags::MS_RDONLY,
+        None,
+    ))?;
+    mount_one(&MountSpec::new(
+        "tmpfs",
+        rw,
+        "tmpfs",
+        MsFlags::empty(),
+        Some("mode=0755"),
+    ))?;
     for d in ["upper", "work"] {
         std::fs::create_dir_all(format!("{rw}/{d}")).map_err(|e| format!("mkdir {rw}/{d}: {e}"))?;
     }
     let data = format!("lowerdir={ro},upperdir={rw}/upper,workdir={rw}/work");
-    mount_one(&MountSpec::new("overlay", NEWROOT, "overlay", MsFlags::empty(), Some(&data)))?;
-    let init = ["/sbin/init", "/init"].into_iter().find(|p| Path::new(&format!("{NEWROOT}{p}")).exists());
+    mount_one(&MountSpec::new(
+        "overlay",
+        NEWROOT,
+        "overlay",
+        MsFlags::empty(),
+        Some(&data),
+    ))?;
+    let init = ["/sbin/init", "/init"]
+        .into_iter()
+        .find(|p| Path::new(&format!("{NEWROOT}{p}")).exists());
     let Some(init) = init else {
         let _ = nix::mount::umount2(NEWROOT, nix::mount::MntFlags::MNT_DETACH);
         return Err(format!("{dev} has no /sbin/init"));
@@ -84,7 +118,13 @@ fn switch(dev: &Path) -> Result<(), String> {
     for m in ["/dev", "/proc", "/sys", "/run", "/tmp"] {
         let target = format!("{NEWROOT}{m}");
         let _ = std::fs::create_dir_all(&target);
-        if let Err(e) = nix::mount::mount(Some(m), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>) {
+        if let Err(e) = nix::mount::mount(
+            Some(m),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        ) {
             info!("root switch: cannot move {m}: {e}");
         }
     }
@@ -101,8 +141,12 @@ fn switch(dev: &Path) -> Result<(), String> {
 
 /// Deletes the initramfs's files (they would pin RAM forever), staying on its filesystem.
 fn free_initramfs() {
-    let Ok(root) = std::fs::metadata("/") else { return };
-    let Ok(entries) = std::fs::read_dir("/") else { return };
+    let Ok(root) = std::fs::metadata("/") else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p == Path::new(NEWROOT) {
@@ -113,7 +157,9 @@ fn free_initramfs() {
 }
 
 fn remove_on_device(p: &Path, dev: u64) {
-    let Ok(meta) = std::fs::symlink_metadata(p) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return;
+    };
     if meta.dev() != dev {
         return;
     }
@@ -136,7 +182,10 @@ mod tests {
     #[test]
     fn label_from_cmdline() {
         assert_eq!(root_label("console=ttyAMA0"), Some(("IMGA".into(), false)));
-        assert_eq!(root_label("console=ttyAMA0 rpixen.root=IMGB"), Some(("IMGB".into(), true)));
+        assert_eq!(
+            root_label("console=ttyAMA0 rpixen.root=IMGB"),
+            Some(("IMGB".into(), true))
+        );
         assert_eq!(root_label("rpixen.root=none quiet"), None);
     }
 }

@@ -106,7 +106,13 @@ impl Supervisor {
                 info!("cannot create log folder {}: {e}", dir.display());
             }
         }
-        Supervisor { units: Vec::new(), log_dir, console, t0, stopping: false }
+        Supervisor {
+            units: Vec::new(),
+            log_dir,
+            console,
+            t0,
+            stopping: false,
+        }
     }
 
     /// Adds a unit; it starts on the next [`Supervisor::start_due`] (services) or [`Supervisor::run_onboot`].
@@ -199,7 +205,11 @@ impl Supervisor {
             let (stdin, stdout, stderr) = match &self.console {
                 Some(dev) => {
                     let f = OpenOptions::new().read(true).write(true).open(dev)?;
-                    (Stdio::from(f.try_clone()?), Stdio::from(f.try_clone()?), Stdio::from(f))
+                    (
+                        Stdio::from(f.try_clone()?),
+                        Stdio::from(f.try_clone()?),
+                        Stdio::from(f),
+                    )
                 }
                 None => (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
             };
@@ -211,28 +221,32 @@ impl Supervisor {
         // Its own process group, so stopping a service also stops what it started.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let (reader, writer) = std::io::pipe()?;
-        cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
+        cmd.stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer);
         let child = cmd.spawn()?;
         drop(cmd); // closes our copies of the pipe's write end, so the pump sees EOF when the child ends
         let name = u.spec.name.clone();
         let log = u.log.clone();
         let t0 = self.t0;
-        let pump = std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
-            let mut r = BufReader::new(reader);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&buf);
-                        let text = text.trim_end_matches(['\n', '\r']);
-                        crate::log::line(&format!("[{name}] {text}"));
-                        write_log(&log, t0, text);
+        let pump = std::thread::Builder::new()
+            .name(format!("log-{name}"))
+            .spawn(move || {
+                let mut r = BufReader::new(reader);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&buf);
+                            let text = text.trim_end_matches(['\n', '\r']);
+                            crate::log::line(&format!("[{name}] {text}"));
+                            write_log(&log, t0, text);
+                        }
                     }
                 }
-            }
-        });
+            });
         if let Err(e) = pump {
             info!("[{}] no log thread ({e}); its output is lost", u.spec.name);
         }
@@ -241,7 +255,9 @@ impl Supervisor {
 
     /// Handles the exit of `pid`; returns false when it is none of ours (an orphan).
     pub fn on_exit(&mut self, pid: Pid, exit: Exit) -> bool {
-        let Some(i) = self.units.iter().position(|u| u.pid == Some(pid)) else { return false };
+        let Some(i) = self.units.iter().position(|u| u.pid == Some(pid)) else {
+            return false;
+        };
         self.units[i].pid = None;
         self.units[i].last_exit = Some(exit);
         if self.units[i].kind == Kind::Onboot {
@@ -255,7 +271,11 @@ impl Supervisor {
 
     fn after_exit(&mut self, i: usize, exit: Exit) {
         let u = &self.units[i];
-        let policy = if u.kind == Kind::Console { Restart::Always } else { u.spec.restart() };
+        let policy = if u.kind == Kind::Console {
+            Restart::Always
+        } else {
+            u.spec.restart()
+        };
         if self.stopping || !should_restart(policy, exit) {
             self.note(i, &format!("exited ({exit}); not restarted"));
             return;
@@ -306,7 +326,9 @@ impl Supervisor {
             u.next_start = None;
         }
         for i in (0..self.units.len()).rev() {
-            let Some(pid) = self.units[i].pid else { continue };
+            let Some(pid) = self.units[i].pid else {
+                continue;
+            };
             let timeout = Duration::from_millis(self.units[i].spec.stop_timeout_ms());
             let group = Pid::from_raw(-pid.as_raw());
             let (first, name) = if self.units[i].kind == Kind::Console {
@@ -318,13 +340,20 @@ impl Supervisor {
             let _ = kill(group, first).or_else(|_| kill(pid, first));
             let deadline = Instant::now() + timeout;
             while self.units[i].pid.is_some() && Instant::now() < deadline {
-                wait(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+                wait(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100)),
+                );
                 for (p, exit) in reap() {
                     self.on_exit(p, exit);
                 }
             }
             if let Some(pid) = self.units[i].pid {
-                self.note(i, &format!("did not stop within {} ms: SIGKILL", timeout.as_millis()));
+                self.note(
+                    i,
+                    &format!("did not stop within {} ms: SIGKILL", timeout.as_millis()),
+                );
                 let _ = kill(group, Signal::SIGKILL);
                 let _ = kill(pid, Signal::SIGKILL);
                 while self.units[i].pid.is_some() {
@@ -337,9 +366,22 @@ impl Supervisor {
         }
     }
 
+    /// Closes every log file (before filesystems are unmounted at shutdown).
+    pub fn close_logs(&mut self) {
+        for u in &self.units {
+            if let Ok(mut f) = u.log.lock() {
+                if let Some(f) = f.take() {
+                    let _ = f.sync_all();
+                }
+            }
+        }
+    }
+
     /// Indices of units of `kind`, in order.
     pub fn units_of(&self, kind: Kind) -> Vec<usize> {
-        (0..self.units.len()).filter(|i| self.units[*i].kind == kind).collect()
+        (0..self.units.len())
+            .filter(|i| self.units[*i].kind == kind)
+            .collect()
     }
 
     pub fn name(&self, i: usize) -> &str {
@@ -358,7 +400,10 @@ fn write_log(log: &LogFile, t0: Instant, text: &str) {
 
 /// Process ids of the units that are running, by name (for the readiness report and tests).
 pub fn running(s: &Supervisor) -> HashMap<String, Pid> {
-    s.units.iter().filter_map(|u| u.pid.map(|p| (u.spec.name.clone(), p))).collect()
+    s.units
+        .iter()
+        .filter_map(|u| u.pid.map(|p| (u.spec.name.clone(), p)))
+        .collect()
 }
 
 #[cfg(test)]

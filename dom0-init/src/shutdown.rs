@@ -12,11 +12,18 @@ use crate::services::{reap, Supervisor};
 use crate::signals::{Action, Signals};
 use crate::Mode;
 
-pub fn shutdown(action: Action, why: &str, sup: &mut Supervisor, signals: &Signals, mode: &Mode) -> ! {
+pub fn shutdown(
+    action: Action,
+    why: &str,
+    sup: &mut Supervisor,
+    signals: &Signals,
+    mode: &Mode,
+) -> ! {
     info!("{why}: {} — stopping services", describe(action));
     sup.stop_all(&mut |d| {
         let _ = signals.wait(d);
     });
+    sup.close_logs();
     if nix::unistd::getpid().as_raw() == 1 {
         // Only PID 1 may signal "every process": from anywhere else kill(-1) would reach the host's.
         kill_everything(signals);
@@ -83,13 +90,17 @@ fn kill_everything(signals: &Signals) {
 /// it counts kernel threads, which ignore signals.)
 fn user_processes() -> usize {
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me)
         .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
             is_live_user_process(&stat)
         })
         .count()
@@ -98,11 +109,16 @@ fn user_processes() -> usize {
 /// From a /proc/PID/stat line: not a zombie and not a kernel thread (PF_KTHREAD in `flags`).
 pub fn is_live_user_process(stat: &str) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    let Some(close) = stat.rfind(')') else { return false };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     // fields[0] is the state (field 3), fields[6] the flags (field 9).
     let state = fields.first().copied().unwrap_or("Z");
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(PF_KTHREAD);
+    let flags: u64 = fields
+        .get(6)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(PF_KTHREAD);
     state != "Z" && state != "X" && flags & PF_KTHREAD == 0
 }
 
@@ -112,8 +128,14 @@ mod tests {
 
     #[test]
     fn kernel_threads_and_zombies_do_not_count() {
-        assert!(is_live_user_process("42 (sh) S 1 42 42 0 -1 4194560 100 0 0 0"));
-        assert!(!is_live_user_process("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0"));
-        assert!(!is_live_user_process("43 (a b) c) Z 1 43 43 0 -1 4194560 0 0"));
+        assert!(is_live_user_process(
+            "42 (sh) S 1 42 42 0 -1 4194560 100 0 0 0"
+        ));
+        assert!(!is_live_user_process(
+            "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0"
+        ));
+        assert!(!is_live_user_process(
+            "43 (a b) c) Z 1 43 43 0 -1 4194560 0 0"
+        ));
     }
 }

@@ -30,8 +30,15 @@ pub fn action_for(sig: Signal) -> Option<Action> {
     }
 }
 
-const HANDLED: [Signal; 7] =
-    [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGHUP];
+const HANDLED: [Signal; 7] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGPWR,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGHUP,
+];
 
 pub struct Signals {
     fd: Option<SignalFd>,

@@ -32,7 +32,12 @@ fn aarch64_init() -> PathBuf {
 
 fn kernel_release_dir() -> PathBuf {
     let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
-    std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path()
+    std::fs::read_dir(&modules)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
 }
 
 fn kernel() -> PathBuf {
@@ -48,7 +53,9 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str) -> Fixture {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dom0-init-qemu").join(name);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("dom0-init-qemu")
+            .join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let fx = Fixture { dir };
@@ -62,7 +69,9 @@ impl Fixture {
             std::fs::create_dir_all(root.join("bin")).unwrap();
             let busybox = testkit::debian_package("busybox-static").join("usr/bin/busybox");
             std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-            for applet in ["sh", "poweroff", "reboot", "cat", "echo", "sleep", "hostname", "grep", "ls"] {
+            for applet in [
+                "sh", "poweroff", "reboot", "cat", "echo", "sleep", "hostname", "grep", "ls",
+            ] {
                 std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
             }
         });
@@ -101,7 +110,10 @@ impl Fixture {
 
     /// An image manifest with host-file boot parts, `rootfs:` from our layouts and `init:` as given.
     fn manifest(&self, name: &str, format: &str, images: &[&str], init: &str) -> PathBuf {
-        let images: Vec<String> = images.iter().map(|i| format!("\"oci:{}\"", self.dir.join(i).display())).collect();
+        let images: Vec<String> = images
+            .iter()
+            .map(|i| format!("\"oci:{}\"", self.dir.join(i).display()))
+            .collect();
         let text = format!(
             "board:\n  kind: qemu-virt\n  uboot: {{file: {uboot}}}\n  console: serial0\n\
              hypervisor:\n  kind: xen\n  binary: {{file: {xen}}}\n  cmdline: \"console=dtuart dtuart=serial0\"\n\
@@ -123,18 +135,33 @@ impl Fixture {
     /// `rpixen ARGS` with this fixture's package folder and a private cache.
     fn rpixen(&self, args: &[&str]) -> String {
         let mut cmd = testkit::rpixen_command();
-        cmd.args(args).env("RPIXEN_PKG_DIR", self.dir.join("pkg")).env("XDG_CACHE_HOME", self.dir.join("cache"));
+        cmd.args(args)
+            .env("RPIXEN_PKG_DIR", self.dir.join("pkg"))
+            .env("XDG_CACHE_HOME", self.dir.join("cache"));
         testkit::run(&mut cmd)
     }
 }
 
 fn indent(text: &str) -> String {
-    text.trim_matches('\n').lines().map(|l| format!("  {l}\n")).collect()
+    text.trim_matches('\n')
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect()
 }
 
 fn qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
     let kernel = kernel();
-    let mut args = vec!["-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none"];
+    let mut args = vec![
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a72",
+        "-m",
+        "1G",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ];
     args.extend(["-kernel", kernel.to_str().unwrap()]);
     args.extend(kernel_args);
     args.extend(extra);
@@ -143,12 +170,21 @@ fn qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
 
 /// (ms since exec, ms since kernel start) from the readiness line.
 fn readiness(output: &str) -> (u64, u64) {
-    let line = output.lines().find(|l| l.contains("rpixen: dom0 ready")).unwrap();
+    let line = output
+        .lines()
+        .find(|l| l.contains("rpixen: dom0 ready"))
+        .unwrap();
     let after = |marker: &str| -> u64 {
         let rest = &line[line.find(marker).unwrap() + marker.len()..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
-    let kernel_ms = line.split(", ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
+    let kernel_ms = line
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
     (after("ready in "), kernel_ms)
 }
 
@@ -159,7 +195,11 @@ fn print_from_init(output: &str) {
 
 /// Which files an archive holds, as the system `cpio` lists them (an independent reader).
 fn cpio_list(archive: &Path) -> String {
-    testkit::run(Command::new("sh").arg("-c").arg(format!("gzip -dc {} | cpio -it --quiet", archive.display())))
+    testkit::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc {} | cpio -it --quiet", archive.display())),
+    )
 }
 
 #[test]
@@ -186,30 +226,66 @@ services:
 "#,
     );
     let initrd = fx.dir.join("initrd.cpio.gz");
-    fx.rpixen(&["rootfs", manifest.to_str().unwrap(), "-o", initrd.to_str().unwrap(), "--format", "cpio"]);
+    fx.rpixen(&[
+        "rootfs",
+        manifest.to_str().unwrap(),
+        "-o",
+        initrd.to_str().unwrap(),
+        "--format",
+        "cpio",
+    ]);
     let listing = cpio_list(&initrd);
     for f in ["init", "etc/rpixen/init.yml", "bin/busybox"] {
-        assert!(listing.lines().any(|l| l == f), "{f} in the initramfs:\n{listing}");
+        assert!(
+            listing.lines().any(|l| l == f),
+            "{f} in the initramfs:\n{listing}"
+        );
     }
 
     let initrd_s = initrd.to_str().unwrap();
-    let mut qemu = qemu(&["-initrd", initrd_s, "-append", "console=ttyAMA0 panic=-1 rpixen.trace"], &[]);
-    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
+    let mut qemu = qemu(
+        &[
+            "-initrd",
+            initrd_s,
+            "-append",
+            "console=ttyAMA0 panic=-1 rpixen.trace",
+        ],
+        &[],
+    );
+    let ready = qemu
+        .wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240))
+        .unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("readiness: {exec_ms} ms after exec, {kernel_ms} ms after kernel start");
-    qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60)).unwrap();
+    qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60))
+        .unwrap();
     let status = qemu.wait_exit(Duration::from_secs(60)).unwrap();
     let out = qemu.output();
     print_from_init(&out);
     assert!(status.success(), "QEMU exit status {status}");
     for m in ["vfat", "fat", "overlay"] {
-        assert!(out.contains(&format!("[mods] {m} ")), "module {m} loaded:\n{out}");
+        assert!(
+            out.contains(&format!("[mods] {m} ")),
+            "module {m} loaded:\n{out}"
+        );
     }
-    assert!(out.find("[mods]").unwrap() < out.find("[check]").unwrap(), "onboot steps run in order");
-    assert!(out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"), "{out}");
+    assert!(
+        out.find("[mods]").unwrap() < out.find("[check]").unwrap(),
+        "onboot steps run in order"
+    );
+    assert!(
+        out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"),
+        "{out}"
+    );
     assert!(out.contains("[worker] worker up"), "{out}");
-    assert!(out.contains("SIGUSR2 received: power-off"), "busybox poweroff signals PID 1:\n{out}");
-    assert!(out.contains("[idler] idler stopping"), "services are stopped before power-off:\n{out}");
+    assert!(
+        out.contains("SIGUSR2 received: power-off"),
+        "busybox poweroff signals PID 1:\n{out}"
+    );
+    assert!(
+        out.contains("[idler] idler stopping"),
+        "services are stopped before power-off:\n{out}"
+    );
     assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
 }
@@ -217,7 +293,10 @@ services:
 /// Start sector and size in sectors of the partition named `label`, as `sgdisk -p` prints them.
 fn partition(disk: &Path, label: &str) -> (u64, u64) {
     let table = testkit::run(Command::new("sgdisk").arg("-p").arg(disk));
-    let line = table.lines().find(|l| l.split_whitespace().last() == Some(label)).unwrap_or_else(|| panic!("{table}"));
+    let line = table
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(label))
+        .unwrap_or_else(|| panic!("{table}"));
     let f: Vec<&str> = line.split_whitespace().collect();
     let (start, end): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
     (start, end - start + 1)
@@ -238,9 +317,21 @@ fn initramfs_switches_into_the_squashfs_on_imga() {
         std::fs::write(dir.join("modules.dep"), dep).unwrap();
     });
     // Stage 1, the initramfs: only dom0-init (from the package) and the modules it needs.
-    let stage1 = fx.manifest("stage1.yml", "cpio", &["modules", "moddep"], "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]");
+    let stage1 = fx.manifest(
+        "stage1.yml",
+        "cpio",
+        &["modules", "moddep"],
+        "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]",
+    );
     let initrd = fx.dir.join("stage1.cpio.gz");
-    fx.rpixen(&["rootfs", stage1.to_str().unwrap(), "-o", initrd.to_str().unwrap(), "--format", "cpio"]);
+    fx.rpixen(&[
+        "rootfs",
+        stage1.to_str().unwrap(),
+        "-o",
+        initrd.to_str().unwrap(),
+        "--format",
+        "cpio",
+    ]);
     // Stage 2, the squashfs on IMGA: busybox, dom0-init as /sbin/init and the services.
     let stage2 = fx.manifest(
         "stage2.yml",
@@ -258,10 +349,21 @@ services:
 "#,
     );
     let disk = fx.dir.join("live.raw");
-    fx.rpixen(&["live", stage2.to_str().unwrap(), "-o", disk.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()]);
+    fx.rpixen(&[
+        "live",
+        stage2.to_str().unwrap(),
+        "-o",
+        disk.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+    ]);
     let (start, size) = partition(&disk, "IMGA");
     let head = std::fs::read(&disk).unwrap();
-    assert_eq!(&head[(start * 512) as usize..(start * 512 + 4) as usize], b"hsqs", "IMGA holds a squashfs");
+    assert_eq!(
+        &head[(start * 512) as usize..(start * 512 + 4) as usize],
+        b"hsqs",
+        "IMGA holds a squashfs"
+    );
     drop(head);
     assert!(size > 0);
     // PERSIST is left unformatted by `rpixen live`; give it a FAT so the service logs have a home.
@@ -275,25 +377,56 @@ services:
 
     let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
     let mut qemu = qemu(
-        &["-initrd", initrd.to_str().unwrap(), "-append", "console=ttyAMA0 panic=-1 rpixen.root=IMGA rpixen.trace"],
+        &[
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyAMA0 panic=-1 rpixen.root=IMGA rpixen.trace",
+        ],
         &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
     );
-    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
+    let ready = qemu
+        .wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240))
+        .unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("stage-2 readiness: {exec_ms} ms after its exec, {kernel_ms} ms after kernel start");
     let status = qemu.wait_exit(Duration::from_secs(90)).unwrap();
     let out = qemu.output();
     print_from_init(&out);
     assert!(status.success(), "QEMU exit status {status}");
-    assert!(out.contains("root switch: /dev/vda2 (squashfs) + tmpfs overlay is /; exec /sbin/init"), "{out}");
-    assert_eq!(out.matches("dom0-init: starting (pid 1)").count(), 2, "two stages:\n{out}");
-    assert!(out.contains("[check] overlay / overlay"), "/ is the overlay:\n{out}");
-    assert!(out.contains("/persist vfat"), "PERSIST mounted by label:\n{out}");
-    assert!(out.contains("/config vfat"), "CONFIG mounted by label:\n{out}");
+    assert!(
+        out.contains("root switch: /dev/vda2 (squashfs) + tmpfs overlay is /; exec /sbin/init"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("dom0-init: starting (pid 1)").count(),
+        2,
+        "two stages:\n{out}"
+    );
+    assert!(
+        out.contains("[check] overlay / overlay"),
+        "/ is the overlay:\n{out}"
+    );
+    assert!(
+        out.contains("/persist vfat"),
+        "PERSIST mounted by label:\n{out}"
+    );
+    assert!(
+        out.contains("/config vfat"),
+        "CONFIG mounted by label:\n{out}"
+    );
     assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
     // The worker printed check's log file from PERSIST: each line starts with init's ms timestamp.
-    let from_log = out.lines().filter_map(|l| l.split_once("[worker] ")).map(|(_, rest)| rest.trim_start());
-    assert!(from_log.clone().any(|l| l.split_once(' ').is_some_and(|(ms, text)| ms.parse::<u64>().is_ok() && text == "onboot on rpixen-sq")), "{out}");
+    let from_log = out
+        .lines()
+        .filter_map(|l| l.split_once("[worker] "))
+        .map(|(_, rest)| rest.trim_start());
+    assert!(
+        from_log.clone().any(|l| l
+            .split_once(' ')
+            .is_some_and(|(ms, text)| ms.parse::<u64>().is_ok() && text == "onboot on rpixen-sq")),
+        "{out}"
+    );
     assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
 }

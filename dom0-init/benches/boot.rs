@@ -1,0 +1,112 @@
+//! Exec-to-ready time of dom0-init against busybox's init, booted the same way (Debian's arm64 kernel,
+//! QEMU `virt`, the same initramfs contents) in the same run. Both do the same work: mount /proc,
+//! /sys, /dev, /dev/pts, /run, /tmp, set the hostname, bring up lo, start one service, then print a
+//! ready line; a service then powers off. Time is measured inside the guest: the kernel's
+//! `Run /init` timestamp to /proc/uptime at the ready line (10 ms resolution), so host load between
+//! boots does not count. TCG makes absolute numbers large; the ratio is the figure.
+//!
+//! `cargo bench -p dom0-init --bench boot` (RUNS=N to change the 3 boots per init).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
+
+fn main() {
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let dir = testkit::cache_dir().join("bench-dom0-init");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ours = initramfs(&dir.join("dom0-init"), Init::Dom0Init);
+    let peer = initramfs(&dir.join("busybox"), Init::Busybox);
+    let mut results = Vec::new();
+    for (name, initrd) in [("dom0-init", &ours), ("busybox init", &peer)] {
+        let times: Vec<f64> = (0..runs).map(|_| boot_ms(initrd)).collect();
+        let best = times.iter().cloned().fold(f64::MAX, f64::min);
+        let shown: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
+        println!("{name:>13}: exec -> ready {} ms (best {best:.0})", shown.join(", "));
+        results.push(best);
+    }
+    println!("ratio dom0-init / busybox init (best of {runs}): {:.2}", results[0] / results[1]);
+}
+
+enum Init {
+    Dom0Init,
+    Busybox,
+}
+
+fn initramfs(dir: &Path, init: Init) -> PathBuf {
+    let root = dir.join("root");
+    for d in ["bin", "etc/rpixen", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let busybox = testkit::debian_package("busybox-static").join("usr/bin/busybox");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "mount", "mkdir", "hostname", "ifconfig", "cat", "cut", "sleep", "poweroff", "echo", "init"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let service = "sleep 1; poweroff";
+    match init {
+        Init::Dom0Init => {
+            std::fs::copy(aarch64_init(), root.join("init")).unwrap();
+            let config = format!("hostname: bench\nservices:\n  - {{name: svc, command: [/bin/sh, -c, \"{service}\"], restart: never}}\n");
+            std::fs::write(root.join("etc/rpixen/init.yml"), config).unwrap();
+        }
+        Init::Busybox => {
+            std::os::unix::fs::symlink("bin/busybox", root.join("init")).unwrap();
+            let rc = "#!/bin/sh\nmount -t proc proc /proc\nmount -t sysfs sysfs /sys\nmount -t devtmpfs devtmpfs /dev\n\
+                      mkdir -p /dev/pts\nmount -t devpts devpts /dev/pts\nmount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /tmp\n\
+                      hostname bench\nifconfig lo up\n";
+            std::fs::write(root.join("etc/rc"), rc).unwrap();
+            std::fs::set_permissions(root.join("etc/rc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            // `once` entries start after sysinit; the ready line follows the service's start.
+            let inittab = format!(
+                "::sysinit:/etc/rc\n::once:/bin/sh -c '{service}'\n::once:/bin/sh -c 'echo busybox ready at $(cut -d\" \" -f1 /proc/uptime)'\n"
+            );
+            std::fs::write(root.join("etc/inittab"), inittab).unwrap();
+        }
+    }
+    let out = dir.join("initrd.cpio");
+    let status = Command::new("sh")
+        .current_dir(&root)
+        .arg("-c")
+        .arg(format!("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > {}", out.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+/// One boot: ms from the kernel's `Run /init` to the ready line's /proc/uptime.
+fn boot_ms(initrd: &Path) -> f64 {
+    let kernel = testkit::debian_package(KERNEL_PKG).join(format!("boot/vmlinuz-{}", KERNEL_PKG.trim_start_matches("linux-image-")));
+    let mut qemu = testkit::Qemu::start(
+        &[
+            "-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none",
+            "-kernel", kernel.to_str().unwrap(),
+            "-initrd", initrd.to_str().unwrap(),
+            "-append", "console=ttyAMA0 panic=-1",
+        ],
+        1,
+    );
+    let out = qemu.wait_for("Power down", &["Kernel panic"], Duration::from_secs(240)).unwrap().output;
+    let run_init = out.lines().find(|l| l.contains("Run /init as init process")).unwrap();
+    let start: f64 = run_init.trim_start_matches('[').split(']').next().unwrap().trim().parse().unwrap();
+    let ready: f64 = if let Some(l) = out.lines().find(|l| l.contains("rpixen: dom0 ready")) {
+        let kernel_ms = l.split(", ").nth(1).unwrap().split_whitespace().next().unwrap();
+        kernel_ms.parse::<f64>().unwrap() / 1000.0
+    } else {
+        let l = out.lines().find(|l| l.contains("busybox ready at")).expect("a ready line");
+        l.rsplit(' ').next().unwrap().trim().parse().unwrap()
+    };
+    ((ready - start) * 1000.0).max(0.0)
+}
+
+fn aarch64_init() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    testkit::run(Command::new(cargo).current_dir(testkit::repo_root()).args([
+        "build", "-q", "-p", "dom0-init", "--target", "aarch64-unknown-linux-musl", "--profile", "release-small",
+    ]));
+    testkit::repo_root().join("target/aarch64-unknown-linux-musl/release-small/dom0-init")
+}

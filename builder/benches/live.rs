@@ -1,0 +1,91 @@
+//! `cargo bench -p rpixen --bench live`: the same boot partition content assembled by shell tooling
+//! (`truncate` + `sgdisk` + `mkfs.vfat` + `mcopy`, the way image scripts do it) and by `rpixen live`,
+//! timed in one run, plus a plain `cp` of the same payload bytes as the floor.
+//! Targets: at least 5x faster than the shell pipeline, within 1.5x of `cp`.
+
+#[path = "../tests/image_support/mod.rs"]
+mod image_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use image_support::*;
+
+const RUNS: usize = 7;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(mut f: impl FnMut()) -> Duration {
+    // One warm-up run, so every contender reads its inputs from the page cache.
+    f();
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn sh(script: &str, dir: &Path) {
+    let o = Command::new("bash").arg("-ec").arg(script).current_dir(dir).output().unwrap();
+    assert!(o.status.success(), "{script}\n{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = xen_virt_manifest(d);
+    let initrd = busybox_initramfs(d);
+    let ours = d.join("ours.raw");
+    let live_args = ["live", manifest.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "-o", ours.to_str().unwrap()];
+    let o = run_rpixen(&live_args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The payload: exactly the files on our boot FAT, taken from our image.
+    let payload = d.join("payload");
+    std::fs::create_dir(&payload).unwrap();
+    sh(&format!("mcopy -s -i '{}@@1M' '::*' payload/", ours.display()), d);
+    let bytes: u64 = std::fs::read_dir(&payload).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let size_mib = std::fs::metadata(&ours).unwrap().len() >> 20;
+
+    // Same partition layout and FAT geometry (FAT32, 512-byte clusters) as ours.
+    let shell = format!(
+        "rm -f shell.raw
+         truncate -s {size_mib}M shell.raw
+         sgdisk -n1:2048:+32M -t1:ef00 -c1:BOOT -A1:set:2 -n2:0:+32M -c2:IMGA -n3:0:+32M -c3:IMGB \
+                -n4:0:+8M -c4:CONFIG -n5:0:+16M -c5:PERSIST shell.raw >/dev/null
+         mkfs.vfat -F 32 -s 1 -n RPIXEN-BOOT --offset 2048 shell.raw 65536 >/dev/null 2>&1
+         mcopy -i shell.raw@@1M payload/* ::
+         mkfs.vfat -n CONFIG --offset $(( (1 + 64 + 32 + 32) * 2048 )) shell.raw 8192 >/dev/null 2>&1"
+    )
+    .replace("+32M -t1:ef00", "+64M -t1:ef00");
+    let t_shell = time(|| sh(&shell, d));
+    let t_ours = time(|| {
+        let o = run_rpixen(&live_args, &[]);
+        assert!(o.status.success());
+    });
+    let t_cp = time(|| sh("rm -rf cp.out && mkdir cp.out && cp payload/* cp.out/", d));
+    // The shell result must be a correct FAT holding the same files, or the comparison is void.
+    sh("dd if=shell.raw of=shell.fat bs=1M skip=1 count=64 status=none && fsck.fat -n shell.fat >/dev/null", d);
+
+    let mb = bytes as f64 / 1e6;
+    let rate = |t: Duration| mb / t.as_secs_f64();
+    println!("live bench: {size_mib} MiB image, {mb:.1} MB boot payload, median of {RUNS} runs");
+    println!("  shell (truncate+sgdisk+mkfs.vfat+mcopy): {:>8.1} ms", t_shell.as_secs_f64() * 1e3);
+    println!("  rpixen live -o                          : {:>8.1} ms  ({:.0} MB/s)", t_ours.as_secs_f64() * 1e3, rate(t_ours));
+    println!("  cp of the payload                       : {:>8.1} ms  ({:.0} MB/s)", t_cp.as_secs_f64() * 1e3, rate(t_cp));
+    let speedup = t_shell.as_secs_f64() / t_ours.as_secs_f64();
+    let vs_cp = t_ours.as_secs_f64() / t_cp.as_secs_f64();
+    println!(
+        "  rpixen is {speedup:.1}x faster than the shell pipeline (target >= 5x: {})",
+        if speedup >= 5.0 { "met" } else { "MISSED" }
+    );
+    println!("  rpixen takes {vs_cp:.2}x the time of cp (target <= 1.5x: {})", if vs_cp <= 1.5 { "met" } else { "MISSED" });
+}

@@ -22,6 +22,9 @@ fn layout_round_trip_with_oci_semantics() {
     assert_eq!(oci::read_file(&o, &r, "etc/motd").unwrap(), b"hello from zstd\n");
     assert_eq!(oci::read_file(&o, &r, "/lib/libc.so").unwrap(), b"libc");
     assert_eq!(oci::read_file(&o, &r, "usr/lib/libm.so").unwrap(), b"libm", "written through the lib symlink");
+    assert_eq!(oci::read_file(&o, &r, "bin/ping6").unwrap(), b"ping", "a hard link's contents");
+    let err = oci::read_file(&o, &r, "dev/console").unwrap_err().to_string();
+    assert!(err.contains("character device"), "{err}");
     let err = oci::read_file(&o, &r, "etc/old").unwrap_err().to_string();
     assert!(err.contains("etc/old"), "{err}");
     assert!(oci::read_file(&o, &r, "opt/app/lower").is_err(), "opaque dir hides the lower layer");

@@ -159,8 +159,17 @@ pub fn resolve(opts: &OciOptions, image: &str) -> Result<Image, OciError> {
 /// A file from the flattened image: layers applied in order, symlinks inside the image followed (never
 /// outside it).
 pub fn read_file(opts: &OciOptions, image_ref: &str, path: &str) -> Result<Vec<u8>, OciError> {
+    use crate::rootfs::{tree::Tree, unpack};
     let image = resolve(opts, image_ref)?;
-    let tree = crate::rootfs::unpack::unpack_image(&image, &crate::rootfs::unpack::Limits::default())?;
+    let limits = unpack::Limits::default();
+    // First pass reads only this path's contents; if it resolves elsewhere (a symlink, a hard link to
+    // another name) the second pass reads everything.
+    let wanted: Vec<u8> = crate::rootfs::tree::components(path.as_bytes()).collect::<Vec<_>>().join(&b'/');
+    let mut tree = Tree::new();
+    unpack::unpack_layers_keeping(&mut tree, &image.name, &image.layers, &limits, Some(&wanted))?;
+    if tree.lookup(&wanted, true).is_some_and(|id| tree.dropped.contains(&id)) {
+        tree = unpack::unpack_image(&image, &limits)?;
+    }
     tree.read_file(path).map_err(|detail| OciError::FileNotFound {
         image: image_ref.to_owned(),
         path: path.to_owned(),

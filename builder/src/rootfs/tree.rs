@@ -3,7 +3,7 @@
 //! layer can reach outside the tree: every lookup walks the tree itself, with `..` and symlinks resolved
 //! inside it (like `openat2(RESOLVE_IN_ROOT)`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub type NodeId = usize;
 pub const ROOT: NodeId = 0;
@@ -62,6 +62,8 @@ pub struct Tree {
     pub nodes: Vec<Node>,
     /// Things contained rather than rejected (absolute names, ignored markers), for the user to see.
     pub warnings: Vec<String>,
+    /// Files whose contents were deliberately not read (see `unpack::unpack_layers_keeping`).
+    pub dropped: HashSet<NodeId>,
 }
 
 impl Default for Tree {
@@ -77,7 +79,7 @@ pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 impl Tree {
     pub fn new() -> Tree {
-        Tree { nodes: vec![Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) }], warnings: Vec::new() }
+        Tree { nodes: vec![Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) }], warnings: Vec::new(), dropped: HashSet::new() }
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -241,6 +243,9 @@ impl Tree {
     /// The contents of the regular file at `path` (symlinks followed inside the tree).
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
         let id = self.lookup(path.as_bytes(), true).ok_or("not found (or behind a dangling symlink)")?;
+        if self.dropped.contains(&id) {
+            return Err("its contents were not read".into());
+        }
         match &self.nodes[id].kind {
             Kind::File(data) => Ok(data.clone()),
             other => Err(format!("it is a {}", other.name())),

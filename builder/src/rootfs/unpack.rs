@@ -35,7 +35,8 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 enum Op {
     Opaque(Vec<u8>),
     Whiteout(Vec<u8>),
-    Put(Vec<u8>, Node),
+    /// The node, and whether a file's contents were left out (see [`unpack_layers_keeping`]).
+    Put(Vec<u8>, Node, bool),
     Link(Vec<u8>, Vec<u8>),
 }
 
@@ -54,9 +55,22 @@ pub fn unpack_image(image: &Image, limits: &Limits) -> Result<Tree, OciError> {
 
 /// Applies `layers` in order onto `tree`. Layers are decompressed and parsed in parallel.
 pub fn unpack_layers(tree: &mut Tree, image: &str, layers: &[LayerBlob], limits: &Limits) -> Result<(), OciError> {
+    unpack_layers_keeping(tree, image, layers, limits, None)
+}
+
+/// Like [`unpack_layers`], but with `keep_data_for`, the contents of regular files are read only for that
+/// path (as the layer names it); other files stay empty and their nodes are listed in `tree.dropped`.
+/// [`crate::oci::read_file`] uses it to avoid holding a whole image in memory for one file.
+pub fn unpack_layers_keeping(
+    tree: &mut Tree,
+    image: &str,
+    layers: &[LayerBlob],
+    limits: &Limits,
+    keep_data_for: Option<&[u8]>,
+) -> Result<(), OciError> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(layers.len().max(1));
     let parsed: Vec<Result<ParsedLayer, OciError>> = if threads <= 1 {
-        layers.iter().map(|l| parse_blob(image, l, limits)).collect()
+        layers.iter().map(|l| parse_blob(image, l, limits, keep_data_for)).collect()
     } else {
         // Work-stealing by index: each thread takes the next unparsed layer.
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -67,7 +81,7 @@ pub fn unpack_layers(tree: &mut Tree, image: &str, layers: &[LayerBlob], limits:
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(l) = layers.get(i) else { break };
-                    *slots[i].lock().expect("no panics while held") = Some(parse_blob(image, l, limits));
+                    *slots[i].lock().expect("no panics while held") = Some(parse_blob(image, l, limits, keep_data_for));
                 });
             }
         });
@@ -77,7 +91,7 @@ pub fn unpack_layers(tree: &mut Tree, image: &str, layers: &[LayerBlob], limits:
     for (layer, parsed) in layers.iter().zip(parsed) {
         let parsed = parsed?;
         for op in &parsed.ops {
-            if let Op::Put(_, Node { kind: Kind::File(data), .. }) = op {
+            if let Op::Put(_, Node { kind: Kind::File(data), .. }, _) = op {
                 total += data.len() as u64;
             }
         }
@@ -106,8 +120,11 @@ fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), String> {
     }
     for op in ops {
         match op {
-            Op::Put(path, node) => {
-                tree.insert(&path, node).map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
+            Op::Put(path, node, dropped) => {
+                let id = tree.insert(&path, node).map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
+                if dropped {
+                    tree.dropped.insert(id);
+                }
             }
             Op::Link(path, target) => {
                 tree.link(&path, &target).map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
@@ -118,12 +135,12 @@ fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_blob(image: &str, layer: &LayerBlob, limits: &Limits) -> Result<ParsedLayer, OciError> {
+fn parse_blob(image: &str, layer: &LayerBlob, limits: &Limits, keep: Option<&[u8]>) -> Result<ParsedLayer, OciError> {
     let file = std::fs::File::open(&layer.path).map_err(OciError::io(&layer.path))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     let media = layer.descriptor.media_type().to_string();
     let stream = decompressor(&media, reader).map_err(|m| layer_err(image, layer, m))?;
-    parse_tar(stream, limits).map_err(|m| layer_err(image, layer, m))
+    parse_tar(stream, limits, keep).map_err(|m| layer_err(image, layer, m))
 }
 
 /// Chooses the decompressor from the media type (OCI and Docker names), falling back to the magic bytes.
@@ -150,7 +167,7 @@ fn decompressor<'a, R: std::io::BufRead + 'a>(media: &str, mut r: R) -> Result<B
     }
 }
 
-fn parse_tar(stream: impl Read, limits: &Limits) -> Result<ParsedLayer, String> {
+fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<ParsedLayer, String> {
     let mut archive = tar::Archive::new(stream);
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
@@ -231,8 +248,10 @@ fn parse_tar(stream: impl Read, limits: &Limits) -> Result<ParsedLayer, String> 
                 }
             }
         }
+        let dropped = node_kind.is_none() && keep.is_some_and(|k| k != path.as_slice());
         let kind = match node_kind {
             Some(k) => k,
+            None if dropped => Kind::File(Vec::new()),
             None => {
                 let mut data = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut data).map_err(|e| format!("entry `{shown}`: {e}"))?;
@@ -242,7 +261,7 @@ fn parse_tar(stream: impl Read, limits: &Limits) -> Result<ParsedLayer, String> 
                 Kind::File(data)
             }
         };
-        ops.push(Op::Put(path, Node { kind, meta }));
+        ops.push(Op::Put(path, Node { kind, meta }, dropped));
     }
     Ok(ParsedLayer { ops, warnings })
 }

@@ -14,7 +14,10 @@ use std::time::Duration;
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 
 fn main() {
-    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let dir = testkit::cache_dir().join("bench-dom0-init");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -25,10 +28,16 @@ fn main() {
         let times: Vec<f64> = (0..runs).map(|_| boot_ms(initrd)).collect();
         let best = times.iter().cloned().fold(f64::MAX, f64::min);
         let shown: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
-        println!("{name:>13}: exec -> ready {} ms (best {best:.0})", shown.join(", "));
+        println!(
+            "{name:>13}: exec -> ready {} ms (best {best:.0})",
+            shown.join(", ")
+        );
         results.push(best);
     }
-    println!("ratio dom0-init / busybox init (best of {runs}): {:.2}", results[0] / results[1]);
+    println!(
+        "ratio dom0-init / busybox init (best of {runs}): {:.2}",
+        results[0] / results[1]
+    );
 }
 
 enum Init {
@@ -43,7 +52,10 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
     }
     let busybox = testkit::debian_package("busybox-static").join("usr/bin/busybox");
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "mount", "mkdir", "hostname", "ifconfig", "cat", "cut", "sleep", "poweroff", "echo", "init"] {
+    for applet in [
+        "sh", "mount", "mkdir", "hostname", "ifconfig", "cat", "cut", "sleep", "poweroff", "echo",
+        "init",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     let service = "sleep 1; poweroff";
@@ -59,7 +71,11 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
                       mkdir -p /dev/pts\nmount -t devpts devpts /dev/pts\nmount -t tmpfs tmpfs /run\nmount -t tmpfs tmpfs /tmp\n\
                       hostname bench\nifconfig lo up\n";
             std::fs::write(root.join("etc/rc"), rc).unwrap();
-            std::fs::set_permissions(root.join("etc/rc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                root.join("etc/rc"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
             // `once` entries start after sysinit; the ready line follows the service's start.
             let inittab = format!(
                 "::sysinit:/etc/rc\n::once:/bin/sh -c '{service}'\n::once:/bin/sh -c 'echo busybox ready at $(cut -d\" \" -f1 /proc/uptime)'\n"
@@ -71,7 +87,10 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
     let status = Command::new("sh")
         .current_dir(&root)
         .arg("-c")
-        .arg(format!("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > {}", out.display()))
+        .arg(format!(
+            "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > {}",
+            out.display()
+        ))
         .status()
         .unwrap();
     assert!(status.success());
@@ -80,24 +99,60 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
 
 /// One boot: ms from the kernel's `Run /init` to the ready line's /proc/uptime.
 fn boot_ms(initrd: &Path) -> f64 {
-    let kernel = testkit::debian_package(KERNEL_PKG).join(format!("boot/vmlinuz-{}", KERNEL_PKG.trim_start_matches("linux-image-")));
+    let kernel = testkit::debian_package(KERNEL_PKG).join(format!(
+        "boot/vmlinuz-{}",
+        KERNEL_PKG.trim_start_matches("linux-image-")
+    ));
     let mut qemu = testkit::Qemu::start(
         &[
-            "-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none",
-            "-kernel", kernel.to_str().unwrap(),
-            "-initrd", initrd.to_str().unwrap(),
-            "-append", "console=ttyAMA0 panic=-1",
+            "-M",
+            "virt",
+            "-cpu",
+            "cortex-a72",
+            "-m",
+            "1G",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyAMA0 panic=-1",
         ],
         1,
     );
-    let out = qemu.wait_for("Power down", &["Kernel panic"], Duration::from_secs(240)).unwrap().output;
-    let run_init = out.lines().find(|l| l.contains("Run /init as init process")).unwrap();
-    let start: f64 = run_init.trim_start_matches('[').split(']').next().unwrap().trim().parse().unwrap();
+    let out = qemu
+        .wait_for("Power down", &["Kernel panic"], Duration::from_secs(240))
+        .unwrap()
+        .output;
+    let run_init = out
+        .lines()
+        .find(|l| l.contains("Run /init as init process"))
+        .unwrap();
+    let start: f64 = run_init
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let ready: f64 = if let Some(l) = out.lines().find(|l| l.contains("rpixen: dom0 ready")) {
-        let kernel_ms = l.split(", ").nth(1).unwrap().split_whitespace().next().unwrap();
+        let kernel_ms = l
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
         kernel_ms.parse::<f64>().unwrap() / 1000.0
     } else {
-        let l = out.lines().find(|l| l.contains("busybox ready at")).expect("a ready line");
+        let l = out
+            .lines()
+            .find(|l| l.contains("busybox ready at"))
+            .expect("a ready line");
         l.rsplit(' ').next().unwrap().trim().parse().unwrap()
     };
     ((ready - start) * 1000.0).max(0.0)
@@ -106,7 +161,14 @@ fn boot_ms(initrd: &Path) -> f64 {
 fn aarch64_init() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     testkit::run(Command::new(cargo).current_dir(testkit::repo_root()).args([
-        "build", "-q", "-p", "dom0-init", "--target", "aarch64-unknown-linux-musl", "--profile", "release-small",
+        "build",
+        "-q",
+        "-p",
+        "dom0-init",
+        "--target",
+        "aarch64-unknown-linux-musl",
+        "--profile",
+        "release-small",
     ]));
     testkit::repo_root().join("target/aarch64-unknown-linux-musl/release-small/dom0-init")
 }

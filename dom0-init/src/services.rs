@@ -5,7 +5,6 @@
 //! Children are never waited for through `std::process::Child`: PID 1 reaps every process with
 //! `waitpid(-1)` (see `reap`), and hands the exits of its own children to [`Supervisor::on_exit`].
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -86,7 +85,6 @@ struct Unit {
     /// Restarts since the last run that lasted `reset_after_ms`.
     attempt: u32,
     next_start: Option<Instant>,
-    last_exit: Option<Exit>,
     log: LogFile,
 }
 
@@ -126,7 +124,6 @@ impl Supervisor {
             started_at: now,
             attempt: 0,
             next_start: (kind != Kind::Onboot).then_some(now),
-            last_exit: None,
             log,
         });
         self.units.len() - 1
@@ -172,9 +169,8 @@ impl Supervisor {
             Err(e) => {
                 let argv = u.spec.argv().join(" ");
                 self.note(i, &format!("cannot start `{argv}`: {e}"));
-                if kind == Kind::Onboot {
-                    self.units[i].last_exit = Some(Exit::Code(127));
-                } else {
+                // An onboot step that cannot start is over; the next one runs.
+                if kind != Kind::Onboot {
                     self.after_exit(i, Exit::Code(127));
                 }
             }
@@ -259,7 +255,6 @@ impl Supervisor {
             return false;
         };
         self.units[i].pid = None;
-        self.units[i].last_exit = Some(exit);
         if self.units[i].kind == Kind::Onboot {
             let level = if exit.success() { "finished" } else { "failed" };
             self.note(i, &format!("{level} ({exit})"));
@@ -312,10 +307,6 @@ impl Supervisor {
 
     pub fn is_running(&self, i: usize) -> bool {
         self.units[i].pid.is_some()
-    }
-
-    pub fn last_exit(&self, i: usize) -> Option<Exit> {
-        self.units[i].last_exit
     }
 
     /// Stops every unit, most recently added first: SIGTERM to its process group, then SIGKILL once
@@ -376,17 +367,6 @@ impl Supervisor {
             }
         }
     }
-
-    /// Indices of units of `kind`, in order.
-    pub fn units_of(&self, kind: Kind) -> Vec<usize> {
-        (0..self.units.len())
-            .filter(|i| self.units[*i].kind == kind)
-            .collect()
-    }
-
-    pub fn name(&self, i: usize) -> &str {
-        &self.units[i].spec.name
-    }
 }
 
 fn write_log(log: &LogFile, t0: Instant, text: &str) {
@@ -396,14 +376,6 @@ fn write_log(log: &LogFile, t0: Instant, text: &str) {
             let _ = writeln!(f, "{ms:>8} {text}");
         }
     }
-}
-
-/// Process ids of the units that are running, by name (for the readiness report and tests).
-pub fn running(s: &Supervisor) -> HashMap<String, Pid> {
-    s.units
-        .iter()
-        .filter_map(|u| u.pid.map(|p| (u.spec.name.clone(), p)))
-        .collect()
 }
 
 #[cfg(test)]

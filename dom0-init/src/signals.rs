@@ -44,6 +44,12 @@ pub struct Signals {
     fd: Option<SignalFd>,
 }
 
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Signals {
     /// Blocks the handled signals in the calling thread (threads started later inherit the mask)
     /// and opens the signalfd. Call first thing in `main`. If the signalfd cannot be made, init

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::{cpio_cat, cpio_list, fake_dom0_init, has, layered_image, line_for, manifest_with_rootfs, squashfs_list, Registry};
@@ -42,8 +43,11 @@ fn rootfs_command_builds_both_formats_and_caches() {
 
     let out = t.join("out/rootfs.cpio.gz");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let o = testkit::run(rpixen(t).arg("rootfs").arg(&manifest).arg("-o").arg(&out).stderr(std::process::Stdio::inherit()));
-    let _ = o;
+    let o = rpixen(t).arg("rootfs").arg(&manifest).arg("-o").arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("cpio: xattrs of `/bin/ping` dropped"), "{stderr}");
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o644);
     let list = cpio_list(&out);
     assert!(line_for(&list, "init").starts_with("-rwxr-xr-x"), "{list}");
     assert_eq!(cpio_cat(&out, "init"), "#!/bin/sh\necho fake init\n");

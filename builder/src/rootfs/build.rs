@@ -109,7 +109,13 @@ pub fn write_tree(tree: &Tree, format: RootfsFormat) -> Result<(Vec<u8>, Vec<Str
         RootfsFormat::Cpio => {
             let mut buf = Vec::new();
             write_compressed(tree, CpioCompression::Gzip, &mut buf).map_err(io)?;
-            Ok((buf, Vec::new()))
+            let mut warnings = Vec::new();
+            tree.walk_all(|path, id| {
+                if !tree.node(id).meta.xattrs.is_empty() {
+                    warnings.push(format!("cpio: xattrs of `/{}` dropped (newc cannot hold them)", String::from_utf8_lossy(path)));
+                }
+            });
+            Ok((buf, warnings))
         }
         RootfsFormat::Squashfs => {
             let mut cursor = std::io::Cursor::new(Vec::new());

@@ -275,27 +275,27 @@ mod tests {
         let fdt = Fdt::new(&out).unwrap();
         let memory: Vec<_> = fdt.memory().regions().map(|r| (r.starting_address as u64, r.size.unwrap() as u64)).collect();
         assert_eq!(memory, [(0x6000_0000, 0x2000_0000)]);
-        let chosen = fdt.find_node("/chosen").unwrap();
+        let chosen = dt::node(&fdt, "/chosen").unwrap();
         assert_eq!(prop_str(&chosen, "bootargs"), Some("console=ttyAMA0 rdinit=/init"));
         assert!(chosen.property("xen,xen-bootargs").is_none() && chosen.property("xen,dom0-bootargs").is_none());
         assert_eq!(chosen.children().count(), 0, "module nodes removed");
         assert_eq!(dt::read_cells(chosen.property("linux,initrd-end").unwrap().value, 2), Some(0x6300_1000));
         assert_eq!(prop_str(&chosen, "u-boot,version"), Some("2025.01"));
-        let gic = fdt.find_node("/intc@8000000").unwrap();
+        let gic = dt::node(&fdt, "/intc@8000000").unwrap();
         assert_eq!(gic.property("reg").unwrap().value.len(), 32, "GICD + GICC only");
         assert!(gic.property("interrupts").is_none());
         assert!(gic.property("phandle").is_some());
-        let timer = fdt.find_node("/timer").unwrap();
+        let timer = dt::node(&fdt, "/timer").unwrap();
         assert_eq!(dt::u32s(timer.property("interrupts").unwrap().value).collect::<Vec<_>>(), [1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04]);
         assert_eq!(prop_str(&timer, "status"), Some("disabled"));
-        assert!(fdt.find_node("/pmu").is_none());
-        for cpu in fdt.find_node("/cpus").unwrap().children() {
+        assert!(dt::node(&fdt, "/pmu").is_none());
+        for cpu in dt::node(&fdt, "/cpus").unwrap().children() {
             assert_eq!(prop_str(&cpu, "enable-method"), Some("psci"));
             assert!(cpu.property("cpu-release-addr").is_none());
         }
         let psci = fdt.find_compatible(&["arm,psci-1.0"]).unwrap();
         assert_eq!(prop_str(&psci, "method"), Some("hvc"));
         assert_eq!(fdt.memory_reservations().count(), 1);
-        assert!(fdt.find_node("/hypervisor").is_none());
+        assert!(dt::node(&fdt, "/hypervisor").is_none());
     }
 }

@@ -70,11 +70,11 @@ pub fn decode_pairs(bytes: &[u8], ac: usize, sc: usize) -> Vec<(u64, u64)> {
 /// ancestor's `ranges`. `None` when the node does not exist or an ancestor has no `ranges` (not
 /// memory-mapped).
 pub fn reg_phys(fdt: &Fdt<'_>, path: &str) -> Option<Vec<Region>> {
-    let node = fdt.find_node(path)?;
-    let parent = fdt.find_node(parent_path(path))?;
+    let this = node(fdt, path)?;
+    let parent = node(fdt, parent_path(path))?;
     let (ac, sc) = child_cells(&parent);
     let mut out = Vec::new();
-    for (addr, size) in decode_pairs(node.property("reg")?.value, ac, sc) {
+    for (addr, size) in decode_pairs(this.property("reg")?.value, ac, sc) {
         out.push(Region::new(translate(fdt, parent_path(path), addr)?, size));
     }
     Some(out)
@@ -84,11 +84,11 @@ pub fn reg_phys(fdt: &Fdt<'_>, path: &str) -> Option<Vec<Region>> {
 pub fn translate(fdt: &Fdt<'_>, bus: &str, mut addr: u64) -> Option<u64> {
     let mut cur = String::from(bus);
     while cur != "/" {
-        let node = fdt.find_node(&cur)?;
-        let ranges = node.property("ranges")?.value;
-        let (cac, csc) = child_cells(&node);
+        let this = node(fdt, &cur)?;
+        let ranges = this.property("ranges")?.value;
+        let (cac, csc) = child_cells(&this);
         let up = String::from(parent_path(&cur));
-        let (pac, _) = child_cells(&fdt.find_node(&up)?);
+        let (pac, _) = child_cells(&node(fdt, &up)?);
         if !ranges.is_empty() {
             let step = (cac + pac + csc) * 4;
             let mut found = None;
@@ -106,6 +106,18 @@ pub fn translate(fdt: &Fdt<'_>, bus: &str, mut addr: u64) -> Option<u64> {
         cur = up;
     }
     Some(addr)
+}
+
+/// The node at an absolute `path`. Unit addresses may be left out (`/soc/serial` matches
+/// `/soc/serial@7e201000`). Written over `children()` because `fdt` 0.1.5's `find_node` misses nodes
+/// in some trees (seen with QEMU's random `/chosen/rng-seed`; regression test in tests/host_dtb.rs).
+pub fn node<'b, 'a: 'b>(fdt: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+    let mut cur = fdt.find_node("/")?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let with_addr = part.contains('@');
+        cur = cur.children().find(|c| if with_addr { c.name == part } else { c.name.split('@').next() == Some(part) })?;
+    }
+    Some(cur)
 }
 
 /// Calls `f(path, node)` for every node, parents before children.
@@ -132,6 +144,6 @@ pub fn resolve_alias<'a>(fdt: &Fdt<'a>, name: &'a str) -> Option<&'a str> {
     if name.starts_with('/') {
         return Some(name);
     }
-    let aliases = fdt.find_node("/aliases")?;
+    let aliases = node(fdt, "/aliases")?;
     prop_str(&aliases, name)
 }

@@ -119,19 +119,18 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     if regs.len() < 4 {
         return Err(HostDtError::NoGicV2);
     }
-    let maint = fdt
-        .find_node(&gic)
+    let maint = dt::node(fdt, &gic)
         .and_then(|n| n.property("interrupts"))
         .map(|p| dt::u32s(p.value).collect::<Vec<_>>())
         .filter(|c| c.len() >= 2)
         .map_or(25, |c| if c[0] == 1 { c[1] + 16 } else { c[1] + 32 });
     let gic = Gic { dist: regs[0], cpu: regs[1], hyp: regs[2], vcpu: regs[3], maint_intid: maint };
 
-    let cpus_node = fdt.find_node("/cpus").ok_or(HostDtError::NoCpus)?;
+    let cpus_node = dt::node(fdt, "/cpus").ok_or(HostDtError::NoCpus)?;
     let (cac, _) = child_cells(&cpus_node);
     let mut cpus = Vec::new();
     for path in &cpu_paths {
-        let Some(node) = fdt.find_node(path) else { continue };
+        let Some(node) = dt::node(fdt, path) else { continue };
         let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value, cac)) else { continue };
         let method = match prop_str(&node, "enable-method") {
             Some("psci") => EnableMethod::Psci,
@@ -148,7 +147,7 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     }
     let psci_method = fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]).and_then(|n| prop_str(&n, "method"));
 
-    let chosen = fdt.find_node("/chosen");
+    let chosen = dt::node(fdt, "/chosen");
     let (mut kernel, mut ramdisk) = (None, None);
     let (mut hv_bootargs, mut xen_dom0, mut plain) = ("", None, None);
     let mut stdout_path = None;
@@ -200,7 +199,7 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
 pub fn find_uart(fdt: &Fdt<'_>, name: &str) -> Option<Uart> {
     let name = name.split(':').next()?;
     let path = dt::resolve_alias(fdt, name)?;
-    let node = fdt.find_node(path)?;
+    let node = dt::node(fdt, path)?;
     let kind = if is_compatible(&node, &["arm,pl011"]) {
         UartKind::Pl011
     } else if is_compatible(&node, &["brcm,bcm2835-aux-uart"]) {

@@ -1,5 +1,10 @@
 //! The EL2 binary. Only meaningful for `aarch64-unknown-none`; on the host it is an empty program so
 //! that `cargo test --workspace` can run the library's tests.
+//!
+//! Boot order (each step prints a line): EL2 entry with DAIF masked and VBAR_EL2 set (entry.rs) → early
+//! identity map and MMU on → host DT parsed, console chosen from `dtuart=` → final EL2 map → physical
+//! GIC → Dom0 memory placed, kernel/initrd/DTB copied and cleaned to PoC → stage 2 → secondary pCPUs
+//! parked in the hypervisor → ERET to Dom0 at EL1.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -7,7 +12,30 @@
 fn main() {}
 
 #[cfg(target_os = "none")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod gic;
+#[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
+mod hv;
+#[cfg(target_os = "none")]
+mod mm;
+#[cfg(target_os = "none")]
+mod mmio;
+#[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
+mod trap;
+#[cfg(target_os = "none")]
+mod vcpu;
+#[cfg(target_os = "none")]
+mod virq;
+
+#[cfg(target_os = "none")]
+pub use hv::{hv, MAX_CPUS, STACK_SIZE, VUART};

@@ -26,6 +26,7 @@ pub const NOT_SUPPORTED: i64 = -1;
 pub const INVALID_PARAMETERS: i64 = -2;
 pub const ALREADY_ON: i64 = -4;
 pub const ON_PENDING: i64 = -5;
+pub const INTERNAL_FAILURE: i64 = -6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {

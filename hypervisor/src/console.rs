@@ -1,0 +1,108 @@
+//! The hypervisor's console: a polled PL011 or BCM2835 mini-UART, whole lines under one lock so that
+//! hypervisor lines and relayed Dom0 lines never interleave mid-line (the `sync_console` behaviour is
+//! the only one: every line is on the wire before the caller continues).
+
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::mmio::{read32, write32};
+
+#[derive(Clone, Copy)]
+pub enum Uart {
+    /// PL011: DR at +0x00, FR at +0x18 (TXFF bit 5).
+    Pl011(u64),
+    /// Mini-UART (the DT's reg points at AUX_MU_IO): IO at +0x00, LSR at +0x14 (TX empty bit 5).
+    Mini(u64),
+}
+
+impl Uart {
+    fn putc(&self, b: u8) {
+        match *self {
+            Uart::Pl011(base) => {
+                while read32(base + 0x18) & (1 << 5) != 0 {}
+                write32(base, u32::from(b));
+            }
+            Uart::Mini(base) => {
+                while read32(base + 0x14) & (1 << 5) == 0 {}
+                write32(base, u32::from(b));
+            }
+        }
+    }
+}
+
+struct ConsoleCell(UnsafeCell<Option<Uart>>);
+// SAFETY: written once by the boot CPU before any other CPU runs (set_uart), read-only afterwards.
+unsafe impl Sync for ConsoleCell {}
+
+static UART: ConsoleCell = ConsoleCell(UnsafeCell::new(None));
+static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+/// Exclusive loads/stores need Normal memory, i.e. the EL2 MMU on; before that only the boot CPU runs.
+static LOCKING: AtomicBool = AtomicBool::new(false);
+
+pub fn set_uart(u: Uart) {
+    // SAFETY: see ConsoleCell.
+    unsafe { *UART.0.get() = Some(u) };
+}
+
+pub fn uart() -> Option<Uart> {
+    // SAFETY: see ConsoleCell.
+    unsafe { *UART.0.get() }
+}
+
+pub fn enable_locking() {
+    LOCKING.store(true, Ordering::Release);
+}
+
+fn with_lock(f: impl FnOnce(&Uart)) {
+    let Some(u) = uart() else { return };
+    if LOCKING.load(Ordering::Acquire) {
+        let _g = LOCK.lock();
+        f(&u);
+    } else {
+        f(&u);
+    }
+}
+
+fn put_bytes(u: &Uart, bytes: &[u8]) {
+    for &b in bytes {
+        if b == b'\n' {
+            u.putc(b'\r');
+        }
+        u.putc(b);
+    }
+}
+
+struct LineBuf {
+    b: [u8; 320],
+    n: usize,
+}
+
+impl Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let take = s.len().min(self.b.len() - self.n);
+        self.b[self.n..self.n + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.n += take;
+        Ok(())
+    }
+}
+
+/// Prints one hypervisor line.
+pub fn print_line(args: fmt::Arguments<'_>) {
+    let mut line = LineBuf { b: [0; 320], n: 0 };
+    let _ = line.write_fmt(args);
+    with_lock(|u| {
+        put_bytes(u, &line.b[..line.n]);
+        put_bytes(u, b"\n");
+    });
+}
+
+/// Writes a complete line of Dom0 console output as it is.
+pub fn write_guest_line(bytes: &[u8]) {
+    with_lock(|u| put_bytes(u, bytes));
+}
+
+macro_rules! hvprintln {
+    ($($t:tt)*) => { $crate::console::print_line(format_args!($($t)*)) };
+}
+pub(crate) use hvprintln;

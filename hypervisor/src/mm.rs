@@ -1,0 +1,103 @@
+//! The hypervisor's EL2 stage-1 tables (identity map: RAM Normal, everything else Device) and Dom0's
+//! stage-2 tables, in .bss pools.
+
+use core::cell::UnsafeCell;
+
+use rpixen_hypervisor::pagetable::{MapError, Mem, Regime, Table, Tables, MAIR_EL2, TCR_EL2};
+use rpixen_hypervisor::region::gaps;
+use rpixen_hypervisor::Region;
+
+use crate::arch::{self, msr};
+
+/// SCTLR_EL2: RES1 bits | M | C | SA | I.
+const SCTLR_EL2: u64 = 0x30C5_0830 | 1 | (1 << 2) | (1 << 3) | (1 << 12);
+
+#[repr(C, align(8192))]
+pub struct Pool<const N: usize>(UnsafeCell<[Table; N]>);
+// SAFETY: the pools are written only by the boot CPU before secondaries start; afterwards the MMU
+// reads them and nothing writes.
+unsafe impl<const N: usize> Sync for Pool<N> {}
+
+static EARLY: Pool<1> = Pool(UnsafeCell::new([[0; 512]; 1]));
+static STAGE1: Pool<32> = Pool(UnsafeCell::new([[0; 512]; 32]));
+static STAGE2: Pool<64> = Pool(UnsafeCell::new([[0; 512]; 64]));
+
+fn tables<const N: usize>(p: &'static Pool<N>, regime: Regime) -> Tables<'static> {
+    // SAFETY: see Pool; each pool is built once, by the boot CPU, with no other reference alive.
+    let slice: &'static mut [Table] = unsafe { &mut *p.0.get() };
+    let pa = slice.as_ptr() as u64;
+    Tables::new(regime, slice, pa)
+}
+
+/// Before the memory map is known: the GiB blocks holding the image and the DTB are Normal (the Rust
+/// code needs unaligned accesses, which Device memory faults), everything else is Device.
+pub fn early_map(normal: &[u64]) -> u64 {
+    let mut t = tables(&EARLY, Regime::El2Stage1);
+    for gib in 0..512u64 {
+        let base = gib << 30;
+        let mem = if normal.iter().any(|a| a >> 30 == gib) { Mem::Normal } else { Mem::Device };
+        t.map(base, base, 1 << 30, mem).expect("1 GiB blocks fit the root table");
+    }
+    t.root_pa()
+}
+
+/// The final EL2 map: every RAM bank Normal, everything else Device.
+pub fn el2_map(ram: &[Region]) -> Result<u64, MapError> {
+    let mut t = tables(&STAGE1, Regime::El2Stage1);
+    for r in ram {
+        let base = r.base & !0xFFF;
+        let end = (r.end() + 0xFFF) & !0xFFF;
+        t.map(base, base, end - base, Mem::Normal)?;
+    }
+    for g in gaps(ram, 0, Regime::El2Stage1.limit()) {
+        let base = (g.base + 0xFFF) & !0xFFF;
+        let end = g.end() & !0xFFF;
+        if end > base {
+            t.map(base, base, end - base, Mem::Device)?;
+        }
+    }
+    Ok(t.root_pa())
+}
+
+/// Dom0's stage 2: its RAM, every non-RAM address except the hypervisor's devices (`holes`), and the
+/// GIC virtual CPU interface at the address of the physical CPU interface.
+pub fn stage2_map(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64)) -> Result<(u64, usize), MapError> {
+    let mut t = tables(&STAGE2, Regime::Stage2);
+    for r in dom0_ram {
+        t.map(r.base, r.base, r.size, Mem::Normal)?;
+    }
+    for g in gaps(holes, 0, Regime::Stage2.limit()) {
+        let base = (g.base + 0xFFF) & !0xFFF;
+        let end = g.end() & !0xFFF;
+        if end > base {
+            t.map(base, base, end - base, Mem::Device)?;
+        }
+    }
+    let (ipa, pa, size) = gicv;
+    t.map(ipa, pa, size, Mem::Device)?;
+    let root = t.root_pa();
+    let used = t.tables_used();
+    // The walker may run with caches off on secondaries' first access; the tables must be at PoC.
+    // SAFETY: only the address range of the pool is taken.
+    arch::clean_dcache_range(root, (used * 4096) as u64);
+    Ok((root, used))
+}
+
+pub fn enable_mmu(root: u64) {
+    msr!("mair_el2", MAIR_EL2);
+    msr!("tcr_el2", TCR_EL2);
+    msr!("ttbr0_el2", root);
+    arch::isb();
+    arch::tlbi_alle2();
+    msr!("sctlr_el2", SCTLR_EL2);
+    arch::isb();
+    arch::invalidate_icache();
+}
+
+/// Moves the running CPU to other tables with the same attributes for everything in use.
+pub fn switch_tables(root: u64) {
+    arch::dsb_sy();
+    msr!("ttbr0_el2", root);
+    arch::isb();
+    arch::tlbi_alle2();
+}

@@ -92,6 +92,12 @@ pub fn run(t0: Instant) -> ! {
         // SAFETY-free in edition 2021; no other thread exists yet.
         std::env::set_var("PATH", DEFAULT_PATH_ENV);
     }
+    if nix::unistd::getpid().as_raw() != 1 {
+        // Not PID 1 (host mode without a PID namespace): orphans of our services still come to us.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            info!("cannot become the reaper of orphans: {e}");
+        }
+    }
     let isolated = if mode.host { host_isolate() } else { true };
     if isolated {
         mode.mounted = mounts::mount_all(&mounts::early_plan());

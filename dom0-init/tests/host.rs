@@ -466,3 +466,26 @@ fn a_panic_in_init_leaves_a_rescue_console() {
         init.output()
     );
 }
+
+#[test]
+fn config_mounts_stay_inside_init_namespace() {
+    let mut init = Init::start(
+        "mounts",
+        r#"
+mounts:
+  - {source: tmpfs, target: "@DIR@/mnt", fstype: tmpfs, options: "nosuid,size=1M,mode=0700"}
+onboot:
+  - name: look
+    command: [/bin/sh, -c, "grep ' @DIR@/mnt ' /proc/self/mounts; stat -c mode=%a @DIR@/mnt"]
+"#,
+    );
+    let out = init.wait_for("rpixen: dom0 ready", Duration::from_secs(10));
+    let dir = init.dir.display().to_string();
+    assert!(out.contains(&format!("[look] tmpfs {dir}/mnt tmpfs rw,nosuid")), "{out}");
+    assert!(out.contains("size=1024k") && out.contains("[look] mode=700"), "{out}");
+    // The host never sees it: init made its own mount namespace.
+    let host_mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!host_mounts.contains(&format!("{dir}/mnt")), "{host_mounts}");
+    init.signal("TERM");
+    init.wait_end(Duration::from_secs(20));
+}

@@ -16,6 +16,7 @@
 
 pub mod blockdev;
 pub mod log;
+pub mod logfile;
 pub mod modules;
 pub mod mounts;
 pub mod rootswitch;

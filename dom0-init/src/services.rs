@@ -5,8 +5,8 @@
 //! Children are never waited for through `std::process::Child`: PID 1 reaps every process with
 //! `waitpid(-1)` (see `reap`), and hands the exits of its own children to [`Supervisor::on_exit`].
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::info;
+use crate::logfile::LogFile;
 
 /// How a child ended, reduced to what restart policy needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,7 @@ pub enum Kind {
 }
 
 /// A log file shared by a service's output pump and init's notes about it.
-type LogFile = Arc<Mutex<Option<File>>>;
+type SharedLog = Arc<Mutex<Option<LogFile>>>;
 
 struct Unit {
     spec: Service,
@@ -85,7 +86,7 @@ struct Unit {
     /// Restarts since the last run that lasted `reset_after_ms`.
     attempt: u32,
     next_start: Option<Instant>,
-    log: LogFile,
+    log: SharedLog,
 }
 
 pub struct Supervisor {
@@ -129,10 +130,10 @@ impl Supervisor {
         self.units.len() - 1
     }
 
-    fn open_log(&self, name: &str) -> Option<File> {
+    fn open_log(&self, name: &str) -> Option<LogFile> {
         let dir = self.log_dir.as_ref()?;
         let path = dir.join(format!("{name}.log"));
-        match OpenOptions::new().create(true).append(true).open(&path) {
+        match LogFile::open(path.clone(), crate::logfile::MAX_BYTES) {
             Ok(f) => Some(f),
             Err(e) => {
                 info!("cannot open log file {}: {e}", path.display());
@@ -361,19 +362,18 @@ impl Supervisor {
     pub fn close_logs(&mut self) {
         for u in &self.units {
             if let Ok(mut f) = u.log.lock() {
-                if let Some(f) = f.take() {
-                    let _ = f.sync_all();
+                if let Some(mut f) = f.take() {
+                    f.close();
                 }
             }
         }
     }
 }
 
-fn write_log(log: &LogFile, t0: Instant, text: &str) {
+fn write_log(log: &SharedLog, t0: Instant, text: &str) {
     if let Ok(mut f) = log.lock() {
         if let Some(f) = f.as_mut() {
-            let ms = t0.elapsed().as_millis();
-            let _ = writeln!(f, "{ms:>8} {text}");
+            f.write_line(t0.elapsed().as_millis(), text);
         }
     }
 }

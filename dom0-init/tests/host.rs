@@ -481,11 +481,20 @@ onboot:
     );
     let out = init.wait_for("rpixen: dom0 ready", Duration::from_secs(10));
     let dir = init.dir.display().to_string();
-    assert!(out.contains(&format!("[look] tmpfs {dir}/mnt tmpfs rw,nosuid")), "{out}");
-    assert!(out.contains("size=1024k") && out.contains("[look] mode=700"), "{out}");
+    assert!(
+        out.contains(&format!("[look] tmpfs {dir}/mnt tmpfs rw,nosuid")),
+        "{out}"
+    );
+    assert!(
+        out.contains("size=1024k") && out.contains("[look] mode=700"),
+        "{out}"
+    );
     // The host never sees it: init made its own mount namespace.
     let host_mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(!host_mounts.contains(&format!("{dir}/mnt")), "{host_mounts}");
+    assert!(
+        !host_mounts.contains(&format!("{dir}/mnt")),
+        "{host_mounts}"
+    );
     init.signal("TERM");
     init.wait_end(Duration::from_secs(20));
 }

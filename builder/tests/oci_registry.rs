@@ -88,6 +88,7 @@ fn tampered_registry_blob_is_refused_and_not_kept() {
     let msg = err.to_string();
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err:?}");
     assert!(msg.contains(&r) && msg.contains("layer 0") && msg.contains(&expected) && msg.contains(&actual), "{msg}");
+    assert!(msg.contains("not cached"), "{msg}");
     let hex = &expected[7..];
     assert!(!tmp.path().join("cache/blobs/sha256").join(hex).exists(), "bad blob kept in the cache");
     assert!(!tmp.path().join("cache/partial").join(hex).exists(), "bad download kept");

@@ -82,7 +82,11 @@ impl BlobCache {
         let (actual, size) = file_digest(partial).map_err(OciError::io(partial))?;
         if actual != desc.digest().to_string() || size != desc.size() {
             let _ = std::fs::remove_file(partial);
-            return Err(mismatch(image, what, desc, actual, size));
+            let mut err = mismatch(image, what, desc, actual, size);
+            if let OciError::DigestMismatch { note, .. } = &mut err {
+                *note = "; the download was deleted, not cached".into();
+            }
+            return Err(err);
         }
         let path = self.blob_path(desc.digest().as_ref()).expect("partial paths exist only for sha256");
         self.dir("blobs/sha256")?;

@@ -137,6 +137,7 @@ pub(crate) fn mismatch(image: &str, what: &str, desc: &Descriptor, actual: Strin
         expected_size: desc.size(),
         actual,
         actual_size,
+        note: String::new(),
     }
 }
 

@@ -35,7 +35,7 @@ pub enum OciError {
     #[error("image {image}: {what}: {message}")]
     Invalid { image: String, what: String, message: String },
     #[error(
-        "image {image}: {what} {expected}: content does not match: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes); the blob was discarded"
+        "image {image}: {what} {expected}: content does not match: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes){note}"
     )]
     DigestMismatch {
         image: String,
@@ -44,6 +44,8 @@ pub enum OciError {
         expected_size: u64,
         actual: String,
         actual_size: u64,
+        /// What became of the bad bytes (e.g. "; the download was deleted").
+        note: String,
     },
     #[error("image {image}: {what} {digest} is not in the cache and --offline forbids the network")]
     Offline { image: String, what: String, digest: String },

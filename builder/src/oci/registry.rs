@@ -196,6 +196,7 @@ impl<'a> Puller<'a> {
                     expected_size: bytes.len() as u64,
                     actual,
                     actual_size: bytes.len() as u64,
+                    note: "; not cached".into(),
                 });
             }
         }

@@ -1,0 +1,156 @@
+//! Shared pieces of the hypervisor's QEMU tests: the binary (built by build.sh), Debian's kernel, a
+//! busybox initramfs whose /init prints a marker and powers off, and QEMU virt's own device tree with
+//! Xen-style /chosen module nodes added by `fdtput` (what ImageBuilder's boot script does in U-Boot).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+pub const MARKER: &str = "DOM0-MARKER";
+pub const FAILURES: &[&str] = &["hv: FATAL", "hv: PANIC", "Kernel panic", "Bad Linux ARM64 Image", "rpixen: cannot load"];
+/// QEMU -kernel puts an Image with text_offset 0 at RAM + 2 MiB.
+pub const HV_ADDR_VIRT: u64 = 0x4020_0000;
+pub const KERNEL_ADDR_VIRT: u64 = 0x4100_0000;
+pub const INITRD_ADDR_VIRT: u64 = 0x4400_0000;
+
+static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The hypervisor binary, built once per test process with `hypervisor/build.sh`.
+pub fn hv_bin() -> PathBuf {
+    let mut g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = &*g {
+        return p.clone();
+    }
+    let out = testkit::cache_dir().join(format!("rpixen-hv-{}.bin", std::process::id()));
+    testkit::run(Command::new(testkit::repo_root().join("hypervisor/build.sh")).arg(&out));
+    *g = Some(out.clone());
+    out
+}
+
+pub fn kernel() -> PathBuf {
+    testkit::debian_package("linux-image-6.12.117+deb13-arm64").join("boot/vmlinuz-6.12.117+deb13-arm64")
+}
+
+pub fn pi_dtb() -> PathBuf {
+    testkit::debian_package("linux-image-6.12.117+deb13-arm64")
+        .join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb")
+}
+
+/// A gzip'd newc initramfs: busybox-static and an /init that mounts proc/sys/dev, prints the marker
+/// with the CPU count, memory, and the kernel's EL line, runs `extra` and powers off.
+pub fn initramfs(dir: &Path, extra: &str) -> PathBuf {
+    let root = dir.join("initramfs-root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    for d in ["proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let bb = testkit::debian_package("busybox-static").join("usr/bin/busybox");
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "mount", "grep", "echo", "cat", "devmem", "poweroff", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let init = format!(
+        "#!/bin/sh\nexport PATH=/bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
+         echo \"{MARKER} cpus=$(grep -c ^processor /proc/cpuinfo) memtotal_kb=$(grep MemTotal /proc/meminfo | grep -o '[0-9]*')\"\n\
+         {extra}\npoweroff -f\n"
+    );
+    std::fs::write(root.join("init"), init).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.join("initrd.gz");
+    let sh = format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        out.display()
+    );
+    testkit::run(Command::new("sh").arg("-c").arg(sh));
+    out
+}
+
+/// QEMU virt's device tree for the test machine, dumped by QEMU itself.
+pub fn virt_dtb(dir: &Path, smp: u32) -> PathBuf {
+    let dtb = dir.join("virt.dtb");
+    testkit::run(Command::new("qemu-system-aarch64").args([
+        "-M",
+        &format!("virt,virtualization=on,gic-version=2,dumpdtb={}", dtb.display()),
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        &smp.to_string(),
+        "-m",
+        "2G",
+        "-display",
+        "none",
+        "-nic",
+        "none",
+    ]));
+    dtb
+}
+
+fn fdtput(dtb: &Path, args: &[&str]) {
+    testkit::run(Command::new("fdtput").arg(dtb).args(args));
+}
+
+/// Adds Xen's /chosen bindings: command lines and the kernel and ramdisk module nodes.
+pub fn add_chosen(dtb: &Path, hv_args: &str, dom0_args: &str, kernel: (u64, u64), initrd: (u64, u64)) {
+    fdtput(dtb, &["-t", "i", "/chosen", "#address-cells", "2"]);
+    fdtput(dtb, &["-t", "i", "/chosen", "#size-cells", "2"]);
+    fdtput(dtb, &["-t", "s", "/chosen", "xen,xen-bootargs", hv_args]);
+    fdtput(dtb, &["-t", "s", "/chosen", "xen,dom0-bootargs", dom0_args]);
+    for (name, compat, (addr, size)) in [("dom0", "multiboot,kernel", kernel), ("dom0-ramdisk", "multiboot,ramdisk", initrd)] {
+        let node = format!("/chosen/{name}");
+        fdtput(dtb, &["-c", &node]);
+        fdtput(dtb, &["-t", "s", &node, "compatible", compat, "multiboot,module"]);
+        let cells = [addr >> 32, addr & 0xFFFF_FFFF, size >> 32, size & 0xFFFF_FFFF].map(|c| format!("{c:#x}"));
+        let mut a = vec!["-t", "x", &node, "reg"];
+        a.extend(cells.iter().map(String::as_str));
+        fdtput(dtb, &a);
+    }
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+/// QEMU arguments booting the hypervisor directly (`-kernel`, modules placed by `-device loader`) on
+/// `virt` with `-smp smp -m 2G`.
+pub fn virt_direct_args(dir: &Path, smp: u32, hv_args: &str, dom0_args: &str, initrd: &Path) -> Vec<String> {
+    let dtb = virt_dtb(dir, smp);
+    let k = kernel();
+    add_chosen(&dtb, hv_args, dom0_args, (KERNEL_ADDR_VIRT, size(&k)), (INITRD_ADDR_VIRT, size(initrd)));
+    [
+        "-M", "virt,virtualization=on,gic-version=2", "-cpu", "cortex-a72", "-smp", &smp.to_string(), "-m", "2G", "-nic", "none",
+        "-kernel", hv_bin().to_str().unwrap(), "-dtb", dtb.to_str().unwrap(),
+        "-device", &format!("loader,file={},addr={KERNEL_ADDR_VIRT:#x},force-raw=on", k.display()),
+        "-device", &format!("loader,file={},addr={INITRD_ADDR_VIRT:#x},force-raw=on", initrd.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The checks every Dom0 boot must pass (issue 4 "Done when").
+pub fn assert_dom0_booted(out: &str, cpus: u32, dom0_mem_mib: u64) {
+    for line in [
+        "hv: rpixen hypervisor, EL2 entry",
+        "hv: gicv2 lines=",
+        "Booting Linux on physical CPU",
+        "CPU: All CPU(s) started at EL1",
+        "arch_timer: cp15 timer(s) running at",
+        &format!("smp: Brought up 1 node, {cpus} CPU"),
+        &format!("{MARKER} cpus={cpus} "),
+        &format!("hv: dom0 memory"),
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Linux's own account of its memory: "Memory: 391836K/524288K available".
+    assert!(out.contains(&format!("K/{}K available", dom0_mem_mib * 1024)), "Dom0 memory is not dom0_mem={dom0_mem_mib}M:\n{out}");
+    assert!(out.contains(&format!("({dom0_mem_mib} MiB)")), "hypervisor placed another size:\n{out}");
+    // No hypervisor line was cut into a Dom0 line: every "hv:" starts a line.
+    for (i, l) in out.lines().enumerate() {
+        if let Some(pos) = l.find("hv: ") {
+            assert!(pos == 0, "line {i} has a hypervisor message in the middle: {l:?}");
+        }
+    }
+}

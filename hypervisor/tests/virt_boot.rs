@@ -1,0 +1,72 @@
+//! Our hypervisor boots Debian's arm64 kernel as Dom0 on QEMU virt (GICv2, 4 × Cortex-A72, 2 GiB),
+//! started directly by QEMU (`-kernel`, modules by `-device loader`, Xen's /chosen bindings in the DT).
+//! The U-Boot path (`rpixen live`) is in live_boot.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+#[test]
+fn dom0_reaches_userspace_with_four_vcpus_and_powers_off_through_psci() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs(dir.path(), "");
+    let args = virt_direct_args(
+        dir.path(),
+        4,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        "console=ttyAMA0 earlycon rdinit=/init",
+        &initrd,
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let status = q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("poweroff did not end QEMU: {e}"));
+    let out = q.output();
+    assert_dom0_booted(&out, 4, 512);
+    assert!(out.contains("hv: console /pl011@9000000 (Pl011 at 0x9000000), sync"), "{out}");
+    assert!(out.contains("hv: dom0 system_off"), "{out}");
+    assert!(status.success(), "QEMU exit status {status} after PSCI SYSTEM_OFF");
+    eprintln!("Dom0 /init reached in {:?}", outcome.elapsed);
+}
+
+#[test]
+fn dom0_cannot_read_or_write_hypervisor_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // The hypervisor's first page (its Image header and entry code), then its host DTB copy's page.
+    let probe = format!(
+        "echo probe-read; devmem {a:#x} 32; echo \"read-status=$?\"; echo probe-write; devmem {a:#x} 32 0x12345678; \
+         echo \"write-status=$?\"; echo probe-dtb; devmem 0x48000000 32; echo \"dtb-status=$?\"",
+        a = HV_ADDR_VIRT
+    );
+    let initrd = initramfs(dir.path(), &probe);
+    let args = virt_direct_args(
+        dir.path(),
+        2,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        "console=ttyAMA0 rdinit=/init",
+        &initrd,
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    q.wait_for("dtb-status=", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let out = q.output();
+    for line in [
+        format!("hv: refused dom0 read at IPA {HV_ADDR_VIRT:#x}"),
+        format!("hv: refused dom0 write at IPA {HV_ADDR_VIRT:#x}"),
+        "hv: refused dom0 read at IPA 0x48000000".to_owned(),
+        // busybox's devmem died of SIGBUS (128 + 7): the access failed inside Dom0...
+        "read-status=135".to_owned(),
+        "write-status=135".to_owned(),
+        "dtb-status=135".to_owned(),
+        // ...and the hypervisor kept running: it still serves Dom0's power-off.
+        "hv: dom0 system_off".to_owned(),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("0x12345678"), "{out}");
+}

@@ -162,3 +162,33 @@ fn hostile_layers_from_the_registry() {
     let err = unpack_image(&oci::resolve(&o, &r).unwrap(), &Limits::default()).unwrap_err().to_string();
     assert!(err.contains(&r) && err.contains("../../../../tmp/rpixen-traversal") && err.contains("`..`"), "{err}");
 }
+
+#[test]
+fn repeated_layer_is_fetched_once_and_applied_twice() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(tmp.path());
+    let mut a = LayerTar::new();
+    a.file("counter", b"a", 0o644);
+    let a = a.finish();
+    let mut b = LayerTar::new();
+    b.whiteout("counter").file("other", b"b", 0o644);
+    let layout = tmp.path().join("rep");
+    ImageBuilder::new()
+        .layer(&a, Compression::Gzip)
+        .unwrap()
+        .layer(&b.finish(), Compression::Gzip)
+        .unwrap()
+        .layer(&a, Compression::Gzip)
+        .unwrap()
+        .write(&layout, "latest")
+        .unwrap();
+    let r = format!("{}/test/repeat:v1", reg.host());
+    push_layout(&o, &layout, "latest", &r).unwrap();
+    let image = oci::resolve(&o, &r).unwrap();
+    assert_eq!(image.layers.len(), 3);
+    assert_eq!(image.layers[0].path, image.layers[2].path);
+    let tree = unpack_image(&image, &Limits::default()).unwrap();
+    assert_eq!(tree.read_file("counter").unwrap(), b"a", "re-added by the third layer");
+    assert_eq!(tree.read_file("other").unwrap(), b"b");
+}

@@ -149,12 +149,24 @@ impl<'a> Puller<'a> {
         let config_bytes = self.small_blob("config", manifest.config(), false).await?;
         let config: ImageConfiguration =
             serde_json::from_slice(&config_bytes).map_err(|e| self.invalid("config", e))?;
-        let downloads = manifest.layers().iter().enumerate().map(|(i, l)| self.layer(i, l));
-        let paths = futures_util::future::join_all(downloads).await;
-        let mut layers = Vec::new();
-        for (desc, path) in manifest.layers().iter().zip(paths) {
-            layers.push(LayerBlob { descriptor: desc.clone(), path: path? });
+        // One download per distinct blob: an image may repeat a layer, and two writers of one partial
+        // file would corrupt it.
+        let mut unique: Vec<(usize, &Descriptor)> = Vec::new();
+        for (i, l) in manifest.layers().iter().enumerate() {
+            if !unique.iter().any(|(_, u)| u.digest() == l.digest()) {
+                unique.push((i, l));
+            }
         }
+        let paths = futures_util::future::join_all(unique.iter().map(|(i, l)| self.layer(*i, l))).await;
+        let mut fetched = std::collections::HashMap::new();
+        for ((_, desc), path) in unique.iter().zip(paths) {
+            fetched.insert(desc.digest().to_string(), path?);
+        }
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(|d| LayerBlob { descriptor: d.clone(), path: fetched[&d.digest().to_string()].clone() })
+            .collect();
         Ok(Image { name: self.image.into(), manifest_digest: digest, manifest, config, layers })
     }
 

@@ -154,3 +154,65 @@ pub fn assert_dom0_booted(out: &str, cpus: u32, dom0_mem_mib: u64) {
         }
     }
 }
+
+static RPIXEN: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The `rpixen` CLI, built with the profile this test was built with.
+pub fn rpixen_bin() -> PathBuf {
+    let mut g = RPIXEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = &*g {
+        return p.clone();
+    }
+    // This test runs from target/<profile-dir>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => "dev",
+    };
+    testkit::run(Command::new(env!("CARGO")).current_dir(testkit::repo_root()).args(["build", "-q", "-p", "rpixen", "--profile", profile]));
+    let bin = profile_dir.join("rpixen");
+    *g = Some(bin.clone());
+    bin
+}
+
+/// A manifest for `rpixen live` that uses our hypervisor and Debian's kernel and U-Boot by host path.
+pub fn live_manifest(dir: &Path, board: &str, uboot: &Path, dtb: Option<(&Path, &[&str])>, console: &str, hv_args: &str, dom0_args: &str) -> PathBuf {
+    let mut board_yaml = format!("board:\n  kind: {board}\n  uboot: {{file: {}}}\n  console: {console}\n", uboot.display());
+    if let Some((dtb, disable)) = dtb {
+        board_yaml.push_str(&format!("  dtb: {{file: {}}}\n", dtb.display()));
+        if !disable.is_empty() {
+            board_yaml.push_str("  dtb_disable:\n");
+            for d in disable {
+                board_yaml.push_str(&format!("    - {d}\n"));
+            }
+        }
+    }
+    let m = dir.join("manifest.yml");
+    std::fs::write(
+        &m,
+        format!(
+            "{board_yaml}hypervisor:\n  kind: rpixen\n  binary: {{file: {}}}\n  cmdline: \"{hv_args}\"\n\
+             dom0:\n  kernel: {{file: {}}}\n  cmdline: \"{dom0_args}\"\n  memory: 512M\n\
+             rootfs:\n  format: cpio\n  images: [busybox]\n\
+             partitions:\n  boot: 64M\n  imga: 32M\n  imgb: 32M\n  config: 8M\n  persist: 16M\n",
+            hv_bin().display(),
+            kernel().display()
+        ),
+    )
+    .unwrap();
+    m
+}
+
+/// Runs `rpixen live MANIFEST --initrd INITRD -o OUT`.
+pub fn rpixen_live(manifest: &Path, initrd: &Path, out: &Path) {
+    testkit::run(Command::new(rpixen_bin()).args([
+        "live",
+        manifest.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+}

@@ -1,0 +1,43 @@
+//! Issue 4's acceptance boot on QEMU virt: Debian's qemu_arm64 U-Boot (`-bios`) runs the boot script
+//! that `rpixen live` wrote (the same one that boots Xen), which loads our hypervisor, Debian's 6.12
+//! kernel and a busybox initramfs, describes them in /chosen and `booti`s the hypervisor.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    let manifest = live_manifest(
+        dir.path(),
+        "qemu-virt",
+        &uboot,
+        None,
+        "serial0",
+        "console=dtuart dtuart=serial0 sync_console",
+        "console=ttyAMA0 earlycon rdinit=/init",
+    );
+    let initrd = initramfs(dir.path(), "");
+    let img = dir.path().join("live.raw");
+    rpixen_live(&manifest, &initrd, &img);
+
+    let drive = format!("if=none,file={},format=raw,id=d", img.display());
+    let args = [
+        "-M", "virt,virtualization=on,gic-version=2", "-cpu", "cortex-a72", "-smp", "4", "-m", "2G", "-nic", "none",
+        "-bios", uboot.to_str().unwrap(), "-drive", &drive, "-device", "virtio-blk-device,drive=d",
+    ];
+    let mut q = testkit::Qemu::start(&args, 1);
+    let outcome = q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    let status = q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("poweroff did not end QEMU: {e}"));
+    let out = q.output();
+    for line in ["rpixen: starting the hypervisor", "hv: cmdline \"console=dtuart dtuart=serial0 sync_console dom0_mem=512M\""] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert_dom0_booted(&out, 4, 512);
+    assert!(out.contains("hv: dom0 system_off") && status.success(), "status {status}:\n{out}");
+    eprintln!("U-Boot -> hypervisor -> Dom0 /init in {:?}", outcome.elapsed);
+}

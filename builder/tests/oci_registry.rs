@@ -192,3 +192,27 @@ fn repeated_layer_is_fetched_once_and_applied_twice() {
     assert_eq!(tree.read_file("counter").unwrap(), b"a", "re-added by the third layer");
     assert_eq!(tree.read_file("other").unwrap(), b"b");
 }
+
+#[test]
+fn concurrent_pulls_share_one_cache() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(tmp.path());
+    let layout = tmp.path().join("big");
+    let mut t = LayerTar::new();
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    t.file("noise", &big, 0o644);
+    ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&layout, "latest").unwrap();
+    let r = format!("{}/test/concurrent:v1", reg.host());
+    push_layout(&o, &layout, "latest", &r).unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| oci::resolve(&o, &r).map(|i| i.layers[0].path.clone()))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for res in &results {
+        let path = res.as_ref().unwrap();
+        assert_eq!(rpixen::oci::digest::file_digest(path).unwrap().1, std::fs::metadata(path).unwrap().len());
+    }
+    let tree = unpack_image(&oci::resolve(&o, &r).unwrap(), &Limits::default()).unwrap();
+    assert_eq!(tree.read_file("noise").unwrap(), big);
+}

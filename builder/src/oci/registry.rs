@@ -258,7 +258,20 @@ impl<'a> Puller<'a> {
             what: what.into(),
             message: format!("unsupported digest `{digest}` (only sha256)"),
         })?;
-        let mut offset = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&partial)
+            .map_err(OciError::io(&partial))?;
+        // Another rpixen pulling the same blob holds the lock until it has committed (or given up).
+        file.lock().map_err(OciError::io(&partial))?;
+        if let Some(done) = self.cache.get_verified(desc) {
+            let _ = std::fs::remove_file(&partial);
+            return Ok(done);
+        }
+        let mut offset = file.metadata().map_err(OciError::io(&partial))?.len();
         if offset >= desc.size() {
             offset = 0;
         }
@@ -271,14 +284,9 @@ impl<'a> Puller<'a> {
             BlobResponse::Full(s) => (s.stream, false),
             BlobResponse::Partial(s) => (s.stream, true),
         };
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .open(&partial)
-            .map_err(OciError::io(&partial))?;
         let mut len = if append { offset } else { 0 };
+        file.set_len(len).map_err(OciError::io(&partial))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(OciError::io(&partial))?;
         let bar = self.progress.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new(desc.size()));
             b.set_style(
@@ -311,7 +319,6 @@ impl<'a> Puller<'a> {
             }
         }
         file.flush().map_err(OciError::io(&partial))?;
-        drop(file);
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -323,7 +330,10 @@ impl<'a> Puller<'a> {
                 )));
             }
         }
-        self.cache.commit_partial(self.image, what, desc, &partial)
+        // Committed while the lock is held, so a waiting puller finds the blob in the cache.
+        let committed = self.cache.commit_partial(self.image, what, desc, &partial);
+        drop(file);
+        committed
     }
 }
 

@@ -216,3 +216,35 @@ fn concurrent_pulls_share_one_cache() {
     let tree = unpack_image(&oci::resolve(&o, &r).unwrap(), &Limits::default()).unwrap();
     assert_eq!(tree.read_file("noise").unwrap(), big);
 }
+
+#[test]
+fn credentials_come_from_docker_config() {
+    let reg = Registry::start_with_auth(Some(("rpixen", "s3cret")));
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    layered_image().write(&layout, "latest").unwrap();
+    let r = format!("{}/private/img:v1", reg.host());
+
+    let mut o = opts(tmp.path());
+    o.docker_config = None;
+    let err = push_layout(&o, &layout, "latest", &r).unwrap_err().to_string();
+    assert!(err.contains(&r), "{err}");
+
+    let config = tmp.path().join("docker/config.json");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    // base64("rpixen:s3cret")
+    std::fs::write(&config, format!(r#"{{"auths":{{"{}":{{"auth":"cnBpeGVuOnMzY3JldA=="}}}}}}"#, reg.host())).unwrap();
+    o.docker_config = Some(config.clone());
+    push_layout(&o, &layout, "latest", &r).unwrap();
+    let image = oci::resolve(&o, &r).unwrap();
+    assert_eq!(image.layers.len(), 3);
+
+    // Anonymous pulls are refused: the error names the image.
+    let anon = rpixen::oci::OciOptions { docker_config: None, cache_dir: tmp.path().join("anon-cache"), ..o.clone() };
+    let err = oci::resolve(&anon, &r).unwrap_err().to_string();
+    assert!(err.contains(&r), "{err}");
+    let wrong = tmp.path().join("wrong.json");
+    std::fs::write(&wrong, format!(r#"{{"auths":{{"{}":{{"username":"rpixen","password":"nope"}}}}}}"#, reg.host())).unwrap();
+    let bad = rpixen::oci::OciOptions { docker_config: Some(wrong), ..anon };
+    assert!(oci::resolve(&bad, &r).is_err());
+}

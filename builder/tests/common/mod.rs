@@ -101,7 +101,21 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with_auth(None)
+    }
+
+    /// With `Some((user, password))`, the registry requires HTTP basic auth (htpasswd, bcrypt).
+    pub fn start_with_auth(auth: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let auth_yaml = match auth {
+            Some((user, password)) => {
+                let htpasswd = dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 4).unwrap();
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: rpixen-test\n    path: {}\n", htpasswd.display())
+            }
+            None => String::new(),
+        };
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         // The kernel picks a free port; we release it and give it to the registry (a small race, retried).
@@ -111,7 +125,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
                     storage.display()
                 ),
             )

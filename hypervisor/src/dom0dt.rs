@@ -7,7 +7,8 @@
 //! - timer: the hypervisor timer PPI dropped; PMU dropped (its PPI is not forwarded);
 //! - `/cpus`: `enable-method = "psci"` everywhere, `cpu-release-addr` gone; a new `/psci` with
 //!   `method = "hvc"` replaces the host's;
-//! - nodes the hypervisor keeps for itself get `status = "disabled"`.
+//! - nodes the hypervisor keeps for itself get `status = "disabled"`;
+//! - overlay metadata nodes (`__symbols__`) are dropped.
 //! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
 
 use alloc::string::String;
@@ -138,7 +139,10 @@ fn copy_node(
         let skip = child_is_memory
             || (is_root && (is_compatible(&child, PSCI_COMPATIBLE) || child.name == "hypervisor"))
             || (is_chosen && is_compatible(&child, MODULE_COMPATIBLE))
-            || is_compatible(&child, PMU_COMPATIBLE);
+            || is_compatible(&child, PMU_COMPATIBLE)
+            // Overlay metadata (`__symbols__`, `__overrides__`): Dom0 applies no overlays, and vm-fdt
+            // rejects node names that do not start with a letter.
+            || child.name.starts_with("__");
         if skip {
             continue;
         }

@@ -84,7 +84,9 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     mm::enable_mmu(mm::early_map(&[img_start, dtb_pa]));
     console::enable_locking();
     // SAFETY: the whole blob, as its header states; it stays untouched (reserved below).
-    let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb_pa as *const u8, total) };
+    let raw: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb_pa as *const u8, total) };
+    let Ok(clean) = dt::strip_nops(raw) else { platform::halt_forever() };
+    let blob: &'static [u8] = clean.leak();
     let Ok(fdt) = fdt::Fdt::new(blob) else { platform::halt_forever() };
     let info = hostdt::parse(&fdt);
     let hv_args = info.as_ref().map(|i| i.hv_bootargs).unwrap_or("");
@@ -156,7 +158,8 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
 
     // Dom0's console: an emulated PL011 at the board's first PL011 (virt: the HV's own UART).
     let vuart = hostdt::first_pl011(&fdt).unwrap_or_else(|| fatal!("no PL011 for Dom0's console"));
-    let dom0 = build_dom0(&fdt, blob, &info, &args, (img_start, img_end), hv_uart.as_ref().unwrap(), &vuart);
+    let hides_pm = matches!(power, Power::PmWatchdog(_));
+    let dom0 = build_dom0(&fdt, blob, Region::new(dtb_pa, total as u64), &info, &args, (img_start, img_end), hv_uart.as_ref().unwrap(), &vuart, hides_pm);
 
     // Stage 2: Dom0 RAM, all non-RAM except the GIC's and the hypervisor's UART page; GICV at GICC.
     let mut holes: Vec<Region> = info.ram.clone();
@@ -216,11 +219,13 @@ struct Dom0 {
 fn build_dom0(
     fdt: &fdt::Fdt<'_>,
     blob: &[u8],
+    host_dtb: Region,
     info: &HostInfo<'_>,
     args: &cmdline::HvArgs<'_>,
     image: (u64, u64),
     hv_uart: &hostdt::Uart,
     vuart: &hostdt::Uart,
+    hides_pm: bool,
 ) -> Dom0 {
     let Some(kernel) = &info.kernel else { fatal!("no Dom0 kernel: /chosen has no multiboot,kernel module") };
     // SAFETY: the module range comes from /chosen and lies in RAM (mapped Normal); 64 bytes of header.
@@ -237,7 +242,7 @@ fn build_dom0(
     let mut busy = Vec::from([
         Region::new(0, 0x1000),
         Region::new(image.0, image.1 - image.0),
-        Region::new(blob.as_ptr() as u64, blob.len() as u64),
+        host_dtb,
         kernel.region,
     ]);
     busy.extend(info.ramdisk.as_ref().map(|r| r.region));
@@ -246,6 +251,9 @@ fn build_dom0(
     // Boards whose DMA masters see only the first GiB (Pi 4: legacy peripherals, dma-ranges 0-1 GiB).
     let limit = if fdt.root().compatible().all().any(|c| c == "brcm,bcm2711") { 1 << 30 } else { u64::MAX };
     let Some(mem) = placement::place_dom0(&info.ram, &busy, size, limit, SZ_2M) else {
+        for b in &busy {
+            hvprintln!("hv: in use: {:#x}-{:#x}", b.base, b.end());
+        }
         fatal!("no {:#x} bytes of free RAM for Dom0 below {:#x}", size, limit)
     };
     let initrd_size = info.ramdisk.as_ref().map(|r| r.region.size);
@@ -262,7 +270,7 @@ fn build_dom0(
         let regs = dt::reg_phys(fdt, path).unwrap_or_default();
         let shares_uart = hv_page != vuart.base & !0xFFF && regs.iter().any(|r| r.overlaps(&Region::new(hv_page, 0x1000)));
         let is_pm = dt::is_compatible(node, &["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"]);
-        if shares_uart || (is_pm && matches!(hv().power, Power::PmWatchdog(_))) {
+        if shares_uart || (is_pm && hides_pm) {
             disable.push(String::from(path));
         }
     });

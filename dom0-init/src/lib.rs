@@ -89,6 +89,11 @@ pub fn run(t0: Instant) -> ! {
     let signals = Signals::new(); // before any thread exists, so all inherit the blocked mask
     let mut mode = Mode::from_args();
     install_panic_hook(mode.rescue);
+    if !mode.host && nix::unistd::getpid().as_raw() != 1 {
+        // Outside PID 1 the real mounts and reboot(2) would hit whatever system this runs on.
+        log::line("dom0-init: not PID 1: refusing to run (use --host --config FILE for a test run)");
+        std::process::exit(2);
+    }
     if std::env::var_os("PATH").is_none() {
         // SAFETY-free in edition 2021; no other thread exists yet.
         std::env::set_var("PATH", DEFAULT_PATH_ENV);

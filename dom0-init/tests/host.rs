@@ -498,3 +498,16 @@ onboot:
     init.signal("TERM");
     init.wait_end(Duration::from_secs(20));
 }
+
+#[test]
+fn refuses_to_run_as_an_ordinary_process_without_host_mode() {
+    // Inside private mount/UTS/net namespaces, in case the guard ever breaks.
+    let out = Command::new("unshare")
+        .args(["--mount", "--uts", "--net"])
+        .arg(env!("CARGO_BIN_EXE_dom0-init"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not PID 1: refusing to run"), "{err}");
+}

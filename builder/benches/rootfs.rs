@@ -131,6 +131,24 @@ fn main() {
     });
     report("layers -> squashfs", t_ours_sq, t_theirs_sq, "tar -xzf + mksquashfs (zstd 3)");
     println!("{:<22} ours {} MB, mksquashfs {} MB", "  squashfs size", du(&ours_sq) >> 20, du(&theirs_sq) >> 20);
+    // Same content: the listings (type, mode, owner, size, name) read back by unsquashfs agree.
+    let listing = |f: &Path| {
+        let out = Command::new("unsquashfs").arg("-lln").arg(f).output().unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("squashfs-root/"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {} {} {}", f[0], f[1], if f[0].starts_with('d') { "-" } else { f[2] }, f[5..].join(" "))
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (a, b) = (listing(&ours_sq), listing(&theirs_sq));
+    assert_eq!(a.len(), b.len(), "squashfs entry counts differ");
+    assert!(a == b, "squashfs listings differ, e.g. {:?}", a.iter().zip(&b).find(|(x, y)| x != y));
+    println!("{:<22} {} entries, identical listings (unsquashfs -lln)", "  squashfs check", a.len());
 
     // layers -> cpio.gz
     let ours_cpio = work.join("ours.cpio.gz");
@@ -150,19 +168,26 @@ fn main() {
     });
     report("layers -> cpio.gz", t_ours_cpio, t_theirs_cpio, "tar -xzf + find|cpio -o|gzip");
     println!("{:<22} ours {} MB, cpio|gzip {} MB", "  cpio.gz size", du(&ours_cpio) >> 20, du(&theirs_cpio) >> 20);
+    let names = |f: &Path| {
+        let out = Command::new("bash").arg("-c").arg(format!("gzip -dc {} | cpio -it --quiet | sed 's|^\\./||' | grep -vx '\\.' | sort", f.display())).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (a, b) = (names(&ours_cpio), names(&theirs_cpio));
+    assert!(a == b, "cpio member lists differ");
+    println!("{:<22} {} members, identical names (cpio -it)", "  cpio check", a.lines().count());
 
     // pull from a local registry
     let reg = common::Registry::start();
     let target = format!("{}/bench/kernel:v1", reg.host());
     push_layout(&opts, &layout, "latest", &target).unwrap();
     let pull_cache = work.join("pull-cache");
-    let t_ours_pull = best(RUNS, || {
+    let t_ours_pull = best(2 * RUNS, || {
         let _ = std::fs::remove_dir_all(&pull_cache);
         let o = OciOptions { cache_dir: pull_cache.clone(), ..opts.clone() };
         oci::resolve(&o, &target).unwrap();
     });
     let skopeo_dest = work.join("skopeo");
-    let t_skopeo = best(RUNS, || {
+    let t_skopeo = best(2 * RUNS, || {
         sh(&format!(
             "rm -rf {0} && skopeo copy -q --src-tls-verify=false docker://{target} oci:{0}:latest",
             skopeo_dest.display()

@@ -80,6 +80,19 @@ impl BlobCache {
     /// bad blob is never kept.
     pub fn commit_partial(&self, image: &str, what: &str, desc: &Descriptor, partial: &Path) -> Result<PathBuf, OciError> {
         let (actual, size) = file_digest(partial).map_err(OciError::io(partial))?;
+        self.commit_hashed(image, what, desc, partial, actual, size)
+    }
+
+    /// [`Self::commit_partial`] for a download whose digest and size were computed while it was written.
+    pub fn commit_hashed(
+        &self,
+        image: &str,
+        what: &str,
+        desc: &Descriptor,
+        partial: &Path,
+        actual: String,
+        size: u64,
+    ) -> Result<PathBuf, OciError> {
         if actual != desc.digest().to_string() || size != desc.size() {
             let _ = std::fs::remove_file(partial);
             let mut err = mismatch(image, what, desc, actual, size);

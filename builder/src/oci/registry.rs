@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use futures_util::StreamExt;
+use sha2::Digest as _;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -286,6 +287,18 @@ impl<'a> Puller<'a> {
         };
         let mut len = if append { offset } else { 0 };
         file.set_len(len).map_err(OciError::io(&partial))?;
+        // Hash as the bytes arrive (after the kept prefix), so committing needs no second read.
+        let mut hasher = sha2::Sha256::new();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(OciError::io(&partial))?;
+        let mut prefix = std::io::Read::take(&mut file, len);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut prefix, &mut buf).map_err(OciError::io(&partial))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(OciError::io(&partial))?;
         let bar = self.progress.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new(desc.size()));
@@ -299,10 +312,12 @@ impl<'a> Puller<'a> {
             b
         });
         let mut failure = None;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, &file);
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => {
-                    file.write_all(&bytes).map_err(OciError::io(&partial))?;
+                    writer.write_all(&bytes).map_err(OciError::io(&partial))?;
+                    hasher.update(&bytes);
                     len += bytes.len() as u64;
                     if let Some(b) = &bar {
                         b.set_position(len);
@@ -318,7 +333,8 @@ impl<'a> Puller<'a> {
                 }
             }
         }
-        file.flush().map_err(OciError::io(&partial))?;
+        writer.flush().map_err(OciError::io(&partial))?;
+        drop(writer);
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -331,7 +347,8 @@ impl<'a> Puller<'a> {
             }
         }
         // Committed while the lock is held, so a waiting puller finds the blob in the cache.
-        let committed = self.cache.commit_partial(self.image, what, desc, &partial);
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let committed = self.cache.commit_hashed(self.image, what, desc, &partial, actual, len);
         drop(file);
         committed
     }

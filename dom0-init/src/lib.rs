@@ -91,19 +91,12 @@ pub fn run(t0: Instant) -> ! {
     install_panic_hook(mode.rescue);
     if !mode.host && nix::unistd::getpid().as_raw() != 1 {
         // Outside PID 1 the real mounts and reboot(2) would hit whatever system this runs on.
-        log::line("dom0-init: not PID 1: refusing to run (use --host --config FILE for a test run)");
+        log::line(
+            "dom0-init: not PID 1: refusing to run (use --host --config FILE for a test run)",
+        );
         std::process::exit(2);
     }
-    if std::env::var_os("PATH").is_none() {
-        // SAFETY-free in edition 2021; no other thread exists yet.
-        std::env::set_var("PATH", DEFAULT_PATH_ENV);
-    }
-    if nix::unistd::getpid().as_raw() != 1 {
-        // Not PID 1 (host mode without a PID namespace): orphans of our services still come to us.
-        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            info!("cannot become the reaper of orphans: {e}");
-        }
-    }
+    prepare_process();
     let isolated = if mode.host { host_isolate() } else { true };
     if isolated {
         mode.mounted = mounts::mount_all(&mounts::early_plan());
@@ -119,90 +112,22 @@ pub fn run(t0: Instant) -> ! {
             info!("cannot route ctrl-alt-del to init: {e}");
         }
     }
+    let pid = nix::unistd::getpid();
     info!(
-        "starting (pid {}{})",
-        nix::unistd::getpid(),
+        "starting (pid {pid}{})",
         if mode.host { ", host mode" } else { "" }
     );
     trace!("early mounts done");
 
-    let (config, errors) = if mode.rescue {
-        info!("rescue mode after a failure: console shell only");
-        let shell = mounts::exists("/bin/sh").then(|| vec!["/bin/sh".to_owned()]);
-        (
-            InitConfig {
-                console_shell: shell,
-                ..InitConfig::default()
-            },
-            Vec::new(),
-        )
-    } else {
-        read_config(&mode.config)
-    };
-    for e in &errors {
-        info!("config {}: {e}", mode.config.display());
-    }
+    let (config, errors) = load_config(&mode);
     trace!("config read");
-    if let Some(h) = &config.hostname {
-        if isolated {
-            if let Err(e) = nix::unistd::sethostname(h) {
-                info!("cannot set hostname {h}: {e}");
-            }
-        }
-    }
-    if mode.host {
-        if !config.modules.is_empty() {
-            info!(
-                "host mode: not loading modules {}",
-                config.modules.join(", ")
-            );
-        }
-    } else {
-        modules::load_all(&config.modules, false);
-    }
-    trace!("hostname set, modules loaded");
-    if isolated {
-        if let Err(e) = sys::interface_up("lo") {
-            info!("cannot bring up lo: {e}");
-        }
-    }
-    trace!("loopback up");
-    if !mode.host {
-        if !mode.rescue {
-            rootswitch::try_switch(&cmdline);
-        }
-        trace!("no root switch");
-        mode.mounted.extend(label_mounts());
-        trace!("label mounts done");
-    }
-    if isolated {
-        let plan: Vec<_> = config
-            .mounts
-            .iter()
-            .map(|m| {
-                let (flags, data) = mounts::parse_options(m.options.as_deref().unwrap_or(""));
-                let source = match m.source.strip_prefix("PARTLABEL=") {
-                    Some(l) => {
-                        blockdev::find_by_partlabel(l).map(|p| p.to_string_lossy().into_owned())
-                    }
-                    None => Some(m.source.clone()),
-                };
-                source
-                    .map(|s| {
-                        mounts::MountSpec::new(&s, &m.target, &m.fstype, flags, data.as_deref())
-                    })
-                    .ok_or_else(|| format!("mount {}: no partition {}", m.target, m.source))
-            })
-            .filter_map(|r| r.map_err(|e| info!("{e}")).ok())
-            .collect();
-        mode.mounted.extend(mounts::mount_all(&plan));
-    }
+    set_up_system(&config, &mut mode, isolated, &cmdline);
 
     let log_dir = config.log_dir.clone().map(PathBuf::from).or_else(|| {
-        mounts::current_mounts()
+        let persist = mounts::current_mounts()
             .iter()
-            .any(|m| m.target == "/persist")
-            .then(|| PathBuf::from("/persist/log"))
+            .any(|m| m.target == "/persist");
+        persist.then(|| PathBuf::from("/persist/log"))
     });
     let mut sup = Supervisor::new(log_dir, console, t0);
     // A console shell when configured, or when the config is broken and a shell exists, so the
@@ -211,14 +136,12 @@ pub fn run(t0: Instant) -> ! {
         (!errors.is_empty() && mounts::exists("/bin/sh")).then(|| vec!["/bin/sh".to_owned()])
     });
     if let Some(argv) = shell {
-        sup.add(
-            Service {
-                name: "console".into(),
-                command: argv,
-                ..Service::default()
-            },
-            Kind::Console,
-        );
+        let console = Service {
+            name: "console".into(),
+            command: argv,
+            ..Service::default()
+        };
+        sup.add(console, Kind::Console);
         sup.start_due();
     }
 
@@ -230,29 +153,21 @@ pub fn run(t0: Instant) -> ! {
             supervise_once(&mut sup, &signals, &mode);
         }
     }
+    let onboot_ms = onboot_start.elapsed().as_millis();
     for s in config.services.clone() {
         sup.add(s, Kind::Service);
     }
     sup.start_due();
-    let since_boot = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|s| s.parse::<f64>().ok())
-        })
-        .map(|s| format!(", {} ms since kernel start", (s * 1000.0) as u64))
-        .unwrap_or_default();
     if mode.rescue {
         info!("rescue mode up");
     } else {
-        log::line(&format!(
-        "rpixen: dom0 ready in {} ms since exec{since_boot} ({} onboot steps took {} ms, {} services)",
-        t0.elapsed().as_millis(),
-        config.onboot.len(),
-        onboot_start.elapsed().as_millis(),
-        config.services.len()
-    ));
+        let uptime = std::fs::read_to_string("/proc/uptime").ok();
+        let counts = (config.onboot.len(), onboot_ms, config.services.len());
+        log::line(&readiness_line(
+            t0.elapsed().as_millis(),
+            uptime.as_deref(),
+            counts,
+        ));
     }
     if mode.host && std::env::var_os("RPIXEN_INIT_TEST_PANIC").is_some() && !mode.rescue {
         // Host tests only: proves that a bug in init leaves a working system (see the panic hook).
@@ -261,6 +176,96 @@ pub fn run(t0: Instant) -> ! {
     loop {
         supervise_once(&mut sup, &signals, &mode);
     }
+}
+
+/// Process-wide settings every child inherits.
+fn prepare_process() {
+    if std::env::var_os("PATH").is_none() {
+        // The kernel starts init without PATH. No other thread exists yet.
+        std::env::set_var("PATH", DEFAULT_PATH_ENV);
+    }
+    if nix::unistd::getpid().as_raw() != 1 {
+        // Not PID 1 (host mode without a PID namespace): orphans of our services still come to us.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            info!("cannot become the reaper of orphans: {e}");
+        }
+    }
+}
+
+/// The config to run: the file (leniently read, errors logged), or in rescue mode just a shell.
+fn load_config(mode: &Mode) -> (InitConfig, Vec<init_config::ConfigError>) {
+    if mode.rescue {
+        info!("rescue mode after a failure: console shell only");
+        let shell = mounts::exists("/bin/sh").then(|| vec!["/bin/sh".to_owned()]);
+        return (
+            InitConfig {
+                console_shell: shell,
+                ..InitConfig::default()
+            },
+            Vec::new(),
+        );
+    }
+    let (config, errors) = read_config(&mode.config);
+    for e in &errors {
+        info!("config {}: {e}", mode.config.display());
+    }
+    (config, errors)
+}
+
+/// Hostname, modules, loopback, root switch (may not return), CONFIG/PERSIST and config mounts.
+fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: &str) {
+    if let (Some(h), true) = (&config.hostname, isolated) {
+        if let Err(e) = nix::unistd::sethostname(h) {
+            info!("cannot set hostname {h}: {e}");
+        }
+    }
+    if !mode.host {
+        modules::load_all(&config.modules, false);
+    } else if !config.modules.is_empty() {
+        info!(
+            "host mode: not loading modules {}",
+            config.modules.join(", ")
+        );
+    }
+    trace!("hostname set, modules loaded");
+    if isolated {
+        if let Err(e) = sys::interface_up("lo") {
+            info!("cannot bring up lo: {e}");
+        }
+    }
+    trace!("loopback up");
+    if !mode.host {
+        if !mode.rescue {
+            rootswitch::try_switch(cmdline);
+            trace!("no root switch");
+        }
+        mode.mounted.extend(label_mounts());
+        trace!("label mounts done");
+    }
+    if isolated {
+        let by_label =
+            |l: &str| blockdev::find_by_partlabel(l).map(|p| p.to_string_lossy().into_owned());
+        let (plan, problems) = mounts::config_plan(&config.mounts, by_label);
+        for p in problems {
+            info!("{p}");
+        }
+        mode.mounted.extend(mounts::mount_all(&plan));
+    }
+}
+
+/// The one readiness line (contract C-INIT: it contains `rpixen: dom0 ready`).
+pub fn readiness_line(
+    exec_ms: u128,
+    proc_uptime: Option<&str>,
+    (onboot, onboot_ms, services): (usize, u128, usize),
+) -> String {
+    let since_boot = proc_uptime
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| format!(", {} ms since kernel start", (s * 1000.0) as u64))
+        .unwrap_or_default();
+    format!(
+        "rpixen: dom0 ready in {exec_ms} ms since exec{since_boot} ({onboot} onboot steps took {onboot_ms} ms, {services} services)"
+    )
 }
 
 /// A panic in PID 1 would end the system (with `panic = "abort"` the kernel panics). Instead init
@@ -391,4 +396,19 @@ fn host_isolate() -> bool {
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_line_format() {
+        let l = readiness_line(12, Some("3.25 1.00\n"), (2, 7, 3));
+        assert_eq!(l, "rpixen: dom0 ready in 12 ms since exec, 3250 ms since kernel start (2 onboot steps took 7 ms, 3 services)");
+        assert_eq!(
+            readiness_line(5, None, (0, 0, 0)),
+            "rpixen: dom0 ready in 5 ms since exec (0 onboot steps took 0 ms, 0 services)"
+        );
+    }
 }

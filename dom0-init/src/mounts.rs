@@ -70,6 +70,34 @@ pub fn early_plan() -> Vec<MountSpec> {
     ]
 }
 
+/// The mounts of the config as specs: `source: PARTLABEL=NAME` goes through `by_label` (to a /dev
+/// path); the problems list names the mounts that cannot be made.
+pub fn config_plan(
+    mounts: &[init_config::Mount],
+    by_label: impl Fn(&str) -> Option<String>,
+) -> (Vec<MountSpec>, Vec<String>) {
+    let mut plan = Vec::new();
+    let mut problems = Vec::new();
+    for m in mounts {
+        let (flags, data) = parse_options(m.options.as_deref().unwrap_or(""));
+        let source = match m.source.strip_prefix("PARTLABEL=") {
+            Some(label) => by_label(label),
+            None => Some(m.source.clone()),
+        };
+        match source {
+            Some(s) => plan.push(MountSpec::new(
+                &s,
+                &m.target,
+                &m.fstype,
+                flags,
+                data.as_deref(),
+            )),
+            None => problems.push(format!("mount {}: no partition {}", m.target, m.source)),
+        }
+    }
+    (plan, problems)
+}
+
 /// Splits mount(8)-style options into flags and the data string the filesystem gets.
 pub fn parse_options(options: &str) -> (MsFlags, Option<String>) {
     let mut flags = MsFlags::empty();
@@ -234,6 +262,26 @@ mod tests {
         assert_eq!(f, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(d.as_deref(), Some("size=10M,mode=0755"));
         assert_eq!(parse_options(""), (MsFlags::empty(), None));
+    }
+
+    #[test]
+    fn config_mounts_resolve_labels() {
+        let m = |source: &str| init_config::Mount {
+            source: source.into(),
+            target: "/data".into(),
+            fstype: "ext4".into(),
+            options: Some("ro,noatime".into()),
+        };
+        let by_label = |l: &str| (l == "DATA").then(|| "/dev/vda6".to_owned());
+        let (plan, problems) = config_plan(
+            &[m("PARTLABEL=DATA"), m("PARTLABEL=NOPE"), m("/dev/sda1")],
+            by_label,
+        );
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan[0].source, "/dev/vda6");
+        assert_eq!(plan[0].flags, MsFlags::MS_RDONLY | MsFlags::MS_NOATIME);
+        assert_eq!(plan[1].source, "/dev/sda1");
+        assert_eq!(problems, ["mount /data: no partition PARTLABEL=NOPE"]);
     }
 
     #[test]

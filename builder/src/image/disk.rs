@@ -4,26 +4,68 @@
 
 use uuid::Uuid;
 
+use super::fat::Volume;
 use super::ids::Ids;
+use super::source::Shared;
 use super::table::{self, Part, TableError, SECTOR};
 
 pub const MIB: u64 = 1 << 20;
 
-/// A partition to place: its GPT identity, size and content (shorter than the size; the rest is zero).
+/// A partition to place: its GPT identity, size and content (chunks at offsets inside the
+/// partition; the rest is zero).
 #[derive(Debug, Clone)]
 pub struct Partition {
     pub name: String,
     pub type_guid: Uuid,
     pub size: u64,
     pub attrs: u64,
-    pub content: Vec<u8>,
+    pub content: Vec<Chunk>,
 }
 
-/// Bytes at an offset.
+/// What a chunk holds: bytes in memory, or a range of a [`Source`](super::source::Source).
+#[derive(Debug, Clone)]
+pub enum Data {
+    Bytes(Vec<u8>),
+    Source { source: Shared, offset: u64, len: u64 },
+}
+
+/// Content at an offset.
 #[derive(Debug, Clone)]
 pub struct Chunk {
     pub offset: u64,
-    pub data: Vec<u8>,
+    pub data: Data,
+}
+
+impl Chunk {
+    pub fn bytes(offset: u64, data: Vec<u8>) -> Chunk {
+        Chunk { offset, data: Data::Bytes(data) }
+    }
+
+    pub fn len(&self) -> u64 {
+        match &self.data {
+            Data::Bytes(b) => b.len() as u64,
+            Data::Source { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn end(&self) -> u64 {
+        self.offset + self.len()
+    }
+}
+
+/// A FAT volume as partition content.
+pub fn volume_chunks(v: Volume) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = v.meta.into_iter().map(|(o, b)| Chunk::bytes(o, b)).collect();
+    out.extend(v.extents.into_iter().map(|e| Chunk {
+        offset: e.offset,
+        data: Data::Source { source: e.source, offset: e.source_offset, len: e.len },
+    }));
+    out.sort_by_key(|c| c.offset);
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +83,8 @@ pub enum DiskError {
     TooBig { name: String, have: u64, size: u64 },
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error("internal error: two pieces of content overlap at byte {at}")]
+    Overlap { at: u64 },
 }
 
 /// Lays partitions out from 1 MiB, each rounded up to 1 MiB, and 1 MiB at the end for the backup GPT.
@@ -51,8 +95,9 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
     let mut chunks = Vec::new();
     for (i, p) in partitions.into_iter().enumerate() {
         let size = p.size.div_ceil(MIB) * MIB;
-        if p.content.len() as u64 > size {
-            return Err(DiskError::TooBig { name: p.name, have: p.content.len() as u64, size });
+        let have = p.content.iter().map(Chunk::end).max().unwrap_or(0);
+        if have > size {
+            return Err(DiskError::TooBig { name: p.name, have, size });
         }
         parts.push(Part {
             name: p.name,
@@ -62,16 +107,18 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
             last_lba: (offset + size) / SECTOR - 1,
             attrs: p.attrs,
         });
-        if !p.content.is_empty() {
-            chunks.push(Chunk { offset, data: p.content });
-        }
+        chunks.extend(p.content.into_iter().filter(|c| !c.is_empty()).map(|c| Chunk { offset: offset + c.offset, ..c }));
         offset += size;
+    }
+    chunks.sort_by_key(|c| c.offset);
+    if let Some(w) = chunks.windows(2).find(|w| w[0].end() > w[1].offset) {
+        return Err(DiskError::Overlap { at: w[1].offset });
     }
     let len = offset + MIB;
     let disk_guid = ids.uuid("disk");
     let tables = table::write(len, disk_guid, &parts)?;
-    chunks.insert(0, Chunk { offset: 0, data: tables.head });
-    chunks.push(Chunk { offset: len - tables.tail.len() as u64, data: tables.tail });
+    chunks.insert(0, Chunk::bytes(0, tables.head));
+    chunks.push(Chunk::bytes(len - tables.tail.len() as u64, tables.tail));
     Ok(Disk { len, chunks, disk_guid, parts })
 }
 
@@ -82,13 +129,13 @@ mod tests {
     #[test]
     fn layout_is_mib_aligned() {
         let ids = Ids::new([0; 32], None);
-        let p = |n: &str, size| Partition { name: n.into(), type_guid: Uuid::nil(), size, attrs: 0, content: vec![1; 10] };
+        let p = |n: &str, size| Partition { name: n.into(), type_guid: Uuid::nil(), size, attrs: 0, content: vec![Chunk::bytes(0, vec![1; 10])] };
         let d = assemble(vec![p("A", 3 * MIB + 1), p("B", MIB)], &ids).unwrap();
         assert_eq!(d.parts[0].first_lba, 2048);
         assert_eq!(d.parts[1].first_lba, 2048 + 4 * 2048);
         assert_eq!(d.len, 7 * MIB);
-        assert!(d.chunks.windows(2).all(|w| w[0].offset + w[0].data.len() as u64 <= w[1].offset));
-        let err = assemble(vec![Partition { content: vec![0; 2 << 20], ..p("C", MIB) }], &ids).unwrap_err();
+        assert!(d.chunks.windows(2).all(|w| w[0].end() <= w[1].offset));
+        let err = assemble(vec![Partition { content: vec![Chunk::bytes(0, vec![0; 2 << 20])], ..p("C", MIB) }], &ids).unwrap_err();
         assert!(err.to_string().contains("partition C"), "{err}");
     }
 }

@@ -6,9 +6,13 @@
 //! walking the directory tree with a small raw reader; files in the root (the usual boot FAT) need no
 //! repair. Every FAT we write is checked with `fsck.fat -n` in `tests/image_live.rs`.
 
-use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::cell::RefCell;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
 
 use fatfs::{Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
+
+use super::source::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FatError {
@@ -36,7 +40,40 @@ pub struct Spec<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     pub path: &'a str,
-    pub data: &'a [u8],
+    pub source: &'a Shared,
+}
+
+/// A run of file content at an offset of the volume.
+#[derive(Debug, Clone)]
+pub struct Extent {
+    pub offset: u64,
+    pub source: Shared,
+    pub source_offset: u64,
+    pub len: u64,
+}
+
+/// A built volume: its metadata (boot sectors, FATs, directories) as byte runs, and where each file's
+/// content goes. Everything else is zero.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub size: u64,
+    pub meta: Vec<(u64, Vec<u8>)>,
+    pub extents: Vec<Extent>,
+}
+
+impl Volume {
+    /// The whole volume in memory (tests, small volumes).
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        let mut v = vec![0u8; self.size as usize];
+        for (off, data) in &self.meta {
+            v[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+        }
+        for e in &self.extents {
+            let mut w = std::io::Cursor::new(&mut v[e.offset as usize..(e.offset + e.len) as usize]);
+            e.source.copy_range(e.source_offset, e.len, &mut w)?;
+        }
+        Ok(v)
+    }
 }
 
 /// A fixed time for every directory entry, so that images are reproducible.
@@ -82,60 +119,214 @@ fn label_bytes(label: &str) -> [u8; 11] {
     out
 }
 
-/// Formats a volume and writes `files` into it; returns the volume bytes.
-pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Vec<u8>, FatError> {
+/// Page size of the metadata store: one sector, so that metadata pages never share bytes with file
+/// content (clusters are whole sectors).
+const PAGE: usize = 512;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Where file-content writes go while a file is being written: recorded, not stored.
+#[derive(Debug, Default)]
+struct Capture {
+    active: bool,
+    data_offset: u64,
+    runs: Vec<(u64, u64)>,
+}
+
+/// The storage fatfs writes to: sector-sized pages, materialised only when something non-zero lands in them.
+/// While [`Capture::active`], writes into the data region (file content, which we write as zeros)
+/// are recorded as runs instead; the content is copied from its [`Source`](super::source::Source)
+/// at output time, so it never passes through memory here.
+#[derive(Debug)]
+struct Pages {
+    len: u64,
+    pos: u64,
+    pages: Vec<Option<Box<[u8; PAGE]>>>,
+    capture: Rc<RefCell<Capture>>,
+}
+
+impl Pages {
+    fn new(len: u64) -> Pages {
+        Pages {
+            len,
+            pos: 0,
+            pages: (0..len.div_ceil(PAGE as u64)).map(|_| None).collect(),
+            capture: Rc::default(),
+        }
+    }
+}
+
+impl Medium for Pages {
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+    fn get(&self, off: usize, out: &mut [u8]) {
+        let mut done = 0;
+        while done < out.len() {
+            let p = (off + done) / PAGE;
+            let o = (off + done) % PAGE;
+            let n = (PAGE - o).min(out.len() - done);
+            match &self.pages[p] {
+                Some(page) => out[done..done + n].copy_from_slice(&page[o..o + n]),
+                None => out[done..done + n].fill(0),
+            }
+            done += n;
+        }
+    }
+    fn put(&mut self, off: usize, data: &[u8]) {
+        let mut done = 0;
+        while done < data.len() {
+            let p = (off + done) / PAGE;
+            let o = (off + done) % PAGE;
+            let n = (PAGE - o).min(data.len() - done);
+            let piece = &data[done..done + n];
+            match &mut self.pages[p] {
+                Some(page) => page[o..o + n].copy_from_slice(piece),
+                slot @ None => {
+                    if piece.iter().any(|b| *b != 0) {
+                        let mut page = Box::new([0u8; PAGE]);
+                        page[o..o + n].copy_from_slice(piece);
+                        *slot = Some(page);
+                    }
+                }
+            }
+            done += n;
+        }
+    }
+}
+
+impl Read for Pages {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        self.get(self.pos as usize, &mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Pages {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let end = self.pos + buf.len() as u64;
+        if end > self.len {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "No space left on the volume"));
+        }
+        let mut cap = self.capture.borrow_mut();
+        if cap.active && self.pos >= cap.data_offset {
+            match cap.runs.last_mut() {
+                Some((start, len)) if *start + *len == self.pos => *len += buf.len() as u64,
+                _ => cap.runs.push((self.pos, buf.len() as u64)),
+            }
+        } else {
+            drop(cap);
+            self.put(self.pos as usize, buf);
+        }
+        self.pos = end;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Pages {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let p = match to {
+            SeekFrom::Start(p) => p as i128,
+            SeekFrom::End(d) => self.len as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if p < 0 {
+            return Err(std::io::Error::other("seek before the volume start"));
+        }
+        self.pos = p as u64;
+        Ok(self.pos)
+    }
+}
+
+/// Formats a volume and lays out `files` in it.
+pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
     let label = spec.label.to_owned();
     let io = |what: String| {
         let label = label.clone();
         move |source| FatError::Io { label, what, source }
     };
-    let payload: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    let payload: u64 = files.iter().map(|f| f.source.len()).sum();
     if payload > spec.size {
         return Err(FatError::Full { label: label.clone(), need: payload, have: spec.size });
     }
-    let size = usize::try_from(spec.size).expect("partition sizes fit in memory on 64-bit hosts");
-    let mut disk = Cursor::new(vec![0u8; size]);
+    let mut disk = Pages::new(spec.size);
+    let capture = disk.capture.clone();
     let mut opts = FormatVolumeOptions::new().volume_id(spec.volume_id).volume_label(label_bytes(spec.label));
     if spec.fat32 {
         opts = opts.fat_type(FatType::Fat32);
     }
     fatfs::format_volume(&mut disk, opts).map_err(io("format".into()))?;
     disk.seek(SeekFrom::Start(0)).map_err(io("seek".into()))?;
+    capture.borrow_mut().data_offset = geometry(&disk).map_err(io("read back the boot sector".into()))?.data_offset as u64;
 
     // TimeProvider must be 'static in fatfs 0.3; one small leak per volume built.
     let clock: &'static FixedTime = Box::leak(Box::new(FixedTime(dos_time(spec.epoch))));
-    let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(clock).update_accessed_date(false))
-        .map_err(io("mount".into()))?;
-    for f in files {
-        let path = f.path.trim_start_matches('/');
-        if path.is_empty() || path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
-            return Err(FatError::BadName { label: label.clone(), name: f.path.to_owned() });
-        }
-        let root = fs.root_dir();
-        let (dir, name) = match path.rsplit_once('/') {
-            Some((d, n)) => {
-                let mut cur = root;
-                for part in d.split('/') {
-                    cur = cur.create_dir(part).map_err(io(format!("create folder {d}")))?;
+    let mut extents = Vec::new();
+    {
+        let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(clock).update_accessed_date(false))
+            .map_err(io("mount".into()))?;
+        for f in files {
+            let path = f.path.trim_start_matches('/');
+            if path.is_empty() || path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+                return Err(FatError::BadName { label: label.clone(), name: f.path.to_owned() });
+            }
+            let root = fs.root_dir();
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => {
+                    let mut cur = root;
+                    for part in d.split('/') {
+                        cur = cur.create_dir(part).map_err(|e| full_or(e, &label, payload, spec.size, d))?;
+                    }
+                    (cur, n)
                 }
-                (cur, n)
+                None => (root, path),
+            };
+            let mut file = dir.create_file(name).map_err(|e| full_or(e, &label, payload, spec.size, path))?;
+            file.truncate().map_err(io(format!("truncate {path}")))?;
+            // Write zeros of the right length: fatfs allocates the clusters and chains them; the
+            // runs it writes to are recorded and later filled from the source.
+            capture.borrow_mut().active = true;
+            let mut left = f.source.len();
+            let mut result = Ok(());
+            while left > 0 && result.is_ok() {
+                let n = left.min(ZEROS.len() as u64) as usize;
+                result = file.write_all(&ZEROS[..n]);
+                left -= n as u64;
             }
-            None => (root, path),
-        };
-        let mut file = dir.create_file(name).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::Other && e.to_string().contains("No space") {
-                FatError::Full { label: label.clone(), need: payload, have: spec.size }
-            } else {
-                FatError::Io { label: label.clone(), what: format!("create {path}"), source: e }
+            let runs = {
+                let mut c = capture.borrow_mut();
+                c.active = false;
+                std::mem::take(&mut c.runs)
+            };
+            result.map_err(|e| full_or(e, &label, payload, spec.size, path))?;
+            let mut at = 0;
+            for (offset, len) in runs {
+                extents.push(Extent { offset, source: f.source.clone(), source_offset: at, len });
+                at += len;
             }
-        })?;
-        file.truncate().map_err(io(format!("truncate {path}")))?;
-        file.write_all(f.data).map_err(|e| full_or(e, &label, payload, spec.size, path))?;
+            file.flush().map_err(io(format!("close {path}")))?;
+        }
+        fs.unmount().map_err(io("unmount".into()))?;
     }
-    fs.unmount().map_err(io("unmount".into()))?;
-    let mut bytes = disk.into_inner();
-    fix_directories(&mut bytes).map_err(io("repair folders".into()))?;
-    Ok(bytes)
+    fix_directories(&mut disk).map_err(io("repair folders".into()))?;
+
+    // Coalesce the materialised pages into runs.
+    let mut meta: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (i, page) in disk.pages.iter().enumerate() {
+        if let Some(page) = page {
+            let off = (i * PAGE) as u64;
+            let n = (spec.size - off).min(PAGE as u64) as usize;
+            match meta.last_mut() {
+                Some((start, data)) if *start + data.len() as u64 == off => data.extend_from_slice(&page[..n]),
+                _ => meta.push((off, page[..n].to_vec())),
+            }
+        }
+    }
+    Ok(Volume { size: spec.size, meta, extents })
 }
 
 fn full_or(e: std::io::Error, label: &str, need: u64, have: u64, path: &str) -> FatError {
@@ -143,6 +334,30 @@ fn full_or(e: std::io::Error, label: &str, need: u64, have: u64, path: &str) -> 
         FatError::Full { label: label.to_owned(), need, have }
     } else {
         FatError::Io { label: label.to_owned(), what: format!("write {path}"), source: e }
+    }
+}
+
+/// Byte-addressed access to a volume, in memory or paged.
+pub trait Medium {
+    fn len(&self) -> usize;
+    fn get(&self, off: usize, out: &mut [u8]);
+    fn put(&mut self, off: usize, data: &[u8]);
+    fn bytes(&self, off: usize, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.get(off, &mut v);
+        v
+    }
+}
+
+impl Medium for Vec<u8> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    fn get(&self, off: usize, out: &mut [u8]) {
+        out.copy_from_slice(&self[off..off + out.len()]);
+    }
+    fn put(&mut self, off: usize, data: &[u8]) {
+        self[off..off + data.len()].copy_from_slice(data);
     }
 }
 
@@ -161,9 +376,13 @@ struct Geometry {
     data_offset: usize,
 }
 
-fn geometry(v: &[u8]) -> std::io::Result<Geometry> {
+fn geometry(m: &impl Medium) -> std::io::Result<Geometry> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a FAT boot sector");
-    if v.len() < 512 || v[510..512] != [0x55, 0xAA] {
+    if m.len() < 512 {
+        return Err(bad());
+    }
+    let v = m.bytes(0, 512);
+    if v[510..512] != [0x55, 0xAA] {
         return Err(bad());
     }
     let le16 = |o: usize| u16::from_le_bytes([v[o], v[o + 1]]) as usize;
@@ -180,7 +399,7 @@ fn geometry(v: &[u8]) -> std::io::Result<Geometry> {
     }
     let root_sectors = (root_entries * 32).div_ceil(bps);
     let data_sector = reserved + fats * fat_sectors + root_sectors;
-    let clusters = (total - data_sector) / spc;
+    let clusters = total.saturating_sub(data_sector) / spc;
     let bits = if clusters < 4085 {
         12
     } else if clusters < 65525 {
@@ -200,16 +419,22 @@ fn geometry(v: &[u8]) -> std::io::Result<Geometry> {
 }
 
 impl Geometry {
-    fn next(&self, v: &[u8], c: u32) -> Option<u32> {
+    fn next(&self, m: &impl Medium, c: u32) -> Option<u32> {
         let c = c as usize;
         let n = match self.bits {
             12 => {
-                let o = self.fat_offset + c + c / 2;
-                let w = u16::from_le_bytes([v[o], v[o + 1]]);
+                let b = m.bytes(self.fat_offset + c + c / 2, 2);
+                let w = u16::from_le_bytes([b[0], b[1]]);
                 u32::from(if c % 2 == 0 { w & 0xFFF } else { w >> 4 })
             }
-            16 => u32::from(u16::from_le_bytes([v[self.fat_offset + 2 * c], v[self.fat_offset + 2 * c + 1]])),
-            _ => u32::from_le_bytes(v[self.fat_offset + 4 * c..][..4].try_into().expect("4 bytes")) & 0x0FFF_FFFF,
+            16 => {
+                let b = m.bytes(self.fat_offset + 2 * c, 2);
+                u32::from(u16::from_le_bytes([b[0], b[1]]))
+            }
+            _ => {
+                let b = m.bytes(self.fat_offset + 4 * c, 4);
+                u32::from_le_bytes(b.try_into().expect("4 bytes")) & 0x0FFF_FFFF
+            }
         };
         let end = match self.bits {
             12 => 0xFF8,
@@ -220,16 +445,16 @@ impl Geometry {
     }
 
     /// Byte ranges of a cluster chain.
-    fn chain(&self, v: &[u8], first: u32) -> Vec<std::ops::Range<usize>> {
+    fn chain(&self, m: &impl Medium, first: u32) -> Vec<std::ops::Range<usize>> {
         let mut out = Vec::new();
         let mut c = Some(first);
         while let Some(cl) = c {
             let start = self.data_offset + (cl as usize - 2) * self.cluster_bytes;
             out.push(start..start + self.cluster_bytes);
-            if out.len() > v.len() / self.cluster_bytes {
+            if out.len() > m.len() / self.cluster_bytes {
                 break; // a loop in the FAT; never produced by fatfs, but do not spin
             }
-            c = self.next(v, cl);
+            c = self.next(m, cl);
         }
         out
     }
@@ -238,10 +463,11 @@ impl Geometry {
 const ATTR_LFN: u8 = 0x0F;
 const ATTR_DIR: u8 = 0x10;
 
-fn entries(v: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<[u8; 32]> {
+fn entries(m: &impl Medium, ranges: &[std::ops::Range<usize>]) -> Vec<[u8; 32]> {
     let mut out = Vec::new();
     for r in ranges {
-        for e in v[r.clone()].chunks_exact(32) {
+        let v = m.bytes(r.start, r.len());
+        for e in v.chunks_exact(32) {
             if e[0] == 0 {
                 return out;
             }
@@ -260,7 +486,7 @@ fn is_dot(e: &[u8; 32]) -> bool {
 }
 
 /// Repairs what fatfs writes into sub-directories (see the module comment). Idempotent.
-pub fn fix_directories(v: &mut [u8]) -> std::io::Result<()> {
+pub fn fix_directories(v: &mut impl Medium) -> std::io::Result<()> {
     let g = geometry(v)?;
     let root = if g.bits == 32 {
         g.chain(v, g.root_cluster)
@@ -296,8 +522,9 @@ pub fn fix_directories(v: &mut [u8]) -> std::io::Result<()> {
             let mut bytes: Vec<u8> = list.iter().flatten().copied().collect();
             for r in &ranges {
                 let n = r.len().min(bytes.len());
-                v[r.start..r.start + n].copy_from_slice(&bytes[..n]);
-                v[r.start + n..r.end].fill(0);
+                let mut cluster = vec![0u8; r.len()];
+                cluster[..n].copy_from_slice(&bytes[..n]);
+                v.put(r.start, &cluster);
                 bytes.drain(..n);
             }
         }
@@ -348,6 +575,8 @@ pub fn list<T: Read + Write + Seek>(volume: T) -> std::io::Result<(String, Vec<L
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::source::Source;
+    use std::io::Cursor;
 
     #[test]
     fn dos_time_converts_civil_dates() {
@@ -362,26 +591,27 @@ mod tests {
     #[test]
     fn build_and_list_round_trip() {
         let spec = Spec { label: "boot", size: 64 << 20, fat32: true, volume_id: 0x1234_5678, epoch: 1_700_000_000 };
-        let big = vec![7u8; 3 << 20];
+        let src = |v: Vec<u8>| std::sync::Arc::new(Source::Memory(v));
+        let (a, b, c) = (src(b"arm_64bit=1\n".to_vec()), src(b"x".to_vec()), src(vec![7u8; 3 << 20]));
         let files = [
-            Entry { path: "config.txt", data: b"arm_64bit=1\n" },
-            Entry { path: "overlays/a.dtbo", data: b"x" },
-            Entry { path: "Image", data: &big },
+            Entry { path: "config.txt", source: &a },
+            Entry { path: "overlays/a.dtbo", source: &b },
+            Entry { path: "Image", source: &c },
         ];
-        let v = build(&spec, &files).unwrap();
+        let v = build(&spec, &files).unwrap().to_bytes().unwrap();
         let (label, listed) = list(Cursor::new(v.clone())).unwrap();
         assert_eq!(label, "BOOT");
         let names: Vec<_> = listed.iter().map(|l| (l.path.as_str(), l.size)).collect();
         assert_eq!(names, [("Image", 3 << 20), ("config.txt", 12), ("overlays/a.dtbo", 1)]);
         // Same input, same bytes.
-        assert_eq!(v, build(&spec, &files).unwrap());
+        assert_eq!(v, build(&spec, &files).unwrap().to_bytes().unwrap());
     }
 
     #[test]
     fn too_small_is_a_named_error() {
         let spec = Spec { label: "CONFIG", size: 1 << 20, fat32: false, volume_id: 1, epoch: 0 };
-        let big = vec![1u8; 2 << 20];
-        let err = build(&spec, &[Entry { path: "x", data: &big }]).unwrap_err().to_string();
+        let big = std::sync::Arc::new(Source::Memory(vec![1u8; 2 << 20]));
+        let err = build(&spec, &[Entry { path: "x", source: &big }]).unwrap_err().to_string();
         assert!(err.contains("CONFIG") && err.contains("partitions"), "{err}");
     }
 }

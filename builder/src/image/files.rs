@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::source::{Shared, Source};
 use crate::manifest::FileRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +14,26 @@ pub enum FileError {
     Image { field: String, image: String, path: String, message: String },
 }
 
-/// Reads a file reference; `field` is the manifest field it came from (for errors).
+/// Opens a file reference; `field` is the manifest field it came from (for errors). Host files are
+/// not read here: their content is copied into place when the image is written.
+pub fn open(fref: &FileRef, base: &Path, field: &str) -> Result<Shared, FileError> {
+    match fref {
+        FileRef::Host { file } => {
+            let path = if file.is_absolute() { file.clone() } else { base.join(file) };
+            host(&path, field)
+        }
+        FileRef::InImage { .. } => read(fref, base, field).map(|v| Shared::new(Source::Memory(v))),
+    }
+}
+
+/// A host file as a source.
+pub fn host(path: &Path, field: &str) -> Result<Shared, FileError> {
+    Source::host(path.to_owned())
+        .map(Shared::new)
+        .map_err(|source| FileError::Host { field: field.to_owned(), path: path.to_owned(), source })
+}
+
+/// Reads a file reference into memory.
 pub fn read(fref: &FileRef, base: &Path, field: &str) -> Result<Vec<u8>, FileError> {
     match fref {
         FileRef::Host { file } => {

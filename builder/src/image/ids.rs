@@ -41,6 +41,16 @@ impl ContentHash {
         self.0.update(data);
     }
 
+    /// Adds a named source, streaming host files through a reused buffer.
+    pub fn add_source(&mut self, name: &str, source: &super::source::Source) -> std::io::Result<()> {
+        self.0.update(&(name.len() as u64).to_le_bytes());
+        self.0.update(name.as_bytes());
+        self.0.update(&source.len().to_le_bytes());
+        source.for_each_piece(|piece| {
+            self.0.update(piece);
+        })
+    }
+
     pub fn finish(&self) -> [u8; 32] {
         *self.0.finalize().as_bytes()
     }

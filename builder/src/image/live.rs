@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::bootscript::{self, DtbSource, SecondStage, SECOND_STAGE};
 use super::configtxt::{self, UBOOT_NAME};
-use super::disk::{self, Disk, Partition};
+use super::disk::{self, Chunk, Disk, Partition};
+use super::source::{Shared, Source};
 use super::fat::{self, Entry, FatError, Spec};
 use super::files::{self, FileError};
 use super::ids::{ContentHash, Ids};
@@ -61,7 +62,13 @@ pub struct Inputs<'a> {
 #[derive(Debug, Clone)]
 pub struct NamedFile {
     pub name: String,
-    pub data: Vec<u8>,
+    pub data: Shared,
+}
+
+impl NamedFile {
+    fn memory(name: impl Into<String>, data: Vec<u8>) -> NamedFile {
+        NamedFile { name: name.into(), data: Shared::new(Source::Memory(data)) }
+    }
 }
 
 /// Everything boot needs, before it is put on a FAT or in a TFTP root.
@@ -73,6 +80,10 @@ pub struct BootSet {
     pub loaded: Vec<NamedFile>,
     /// What only the boot medium needs: config.txt, u-boot.bin, the Pi firmware.
     pub card: Vec<NamedFile>,
+}
+
+fn field_err(name: &str, message: String) -> LiveError {
+    field(name, message)
 }
 
 fn field(field: &str, message: impl Into<String>) -> LiveError {
@@ -99,12 +110,10 @@ fn build_rootfs(inputs: &Inputs<'_>, format: RootfsFormat) -> Result<Vec<u8>, Li
 }
 
 /// Dom0's initramfs: the `--initrd` file, or (for `rootfs.format: cpio`) one built from `rootfs:`.
-fn initrd(inputs: &Inputs<'_>) -> Result<Vec<u8>, LiveError> {
+fn initrd(inputs: &Inputs<'_>) -> Result<Shared, LiveError> {
     match (inputs.initrd, inputs.manifest.rootfs.format) {
-        (Some(p), _) => std::fs::read(p).map_err(|source| {
-            LiveError::File(FileError::Host { field: "--initrd".into(), path: p.to_owned(), source })
-        }),
-        (None, RootfsFormat::Cpio) => build_rootfs(inputs, RootfsFormat::Cpio),
+        (Some(p), _) => Ok(files::host(p, "--initrd")?),
+        (None, RootfsFormat::Cpio) => Ok(Shared::new(Source::Memory(build_rootfs(inputs, RootfsFormat::Cpio)?))),
         (None, RootfsFormat::Squashfs) => Err(field(
             "rootfs.format",
             "squashfs puts the rootfs on IMGA; Dom0 then needs an initramfs that mounts it: pass --initrd FILE",
@@ -116,11 +125,15 @@ fn initrd(inputs: &Inputs<'_>) -> Result<Vec<u8>, LiveError> {
 pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
     let m = inputs.manifest;
     let dir = inputs.manifest_dir;
-    let hv = files::read(&m.hypervisor.binary, dir, "hypervisor.binary")?;
-    let kernel = files::read(&m.dom0.kernel, dir, "dom0.kernel")?;
+    let hv = files::open(&m.hypervisor.binary, dir, "hypervisor.binary")?;
+    let kernel = files::open(&m.dom0.kernel, dir, "dom0.kernel")?;
     let initrd = initrd(inputs)?;
-    let hv_footprint = layout::arm64_image_footprint("hypervisor.binary", &hv)?;
-    layout::arm64_image_footprint("dom0.kernel", &kernel)?;
+    let head = |s: &Shared, field: &str| {
+        s.head(64).map_err(|e| field_err(field, format!("cannot read the Image header: {e}")))
+    };
+    let hv_footprint = layout::arm64_image_footprint("hypervisor.binary", &head(&hv, "hypervisor.binary")?)?
+        .max(hv.len());
+    layout::arm64_image_footprint("dom0.kernel", &head(&kernel, "dom0.kernel")?)?;
     let plan = layout::plan(
         Window::for_board(m.board.kind),
         Sizes { hypervisor: hv_footprint, kernel: kernel.len() as u64, initrd: initrd.len() as u64 },
@@ -133,7 +146,7 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
             let name = files::base_name(r);
             let raw = files::read(r, dir, "board.dtb")?;
             let data = dtb::disable_nodes(&name, &raw, &m.board.dtb_disable)?;
-            loaded.push(NamedFile { name: name.clone(), data });
+            loaded.push(NamedFile::memory(name.clone(), data));
             DtbSource::File(name)
         }
         (None, BoardKind::QemuVirt) => {
@@ -155,27 +168,27 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
         dom0_args: &m.dom0.cmdline,
     });
     let second = script_image("rpixen second stage", plan.script, &text, inputs.epoch);
-    loaded.insert(0, NamedFile { name: SECOND_STAGE.into(), data: second });
+    loaded.insert(0, NamedFile::memory(SECOND_STAGE, second));
     loaded.push(NamedFile { name: hv_name.into(), data: hv });
     loaded.push(NamedFile { name: KERNEL_NAME.into(), data: kernel });
     loaded.push(NamedFile { name: INITRD_NAME.into(), data: initrd });
 
     let mut card = Vec::new();
     if m.board.kind == BoardKind::Rpi4 {
-        card.push(NamedFile { name: "config.txt".into(), data: configtxt::config_txt(&m.config_txt).into_bytes() });
+        card.push(NamedFile::memory("config.txt", configtxt::config_txt(&m.config_txt).into_bytes()));
     } else if !m.config_txt.is_empty() {
         return Err(field("config_txt", "only the Raspberry Pi reads config.txt"));
     }
-    card.push(NamedFile { name: UBOOT_NAME.into(), data: files::read(&m.board.uboot, dir, "board.uboot")? });
+    card.push(NamedFile { name: UBOOT_NAME.into(), data: files::open(&m.board.uboot, dir, "board.uboot")? });
     for (i, f) in m.firmware.iter().enumerate() {
-        let data = files::read(&f.source, dir, &format!("firmware[{i}]"))?;
+        let data = files::open(&f.source, dir, &format!("firmware[{i}]"))?;
         card.push(NamedFile { name: f.dest.trim_start_matches('/').to_owned(), data });
     }
     Ok(BootSet { plan, loaded, card })
 }
 
 fn entries(v: &[NamedFile]) -> Vec<Entry<'_>> {
-    v.iter().map(|f| Entry { path: &f.name, data: &f.data }).collect()
+    v.iter().map(|f| Entry { path: &f.name, source: &f.data }).collect()
 }
 
 fn script_image(name: &str, addr: u64, text: &str, epoch: u64) -> Vec<u8> {
@@ -192,7 +205,7 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     let m = inputs.manifest;
     let set = boot_set(inputs)?;
     let boot_scr = script_image("rpixen boot", 0, &bootscript::disk_boot(set.plan.script), inputs.epoch);
-    let mut boot_files: Vec<NamedFile> = vec![NamedFile { name: BOOT_SCRIPT.into(), data: boot_scr }];
+    let mut boot_files: Vec<NamedFile> = vec![NamedFile::memory(BOOT_SCRIPT, boot_scr)];
     boot_files.extend(set.card);
     boot_files.extend(set.loaded);
 
@@ -203,7 +216,7 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
             (None, Some(r)) => files::read(r, inputs.manifest_dir, &format!("config_files[{i}].source"))?,
             (None, None) => return Err(field(&format!("config_files[{i}]"), "needs `contents` or `source`")),
         };
-        config_files.push(NamedFile { name: f.path.trim_start_matches('/').to_owned(), data });
+        config_files.push(NamedFile::memory(f.path.trim_start_matches('/'), data));
     }
 
     let p = &m.partitions;
@@ -222,38 +235,54 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
         RootfsFormat::Squashfs => build_rootfs(inputs, RootfsFormat::Squashfs)?,
         RootfsFormat::Cpio => Vec::new(),
     };
-    let mut hash = ContentHash::new();
-    hash.add("epoch", &inputs.epoch.to_le_bytes());
-    hash.add("imga", &imga);
-    for s in sizes {
-        hash.add("size", &s.to_le_bytes());
+    // FAT volume ids come from SOURCE_DATE_EPOCH, the seed and the file list (names, sizes), so the
+    // FAT layout does not wait for the content hash, which runs alongside it on another thread.
+    let mut listing = ContentHash::new();
+    listing.add("epoch", &inputs.epoch.to_le_bytes());
+    for f in boot_files.iter().chain(&config_files) {
+        listing.add(&f.name, &f.data.len().to_le_bytes());
     }
-    for f in &boot_files {
-        hash.add(&format!("boot/{}", f.name), &f.data);
-    }
-    for f in &config_files {
-        hash.add(&format!("config/{}", f.name), &f.data);
-    }
-    let ids = Ids::new(hash.finish(), inputs.seed);
-
-    let boot = fat::build(
-        &Spec { label: BOOT_LABEL, size: sizes[0], fat32: true, volume_id: ids.u32("boot volume id"), epoch: inputs.epoch },
-        &entries(&boot_files),
-    )?;
-    drop(boot_files);
-    let config = fat::build(
-        &Spec {
-            label: CONFIG_LABEL,
-            size: sizes[3],
-            fat32: false,
-            volume_id: ids.u32("config volume id"),
-            epoch: inputs.epoch,
-        },
-        &entries(&config_files),
-    )?;
+    let volume_ids = Ids::new(listing.finish(), inputs.seed);
+    let content_hash = || -> Result<[u8; 32], LiveError> {
+        let mut hash = ContentHash::new();
+        hash.add("epoch", &inputs.epoch.to_le_bytes());
+        hash.add("imga", &imga);
+        for s in sizes {
+            hash.add("size", &s.to_le_bytes());
+        }
+        for (dir, list) in [("boot", &boot_files), ("config", &config_files)] {
+            for f in list.iter() {
+                hash.add_source(&format!("{dir}/{}", f.name), &f.data)
+                    .map_err(|e| field_err(&f.name, e.to_string()))?;
+            }
+        }
+        Ok(hash.finish())
+    };
+    let boot_spec = Spec {
+        label: BOOT_LABEL,
+        size: sizes[0],
+        fat32: true,
+        volume_id: volume_ids.u32("boot volume id"),
+        epoch: inputs.epoch,
+    };
+    let config_spec = Spec {
+        label: CONFIG_LABEL,
+        size: sizes[3],
+        fat32: false,
+        volume_id: volume_ids.u32("config volume id"),
+        epoch: inputs.epoch,
+    };
+    let (hash, boot, config) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(content_hash);
+        let boot = fat::build(&boot_spec, &entries(&boot_files));
+        let config = fat::build(&config_spec, &entries(&config_files));
+        (hasher.join().expect("the hash thread does not panic"), boot, config)
+    });
+    let ids = Ids::new(hash?, inputs.seed);
+    let (boot, config) = (boot?, config?);
 
     let guid = |s: &str| Uuid::parse_str(s).expect("valid type GUID constant");
-    let part = |name: &str, ty: &str, size: u64, attrs: u64, content: Vec<u8>| Partition {
+    let part = |name: &str, ty: &str, size: u64, attrs: u64, content: Vec<Chunk>| Partition {
         name: name.into(),
         type_guid: guid(ty),
         size,
@@ -262,10 +291,10 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     };
     Ok(disk::assemble(
         vec![
-            part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, boot),
-            part("IMGA", table::TYPE_IMG, sizes[1], 0, imga),
+            part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, disk::volume_chunks(boot)),
+            part("IMGA", table::TYPE_IMG, sizes[1], 0, vec![Chunk::bytes(0, imga)]),
             part("IMGB", table::TYPE_IMG, sizes[2], 0, Vec::new()),
-            part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, config),
+            part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, disk::volume_chunks(config)),
             part("PERSIST", table::TYPE_PERSIST, sizes[4], 0, Vec::new()),
         ],
         &ids,
@@ -289,7 +318,7 @@ pub fn netboot(
     let set = boot_set(inputs)?;
     let boot_scr =
         script_image("rpixen netboot", 0, &bootscript::net_boot(set.plan.script, server_ip, ip_addr), inputs.epoch);
-    let mut card = vec![NamedFile { name: BOOT_SCRIPT.into(), data: boot_scr }];
+    let mut card = vec![NamedFile::memory(BOOT_SCRIPT, boot_scr)];
     card.extend(set.card);
     let write = |sub: &str, files: &[NamedFile]| -> Result<(), LiveError> {
         let d = out.join(sub);
@@ -300,7 +329,9 @@ pub fn netboot(
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(err)?;
             }
-            std::fs::write(&p, &f.data).map_err(|source| LiveError::Write { path: p.clone(), source })?;
+            let werr = |source| LiveError::Write { path: p.clone(), source };
+            let mut out = std::fs::File::create(&p).map_err(werr)?;
+            f.data.copy_range(0, f.data.len(), &mut out).map_err(werr)?;
         }
         Ok(())
     };
@@ -314,11 +345,11 @@ pub fn card_disk(files_: &[NamedFile], seed: Option<&str>, epoch: u64) -> Result
     let mut hash = ContentHash::new();
     hash.add("epoch", &epoch.to_le_bytes());
     for f in files_ {
-        hash.add(&f.name, &f.data);
+        hash.add_source(&f.name, &f.data).map_err(|e| field_err(&f.name, e.to_string()))?;
     }
     let ids = Ids::new(hash.finish(), seed);
     let size = 64 << 20;
-    let entries: Vec<_> = files_.iter().map(|f| Entry { path: &f.name, data: &f.data }).collect();
+    let entries = entries(files_);
     let boot = fat::build(
         &Spec { label: BOOT_LABEL, size, fat32: true, volume_id: ids.u32("boot volume id"), epoch },
         &entries,
@@ -329,7 +360,7 @@ pub fn card_disk(files_: &[NamedFile], seed: Option<&str>, epoch: u64) -> Result
             type_guid: Uuid::parse_str(table::TYPE_EFI).expect("valid type GUID constant"),
             size,
             attrs: table::ATTR_LEGACY_BOOTABLE,
-            content: boot,
+            content: disk::volume_chunks(boot),
         }],
         &ids,
     )?)

@@ -14,3 +14,4 @@ pub mod dtb;
 pub mod files;
 pub mod live;
 pub mod inspect;
+pub mod source;

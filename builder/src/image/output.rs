@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
-use super::disk::Disk;
+use super::disk::{Data, Disk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -56,8 +56,11 @@ pub fn stream(disk: &Disk, out: &mut impl Write) -> std::io::Result<()> {
     let mut pos = 0u64;
     for c in &disk.chunks {
         write_zeros(out, c.offset - pos)?;
-        out.write_all(&c.data)?;
-        pos = c.offset + c.data.len() as u64;
+        match &c.data {
+            Data::Bytes(b) => out.write_all(b)?,
+            Data::Source { source, offset, len } => source.copy_range(*offset, *len, out)?,
+        }
+        pos = c.end();
     }
     write_zeros(out, disk.len - pos)
 }
@@ -102,23 +105,34 @@ pub fn to_file(disk: &Disk, path: &Path) -> Result<(), OutputError> {
     }
 }
 
-/// Writes the non-zero blocks of each chunk at their offsets and sets the length; holes stay holes.
+/// Writes each chunk at its offset and sets the length; holes stay holes. In-memory chunks skip
+/// their all-zero blocks; source ranges are copied file to file (`copy_file_range`).
 pub fn write_sparse(disk: &Disk, file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
     file.set_len(disk.len)?;
     for c in &disk.chunks {
+        let data = match &c.data {
+            Data::Bytes(b) => b,
+            Data::Source { source, offset, len } => {
+                let mut f = file;
+                f.seek(SeekFrom::Start(c.offset))?;
+                source.copy_range(*offset, *len, &mut f)?;
+                continue;
+            }
+        };
         let mut run_start: Option<usize> = None;
-        let blocks = c.data.len().div_ceil(BLOCK);
+        let blocks = data.len().div_ceil(BLOCK);
         for b in 0..=blocks {
             let zero = b == blocks || {
                 let s = b * BLOCK;
-                let e = (s + BLOCK).min(c.data.len());
-                is_zero(&c.data[s..e])
+                let e = (s + BLOCK).min(data.len());
+                is_zero(&data[s..e])
             };
             match (zero, run_start) {
                 (false, None) => run_start = Some(b * BLOCK),
                 (true, Some(s)) => {
-                    let e = (b * BLOCK).min(c.data.len());
-                    file.write_all_at(&c.data[s..e], c.offset + s as u64)?;
+                    let e = (b * BLOCK).min(data.len());
+                    file.write_all_at(&data[s..e], c.offset + s as u64)?;
                     run_start = None;
                 }
                 _ => {}
@@ -145,7 +159,18 @@ mod tests {
         data[3 * BLOCK + 4] = 7;
         Disk {
             len: 1 << 20,
-            chunks: vec![Chunk { offset: 0, data: vec![1; 10] }, Chunk { offset: 4096, data }],
+            chunks: vec![
+                Chunk::bytes(0, vec![1; 10]),
+                Chunk::bytes(4096, data),
+                Chunk {
+                    offset: 512 << 10,
+                    data: crate::image::disk::Data::Source {
+                        source: std::sync::Arc::new(crate::image::source::Source::Memory(vec![3; 1000])),
+                        offset: 10,
+                        len: 900,
+                    },
+                },
+            ],
             disk_guid: uuid::Uuid::nil(),
             parts: vec![],
         }

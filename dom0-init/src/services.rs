@@ -6,7 +6,7 @@
 //! `waitpid(-1)` (see `reap`), and hands the exits of its own children to [`Supervisor::on_exit`].
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,9 @@ use nix::unistd::Pid;
 
 use crate::info;
 use crate::logfile::LogFile;
+
+/// The longest piece of a service's output line that is held in memory.
+const MAX_LINE: u64 = 64 * 1024;
 
 /// How a child ended, reduced to what restart policy needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +117,8 @@ impl Supervisor {
         }
     }
 
-    /// Adds a unit; it starts on the next [`Supervisor::start_due`] (services) or [`Supervisor::run_onboot`].
+    /// Adds a unit. Services and the console start on the next [`Supervisor::start_due`]; an onboot
+    /// step waits for an explicit [`Supervisor::start`].
     pub fn add(&mut self, spec: Service, kind: Kind) -> usize {
         let log = Arc::new(Mutex::new(self.open_log(&spec.name)));
         let now = Instant::now();
@@ -233,7 +237,8 @@ impl Supervisor {
                 let mut buf = Vec::new();
                 loop {
                     buf.clear();
-                    match r.read_until(b'\n', &mut buf) {
+                    // A line longer than MAX_LINE is passed on in pieces rather than buffered whole.
+                    match r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {
                             let text = String::from_utf8_lossy(&buf);

@@ -511,3 +511,30 @@ fn refuses_to_run_as_an_ordinary_process_without_host_mode() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not PID 1: refusing to run"), "{err}");
 }
+
+#[test]
+fn an_endless_line_is_passed_on_in_pieces() {
+    let mut init = Init::start(
+        "longline",
+        r#"
+log_dir: "@DIR@/log"
+services:
+  - name: chatty
+    command: [/bin/sh, -c, "head -c 200000 /dev/zero | tr '\\0' x; echo; echo after; exec sleep 1000"]
+"#,
+    );
+    init.wait_for("[chatty] after", Duration::from_secs(10));
+    let out = init.output();
+    let pieces: Vec<usize> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("[chatty] x"))
+        .map(|l| l.len() + 1)
+        .collect();
+    assert_eq!(
+        pieces,
+        [65536, 65536, 65536, 200000 - 3 * 65536],
+        "{pieces:?}"
+    );
+    init.signal("TERM");
+    init.wait_end(Duration::from_secs(20));
+}

@@ -429,4 +429,39 @@ services:
     );
     assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
+
+    // After the orderly shutdown PERSIST is clean (fsck.fat: no dirty bit) and holds the logs.
+    let persist = fx.dir.join("persist.img");
+    testkit::run(
+        Command::new("dd")
+            .arg(format!("if={}", disk.display()))
+            .arg(format!("of={}", persist.display()))
+            .args([
+                "bs=512",
+                &format!("skip={pstart}"),
+                &format!("count={psize}"),
+                "status=none",
+            ]),
+    );
+    let fsck = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&persist)
+        .output()
+        .unwrap();
+    let fsck_out =
+        String::from_utf8_lossy(&fsck.stdout).into_owned() + &String::from_utf8_lossy(&fsck.stderr);
+    assert!(
+        fsck.status.success() && !fsck_out.contains("irty"),
+        "PERSIST not cleanly unmounted:\n{fsck_out}"
+    );
+    let log = testkit::run(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(&persist)
+            .arg("::/log/worker.log"),
+    );
+    assert!(
+        log.contains("worker up") && log.contains("dom0-init: stopping"),
+        "{log}"
+    );
 }

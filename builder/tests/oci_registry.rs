@@ -242,7 +242,7 @@ fn credentials_come_from_docker_config() {
     // Anonymous pulls are refused: the error names the image.
     let anon = rpixen::oci::OciOptions { docker_config: None, cache_dir: tmp.path().join("anon-cache"), ..o.clone() };
     let err = oci::resolve(&anon, &r).unwrap_err().to_string();
-    assert!(err.contains(&r), "{err}");
+    assert!(err.contains(&r) && err.contains("auths"), "{err}");
     let wrong = tmp.path().join("wrong.json");
     std::fs::write(&wrong, format!(r#"{{"auths":{{"{}":{{"username":"rpixen","password":"nope"}}}}}}"#, reg.host())).unwrap();
     let bad = rpixen::oci::OciOptions { docker_config: Some(wrong), ..anon };

@@ -121,7 +121,15 @@ impl<'a> Puller<'a> {
     }
 
     fn reg_err(&self, e: impl std::fmt::Display) -> OciError {
-        OciError::Registry { image: self.image.into(), message: e.to_string() }
+        let mut message = e.to_string();
+        if message.to_ascii_lowercase().contains("authoriz") || message.contains("401") {
+            let config = self.opts.docker_config.as_ref().map(|p| p.display().to_string());
+            message.push_str(&format!(
+                " (credentials are read from the `auths` of {})",
+                config.unwrap_or_else(|| "Docker's config.json".into())
+            ));
+        }
+        OciError::Registry { image: self.image.into(), message }
     }
 
     async fn pull(self) -> Result<Image, OciError> {

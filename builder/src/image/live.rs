@@ -133,7 +133,7 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
     };
     let hv_footprint = layout::arm64_image_footprint("hypervisor.binary", &head(&hv, "hypervisor.binary")?)?
         .max(hv.len());
-    layout::arm64_image_footprint("dom0.kernel", &head(&kernel, "dom0.kernel")?)?;
+    layout::check_dom0_kernel("dom0.kernel", &head(&kernel, "dom0.kernel")?)?;
     let plan = layout::plan(
         Window::for_board(m.board.kind),
         Sizes { hypervisor: hv_footprint, kernel: kernel.len() as u64, initrd: initrd.len() as u64 },

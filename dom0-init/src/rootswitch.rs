@@ -40,8 +40,17 @@ pub fn in_initramfs() -> bool {
     }
 }
 
-/// Tries the switch. Returns (with the reason logged) when there is nothing to switch to or a step
-/// failed before the point of no return; on success it does not return.
+/// The other slot of the A/B pair, tried when the chosen one cannot be used.
+pub fn other_slot(label: &str) -> Option<&'static str> {
+    match label {
+        "IMGA" => Some("IMGB"),
+        "IMGB" => Some("IMGA"),
+        _ => None,
+    }
+}
+
+/// Tries the switch: the chosen slot, then the other one. Returns (with the reasons logged) when
+/// neither can be used; on success it does not return.
 pub fn try_switch(cmdline: &str) {
     let Some((label, explicit)) = root_label(cmdline) else {
         return;
@@ -49,57 +58,82 @@ pub fn try_switch(cmdline: &str) {
     if !in_initramfs() {
         return;
     }
-    // An explicit label is worth waiting for: the block driver may still be probing.
-    let wait = if explicit {
-        Duration::from_secs(10)
-    } else {
-        Duration::ZERO
-    };
-    let Some(dev) = crate::blockdev::wait_for_partlabel(&label, wait) else {
+    let mut slots = vec![label.clone()];
+    slots.extend(other_slot(&label).map(str::to_owned));
+    for (n, slot) in slots.iter().enumerate() {
+        // An explicit label is worth waiting for: the block driver may still be probing.
+        let wait = if explicit && n == 0 {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        };
+        let reason = match crate::blockdev::wait_for_partlabel(slot, wait) {
+            None => format!("no partition labelled {slot}"),
+            Some(dev) if crate::blockdev::probe_device(&dev) != Some("squashfs") => {
+                format!("{} ({slot}) holds no squashfs", dev.display())
+            }
+            Some(dev) => match switch(&dev) {
+                Err(Failure::Before(e)) => format!("{} ({slot}): {e}", dev.display()),
+                Err(Failure::After(e)) => {
+                    // Mounts have moved: there is no going back. Init carries on where it is.
+                    info!("root switch into {}: {e}", dev.display());
+                    return;
+                }
+                Ok(never) => match never {},
+            },
+        };
+        // The default IMGA of a cpio image is empty: only say so when a switch was asked for.
         if explicit {
-            info!("root switch: no partition labelled {label}; staying in the initramfs");
+            let next = slots
+                .get(n + 1)
+                .map(|s| format!("trying {s}"))
+                .unwrap_or("staying in the initramfs".into());
+            info!("root switch: {reason}; {next}");
         }
-        return;
-    };
-    if crate::blockdev::probe_device(&dev) != Some("squashfs") {
-        if explicit {
-            info!(
-                "root switch: {} ({label}) holds no squashfs; staying in the initramfs",
-                dev.display()
-            );
-        }
-        return;
-    }
-    if let Err(e) = switch(&dev) {
-        info!(
-            "root switch into {} failed: {e}; staying in the initramfs",
-            dev.display()
-        );
     }
 }
 
-fn switch(dev: &Path) -> Result<(), String> {
+/// Mounts `dev` under an overlay at NEWROOT and enters it. Returns only on failure; a failure before
+/// the mounts are moved leaves the initramfs as it was.
+fn switch(dev: &Path) -> Result<std::convert::Infallible, Failure> {
     let dev = dev.to_string_lossy();
-    let ro = "/run/rpixen/ro";
-    let rw = "/run/rpixen/rw";
+    let init = prepare(&dev).map_err(|e| {
+        undo_prepare();
+        Failure::Before(e)
+    })?;
+    enter(&dev, init).map_err(Failure::After)
+}
+
+/// Where a switch failed: before the point of no return (the initramfs is intact, the other slot
+/// can be tried) or after it.
+enum Failure {
+    Before(String),
+    After(String),
+}
+
+const RO: &str = "/run/rpixen/ro";
+const RW: &str = "/run/rpixen/rw";
+
+/// squashfs read-only + tmpfs upper layer as an overlay on NEWROOT; returns the init it holds.
+fn prepare(dev: &str) -> Result<&'static str, String> {
     mount_one(&MountSpec::new(
-        &dev,
-        ro,
+        dev,
+        RO,
         "squashfs",
         MsFlags::MS_RDONLY,
         None,
     ))?;
     mount_one(&MountSpec::new(
         "tmpfs",
-        rw,
+        RW,
         "tmpfs",
         MsFlags::empty(),
         Some("mode=0755"),
     ))?;
     for d in ["upper", "work"] {
-        std::fs::create_dir_all(format!("{rw}/{d}")).map_err(|e| format!("mkdir {rw}/{d}: {e}"))?;
+        std::fs::create_dir_all(format!("{RW}/{d}")).map_err(|e| format!("mkdir {RW}/{d}: {e}"))?;
     }
-    let data = format!("lowerdir={ro},upperdir={rw}/upper,workdir={rw}/work");
+    let data = format!("lowerdir={RO},upperdir={RW}/upper,workdir={RW}/work");
     mount_one(&MountSpec::new(
         "overlay",
         NEWROOT,
@@ -107,13 +141,19 @@ fn switch(dev: &Path) -> Result<(), String> {
         MsFlags::empty(),
         Some(&data),
     ))?;
-    let init = ["/sbin/init", "/init"]
+    ["/sbin/init", "/init"]
         .into_iter()
-        .find(|p| Path::new(&format!("{NEWROOT}{p}")).exists());
-    let Some(init) = init else {
-        let _ = nix::mount::umount2(NEWROOT, nix::mount::MntFlags::MNT_DETACH);
-        return Err(format!("{dev} has no /sbin/init"));
-    };
+        .find(|p| Path::new(&format!("{NEWROOT}{p}")).exists())
+        .ok_or_else(|| "no /sbin/init in it".to_owned())
+}
+
+fn undo_prepare() {
+    for m in [NEWROOT, RW, RO] {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn enter(dev: &str, init: &str) -> Result<std::convert::Infallible, String> {
     // The point of no return: move the live mounts into the new root.
     for m in ["/dev", "/proc", "/sys", "/run", "/tmp"] {
         let target = format!("{NEWROOT}{m}");
@@ -178,6 +218,13 @@ fn remove_on_device(p: &Path, dev: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ab_slots_pair_up() {
+        assert_eq!(other_slot("IMGA"), Some("IMGB"));
+        assert_eq!(other_slot("IMGB"), Some("IMGA"));
+        assert_eq!(other_slot("ROOT"), None);
+    }
 
     #[test]
     fn label_from_cmdline() {

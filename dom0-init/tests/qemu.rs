@@ -149,7 +149,7 @@ fn indent(text: &str) -> String {
         .collect()
 }
 
-fn qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
+fn start_qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
     let kernel = kernel();
     let mut args = vec![
         "-M",
@@ -243,7 +243,7 @@ services:
     }
 
     let initrd_s = initrd.to_str().unwrap();
-    let mut qemu = qemu(
+    let mut qemu = start_qemu(
         &[
             "-initrd",
             initrd_s,
@@ -376,7 +376,7 @@ services:
     );
 
     let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
-    let mut qemu = qemu(
+    let mut qemu = start_qemu(
         &[
             "-initrd",
             initrd.to_str().unwrap(),
@@ -464,4 +464,55 @@ services:
         log.contains("worker up") && log.contains("dom0-init: stopping"),
         "{log}"
     );
+
+    // A/B fallback: IMGA broken (its squashfs magic wiped), IMGB holding the same rootfs: the
+    // initramfs says why IMGA is unusable and switches into IMGB.
+    let (bstart, bsize) = partition(&disk, "IMGB");
+    assert!(bsize >= size);
+    let dd = |args: &[String]| {
+        testkit::run(
+            Command::new("dd")
+                .args(args)
+                .args(["conv=notrunc", "status=none"]),
+        )
+    };
+    let d = disk.display();
+    dd(&[
+        format!("if={d}"),
+        format!("of={d}"),
+        "bs=512".into(),
+        format!("skip={start}"),
+        format!("seek={bstart}"),
+        format!("count={size}"),
+    ]);
+    dd(&[
+        "if=/dev/zero".into(),
+        format!("of={d}"),
+        "bs=512".into(),
+        format!("seek={start}"),
+        "count=8".into(),
+    ]);
+    let mut qemu = start_qemu(
+        &[
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyAMA0 panic=-1 rpixen.root=IMGA",
+        ],
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
+    );
+    qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240))
+        .unwrap();
+    let status = qemu.wait_exit(Duration::from_secs(90)).unwrap();
+    let out = qemu.output();
+    assert!(status.success(), "QEMU exit status {status}");
+    assert!(
+        out.contains("root switch: /dev/vda2 (IMGA) holds no squashfs; trying IMGB"),
+        "{out}"
+    );
+    assert!(
+        out.contains("root switch: /dev/vda3 (squashfs) + tmpfs overlay is /"),
+        "{out}"
+    );
+    assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
 }

@@ -170,10 +170,9 @@ impl Compression {
         match self {
             Compression::None => Ok(tar.to_vec()),
             Compression::Gzip => {
-                // flate2's GzEncoder writes mtime 0 and no name: the blob is reproducible.
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                enc.write_all(tar)?;
-                enc.finish()
+                let mut out = Vec::with_capacity(tar.len() / 2);
+                super::gzip::parallel_gzip(tar, 6, &mut out)?;
+                Ok(out)
             }
             Compression::Zstd => zstd::encode_all(tar, 3),
         }

@@ -5,6 +5,7 @@
 //!
 //! - [`reference`]: parsing `busybox`, `oci:DIR[:TAG]` and registry references.
 //! - [`digest`]: sha256 digests and the verifying reader.
+//! - [`gzip`]: parallel gzip (one member), for layer blobs and initramfs archives.
 //! - [`layout`]: OCI image layouts on disk, reader and writer.
 //! - [`cache`]: the blob cache under `$XDG_CACHE_HOME/rpixen`.
 //! - [`registry`]: pulls through `oci-client`.
@@ -12,6 +13,7 @@
 
 pub mod cache;
 pub mod digest;
+pub mod gzip;
 pub mod layout;
 pub mod platform;
 pub mod reference;

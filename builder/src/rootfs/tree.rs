@@ -114,57 +114,74 @@ impl Tree {
     /// With `create` (used for parents only), missing or non-directory components become directories
     /// (as umoci does), so a layer can always place its entry. Returns the node, or `Err` with why not.
     fn walk(&mut self, path: &[u8], follow_last: bool, create: bool) -> Result<NodeId, String> {
-        let mut todo: VecDeque<Vec<u8>> = components(path).map(<[u8]>::to_vec).collect();
-        let mut stack = vec![ROOT];
-        let mut links = 0;
-        while let Some(c) = todo.pop_front() {
+        let mut state = Walk::new(path);
+        loop {
+            match self.step(&mut state, follow_last, create)? {
+                Some(id) => return Ok(id),
+                None => {
+                    // Blocked at `state.blocked` under the directory on top of the stack: make it a directory.
+                    let name = state.blocked.take().expect("step sets it when it stops");
+                    let cur = *state.stack.last().expect("root stays");
+                    if let Some(old) = self.child(cur, &name) {
+                        let what = self.nodes[old].kind.name();
+                        self.warnings.push(format!(
+                            "replaced {what} `{}` with a directory to hold entries below it",
+                            String::from_utf8_lossy(&name)
+                        ));
+                    }
+                    let dir = self.add(Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) });
+                    self.children_mut(cur).insert(name, dir);
+                    state.stack.push(dir);
+                }
+            }
+        }
+    }
+
+    /// Advances a walk as far as the tree allows without changing it. `Ok(Some(id))`: done.
+    /// `Ok(None)`: stopped at a component that is missing or not a directory, and `create` asks for one
+    /// (`state.blocked` names it). `Err`: stopped for good.
+    fn step(&self, state: &mut Walk, follow_last: bool, create: bool) -> Result<Option<NodeId>, String> {
+        while let Some(c) = state.todo.pop_front() {
             if c == b".." {
-                if stack.len() > 1 {
-                    stack.pop();
+                if state.stack.len() > 1 {
+                    state.stack.pop();
                 }
                 continue;
             }
-            let cur = *stack.last().expect("root stays");
-            let last = todo.is_empty();
-            let found = self.child(cur, &c);
-            let Some(id) = found else {
+            let cur = *state.stack.last().expect("root stays");
+            let last = state.todo.is_empty();
+            let Some(id) = self.child(cur, &c) else {
                 if create {
-                    let dir = self.add(Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) });
-                    self.children_mut(cur).insert(c, dir);
-                    stack.push(dir);
-                    continue;
+                    state.blocked = Some(c);
+                    return Ok(None);
                 }
                 return Err(format!("`{}` does not exist", String::from_utf8_lossy(&c)));
             };
             match &self.nodes[id].kind {
                 Kind::Symlink(target) if !last || follow_last => {
-                    links += 1;
-                    if links > MAX_LINKS {
+                    state.links += 1;
+                    if state.links > MAX_LINKS {
                         return Err("too many levels of symbolic links".into());
                     }
                     if target.starts_with(b"/") {
-                        stack.truncate(1);
+                        state.stack.truncate(1);
                     }
-                    for t in components(&target.clone()).collect::<Vec<_>>().into_iter().rev() {
-                        todo.push_front(t.to_vec());
+                    for t in components(target).collect::<Vec<_>>().into_iter().rev() {
+                        state.todo.push_front(t.to_vec());
                     }
                 }
-                Kind::Dir(_) => stack.push(id),
-                _ if last && !create => stack.push(id),
-                other if create => {
-                    let what = other.name();
-                    self.warnings.push(format!(
-                        "replaced {what} `{}` with a directory to hold entries below it",
-                        String::from_utf8_lossy(&c)
-                    ));
-                    let dir = self.add(Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) });
-                    self.children_mut(cur).insert(c, dir);
-                    stack.push(dir);
+                Kind::Dir(_) => state.stack.push(id),
+                _ if last && !create => state.stack.push(id),
+                _ if create => {
+                    state.blocked = Some(c);
+                    return Ok(None);
                 }
-                other => return Err(format!("`{}` is a {}, not a directory", String::from_utf8_lossy(&c), other.name())),
+                other => {
+                    return Err(format!("`{}` is a {}, not a directory", String::from_utf8_lossy(&c), other.name()))
+                }
             }
         }
-        Ok(*stack.last().expect("root stays"))
+        Ok(Some(*state.stack.last().expect("root stays")))
     }
 
     /// The directory that holds `path`'s last component, and that component. `None` for the root itself.
@@ -235,9 +252,7 @@ impl Tree {
 
     /// The node at `path`, following symlinks inside the tree (the last one only if `follow_last`).
     pub fn lookup(&self, path: &[u8], follow_last: bool) -> Option<NodeId> {
-        // `walk` only mutates with `create`; a clone-free read path keeps `lookup` on `&self`.
-        let mut this = TreeRef(self);
-        this.walk(path, follow_last)
+        self.step(&mut Walk::new(path), follow_last, false).ok().flatten()
     }
 
     /// The contents of the regular file at `path` (symlinks followed inside the tree).
@@ -292,43 +307,18 @@ impl Tree {
     }
 }
 
-/// Read-only walker (same rules as [`Tree::walk`] without `create`).
-struct TreeRef<'a>(&'a Tree);
+/// Where a path walk stands: directories entered so far (for `..`), components still to go, symlinks
+/// followed, and the component it stopped at.
+struct Walk {
+    stack: Vec<NodeId>,
+    todo: VecDeque<Vec<u8>>,
+    links: usize,
+    blocked: Option<Vec<u8>>,
+}
 
-impl TreeRef<'_> {
-    fn walk(&mut self, path: &[u8], follow_last: bool) -> Option<NodeId> {
-        let t = self.0;
-        let mut todo: VecDeque<Vec<u8>> = components(path).map(<[u8]>::to_vec).collect();
-        let mut stack = vec![ROOT];
-        let mut links = 0;
-        while let Some(c) = todo.pop_front() {
-            if c == b".." {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-                continue;
-            }
-            let id = t.child(*stack.last()?, &c)?;
-            let last = todo.is_empty();
-            match &t.nodes[id].kind {
-                Kind::Symlink(target) if !last || follow_last => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return None;
-                    }
-                    if target.starts_with(b"/") {
-                        stack.truncate(1);
-                    }
-                    for comp in components(target).collect::<Vec<_>>().into_iter().rev() {
-                        todo.push_front(comp.to_vec());
-                    }
-                }
-                Kind::Dir(_) => stack.push(id),
-                _ if last => stack.push(id),
-                _ => return None,
-            }
-        }
-        stack.last().copied()
+impl Walk {
+    fn new(path: &[u8]) -> Walk {
+        Walk { stack: vec![ROOT], todo: components(path).map(<[u8]>::to_vec).collect(), links: 0, blocked: None }
     }
 }
 
@@ -376,6 +366,17 @@ mod tests {
         assert_eq!(t.insert(b"/", root).unwrap(), ROOT);
         assert_eq!(t.node(ROOT).meta.uid, 5);
         assert!(t.lookup(b"a", false).is_some());
+    }
+
+    #[test]
+    fn a_file_in_the_way_becomes_a_directory() {
+        let mut t = Tree::new();
+        t.insert(b"a", file(b"x")).unwrap();
+        t.insert(b"a/b/c", file(b"c")).unwrap();
+        assert_eq!(t.read_file("a/b/c").unwrap(), b"c");
+        assert!(t.warnings.iter().any(|w| w.contains("replaced file `a`")), "{:?}", t.warnings);
+        assert!(t.lookup(b"a/b/c/d", true).is_none());
+        assert!(t.lookup(b"nope", true).is_none());
     }
 
     #[test]

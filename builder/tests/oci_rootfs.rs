@@ -255,3 +255,22 @@ fn whiteout_then_children_acts_as_opaque() {
     assert!(tree.read_file("d/old").is_err());
     assert_eq!(tree.read_file("d/new").unwrap(), b"n");
 }
+
+#[test]
+fn layer_not_matching_the_config_diff_id_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = layer(|t| {
+        t.file("f", b"x", 0o644);
+    });
+    let blob = Compression::Gzip.compress(&tar).unwrap();
+    let wrong = rpixen::oci::digest::sha256(b"another tar");
+    let dir = tmp.path().join("img");
+    ImageBuilder::new()
+        .raw_layer(rpixen::oci::layout::LayerData { media_type: Compression::Gzip.media_type(), blob, diff_id: wrong.clone() })
+        .write(&dir, "latest")
+        .unwrap();
+    let r = format!("oci:{}", dir.display());
+    let image = oci::resolve(&opts(tmp.path()), &r).unwrap();
+    let err = unpack_image(&image, &Limits::default()).unwrap_err().to_string();
+    assert!(err.contains(&r) && err.contains(&wrong) && err.contains(&rpixen::oci::digest::sha256(&tar)), "{err}");
+}

@@ -123,7 +123,7 @@ impl Layout {
             if actual != layer.digest().to_string() || size != layer.size() {
                 return Err(mismatch(image, &what, layer, actual, size));
             }
-            layers.push(LayerBlob { descriptor: layer.clone(), path });
+            layers.push(LayerBlob { descriptor: layer.clone(), path, diff_id: config.rootfs().diff_ids().get(i).cloned() });
         }
         Ok(Image { name: image.to_owned(), manifest_digest: desc.digest().to_string(), manifest, config, layers })
     }

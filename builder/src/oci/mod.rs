@@ -137,6 +137,8 @@ pub fn package_layout_dir(name: &str) -> PathBuf {
 pub struct LayerBlob {
     pub descriptor: Descriptor,
     pub path: PathBuf,
+    /// The config's `rootfs.diff_ids` entry: digest of the uncompressed tar, checked while unpacking.
+    pub diff_id: Option<String>,
 }
 
 /// A resolved image: manifest, config and local, verified layer blobs in order.

@@ -174,7 +174,12 @@ impl<'a> Puller<'a> {
         let layers = manifest
             .layers()
             .iter()
-            .map(|d| LayerBlob { descriptor: d.clone(), path: fetched[&d.digest().to_string()].clone() })
+            .enumerate()
+            .map(|(i, d)| LayerBlob {
+                descriptor: d.clone(),
+                path: fetched[&d.digest().to_string()].clone(),
+                diff_id: config.rootfs().diff_ids().get(i).cloned(),
+            })
             .collect();
         Ok(Image { name: self.image.into(), manifest_digest: digest, manifest, config, layers })
     }

@@ -5,11 +5,13 @@
 //! A layer is read whole (decompressed, parsed) before it is applied, which is what lets its markers go
 //! first; layers are read in parallel and applied in order. Hostile entries are rejected (`..` in a name,
 //! hard links to what is not in the image, a non-directory in place of the root, oversized entries) or
-//! contained (absolute names are taken relative to the root, symlinks resolve inside the tree).
+//! contained (absolute names are taken relative to the root, symlinks resolve inside the tree). The
+//! uncompressed stream is checked against the config's `diff_id` for the layer.
 
 use std::io::Read;
 
 use super::tree::{components, Kind, Meta, Node, Tree};
+use crate::oci::digest::HashingReader;
 use crate::oci::{Image, LayerBlob, OciError};
 
 /// Bounds on what one image may unpack to, so a hostile layer cannot exhaust memory.
@@ -140,7 +142,17 @@ fn parse_blob(image: &str, layer: &LayerBlob, limits: &Limits, keep: Option<&[u8
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     let media = layer.descriptor.media_type().to_string();
     let stream = decompressor(&media, reader).map_err(|m| layer_err(image, layer, m))?;
-    parse_tar(stream, limits, keep).map_err(|m| layer_err(image, layer, m))
+    let mut hashing = HashingReader::new(stream);
+    let parsed = parse_tar(&mut hashing, limits, keep).map_err(|m| layer_err(image, layer, m))?;
+    let (diff_id, _) = hashing.finish().map_err(|e| layer_err(image, layer, format!("decompressing: {e}")))?;
+    match &layer.diff_id {
+        Some(want) if want != &diff_id => Err(layer_err(
+            image,
+            layer,
+            format!("uncompressed content is {diff_id}, but the config's diff_id says {want}"),
+        )),
+        _ => Ok(parsed),
+    }
 }
 
 /// Chooses the decompressor from the media type (OCI and Docker names), falling back to the magic bytes.

@@ -40,7 +40,8 @@ WORKDIR /tmp
 WORKDIR /
 ENV RPIXEN_PKG_DIR=/usr/share/rpixen/pkg \
     RPIXEN_IMAGES_DIR=/usr/share/rpixen/images \
-    RPIXEN_CONTAINER=1 \
+    RPIXEN_IN_DIR=/in \
+    RPIXEN_OUT_DIR=/out \
     XDG_CACHE_HOME=/tmp/cache \
     TMPDIR=/tmp
 ENTRYPOINT ["/usr/bin/rpixen"]

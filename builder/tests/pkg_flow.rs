@@ -5,7 +5,8 @@
 //!   from the Dockerfile; `docker run --rm rpixen live > live.raw` writes the same bytes as `make live`,
 //!   and that image boots in QEMU; `/in` and `/out` mounts work; `installer_raw` fails plainly.
 //!
-//! Both are slow (cargo, package builds, a QEMU boot); they run one at a time.
+//! Both are slow (cargo, package builds, a QEMU boot); they run one at a time. The board is `make`'s
+//! default (`qemu-virt`, our hypervisor); `BOARD=qemu-virt-xen` runs the same flows with Xen.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,11 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const READY: &str = "rpixen: dom0 ready";
 const FAILURES: &[&str] = &["Kernel panic", "(XEN) Panic", "rpixen: cannot load", "Unknown command", "panicked at"];
 const BOOT_LIMIT: Duration = Duration::from_secs(420);
+
+/// The board under test: `$BOARD` as `make` reads it, else make's default.
+fn board() -> String {
+    std::env::var("BOARD").unwrap_or_else(|_| "qemu-virt".into())
+}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -54,7 +60,7 @@ fn boot_to_ready(repo: &Path, rpixen: &Path, image: &Path) -> Duration {
     let out = testkit::run(
         Command::new("bash")
             .arg(repo.join("scripts/run-qemu.sh"))
-            .args(["--args", "qemu-virt"])
+            .args(["--args", &board()])
             .arg(image)
             .current_dir(repo)
             .env("RPIXEN", rpixen)
@@ -178,7 +184,8 @@ fn docker_run_live_matches_make_live_and_boots() {
 
     // stdout carries only the image; every log line goes to stderr.
     let started = Instant::now();
-    let out = dockerd.command().args(["run", "--rm", tag, "live"]).stderr(Stdio::inherit()).output().unwrap();
+    let board = board();
+    let out = dockerd.command().args(["run", "--rm", tag, "live", &board]).stderr(Stdio::inherit()).output().unwrap();
     assert!(out.status.success(), "docker run {tag} live failed");
     eprintln!("docker run live: {} bytes in {:?}", out.stdout.len(), started.elapsed());
     assert!(out.stdout.len() == want.len() && out.stdout == want, "docker run live differs from make live");
@@ -195,6 +202,7 @@ fn docker_run_live_matches_make_live_and_boots() {
     std::fs::write(in_dir.join("sub/server"), b"zedcloud.example.invalid\n").unwrap();
     let o = dockerd.docker(&[
         "run", "--rm", "-v", &format!("{}:/in:ro", s(&in_dir)), "-v", &format!("{}:/out", s(&out_dir)), tag, "live",
+        &board,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stdout.is_empty(), "with /out mounted stdout stays empty");

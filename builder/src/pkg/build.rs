@@ -204,11 +204,19 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
     std::fs::create_dir_all(parent).map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
     let staging = tempfile::tempdir_in(parent).map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
     write_layout(&def, &tar, staging.path())?;
+    // Swap the new layout in with renames, so readers of the old one see a whole layout at every moment
+    // but the one between the two renames.
+    let old = tempfile::tempdir_in(parent).map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
     if out_dir.exists() {
-        std::fs::remove_dir_all(out_dir).map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
+        std::fs::rename(out_dir, old.path().join("layout"))
+            .map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
     }
     let staged = staging.keep();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
+        .map_err(|source| PkgError::Io { path: staged.clone(), source })?;
     std::fs::rename(&staged, out_dir).map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
+    drop(old);
     eprintln!("rpixen: pkg {}: wrote {}", def.name, out_dir.display());
     Ok(())
 }

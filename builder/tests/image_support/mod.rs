@@ -113,7 +113,7 @@ pub fn xen_virt_manifest(dir: &Path) -> PathBuf {
 hypervisor:
   kind: xen
   binary: {{file: {}}}
-  cmdline: "console=dtuart dtuart=serial0 sync_console dom0_max_vcpus=4"
+  cmdline: "console=dtuart dtuart=serial0 sync_console dom0_max_vcpus=2"
 dom0:
   kernel: {{file: {}}}
   cmdline: "console=hvc0 rdinit=/init"

@@ -340,6 +340,9 @@ fn full_or(e: std::io::Error, label: &str, need: u64, have: u64, path: &str) -> 
 /// Byte-addressed access to a volume, in memory or paged.
 pub trait Medium {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn get(&self, off: usize, out: &mut [u8]);
     fn put(&mut self, off: usize, data: &[u8]);
     fn bytes(&self, off: usize, n: usize) -> Vec<u8> {
@@ -425,7 +428,7 @@ impl Geometry {
             12 => {
                 let b = m.bytes(self.fat_offset + c + c / 2, 2);
                 let w = u16::from_le_bytes([b[0], b[1]]);
-                u32::from(if c % 2 == 0 { w & 0xFFF } else { w >> 4 })
+                u32::from(if c.is_multiple_of(2) { w & 0xFFF } else { w >> 4 })
             }
             16 => {
                 let b = m.bytes(self.fat_offset + 2 * c, 2);
@@ -491,7 +494,7 @@ pub fn fix_directories(v: &mut impl Medium) -> std::io::Result<()> {
     let root = if g.bits == 32 {
         g.chain(v, g.root_cluster)
     } else {
-        vec![g.root_offset..g.root_offset + g.root_bytes]
+        std::iter::once(g.root_offset..g.root_offset + g.root_bytes).collect()
     };
     let mut todo: Vec<(Vec<std::ops::Range<usize>>, bool)> = vec![(root, true)];
     while let Some((ranges, is_root)) = todo.pop() {

@@ -136,7 +136,7 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
     layout::check_dom0_kernel("dom0.kernel", &head(&kernel, "dom0.kernel")?)?;
     let plan = layout::plan(
         Window::for_board(m.board.kind),
-        Sizes { hypervisor: hv_footprint, kernel: kernel.len() as u64, initrd: initrd.len() as u64 },
+        Sizes { hypervisor: hv_footprint, kernel: kernel.len(), initrd: initrd.len() },
     )?;
 
     let hv_name = hypervisor_name(m.hypervisor.kind);

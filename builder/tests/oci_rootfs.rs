@@ -222,6 +222,13 @@ fn oversized_entries_are_rejected() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("more than 1500 bytes"), "{err}");
+    let err = unpack_layers(tmp.path(), vec![layer(|t| {
+        t.file("a", &[0u8; 800], 0o644);
+        t.file("b", &[0u8; 800], 0o644);
+    })], limits)
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("layer unpacks to more than 1500 bytes"), "{err}");
     let long = "x".repeat(300);
     let err = unpack_layers(tmp.path(), vec![layer(|t| {
         t.file(&long, b"", 0o644);

@@ -183,6 +183,7 @@ fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<
     let mut archive = tar::Archive::new(stream);
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
+    let mut layer_total = 0u64;
     let entries = archive.entries().map_err(|e| format!("not a tar archive: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("corrupt tar: {e}"))?;
@@ -213,6 +214,11 @@ fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<
         let size = header.size().map_err(|e| format!("entry `{shown}`: {e}"))?;
         if size > limits.max_entry_size {
             return Err(format!("entry `{shown}` is {size} bytes, over the limit of {} bytes", limits.max_entry_size));
+        }
+        // The image-wide bound is checked as layers are applied; this one stops a single layer early.
+        layer_total += size;
+        if layer_total > limits.max_total_size {
+            return Err(format!("the layer unpacks to more than {} bytes", limits.max_total_size));
         }
         let mut meta = Meta {
             mode: header.mode().map_err(|e| format!("entry `{shown}`: {e}"))? & 0o7777,

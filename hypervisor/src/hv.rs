@@ -239,28 +239,33 @@ fn build_dom0(
         s => (rd64(8), s),
     };
     let size = args.dom0_mem.unwrap_or(512 << 20);
-    let mut busy = Vec::from([
-        Region::new(0, 0x1000),
-        Region::new(image.0, image.1 - image.0),
-        host_dtb,
-        kernel.region,
-    ]);
-    busy.extend(info.ramdisk.as_ref().map(|r| r.region));
+    // Never Dom0's: page 0 (the Pi's spin table), the hypervisor, reserved memory.
+    let mut busy = Vec::from([Region::new(0, 0x1000), Region::new(image.0, image.1 - image.0)]);
     busy.extend(&info.memreserve);
     busy.extend(&info.nomap);
     // Boards whose DMA masters see only the first GiB (Pi 4: legacy peripherals, dma-ranges 0-1 GiB).
     let limit = if fdt.root().compatible().all().any(|c| c == "brcm,bcm2711") { 1 << 30 } else { u64::MAX };
-    let Some(mem) = placement::place_dom0(&info.ram, &busy, size, limit, SZ_2M) else {
-        for b in &busy {
-            hvprintln!("hv: in use: {:#x}-{:#x}", b.base, b.end());
+    let initrd_module = info.ramdisk.as_ref().map(|r| r.region);
+    let in_place = placement::layout_in_place(&info.ram, &busy, kernel.region, text_offset, image_size, initrd_module, size, limit);
+    let (mem, layout) = match in_place {
+        Some(p) => p,
+        None => {
+            // Copy everything: Dom0 memory must then avoid the modules and the host DTB as well.
+            busy.extend([host_dtb, kernel.region]);
+            busy.extend(initrd_module);
+            let Some(mem) = placement::place_dom0(&info.ram, &busy, size, limit, SZ_2M) else {
+                for b in &busy {
+                    hvprintln!("hv: in use: {:#x}-{:#x}", b.base, b.end());
+                }
+                fatal!("no {:#x} bytes of free RAM for Dom0 below {:#x}", size, limit)
+            };
+            match placement::layout(mem, text_offset, image_size, SZ_2M, initrd_module.map(|r| r.size)) {
+                Ok(l) => (mem, l),
+                Err(e) => fatal!("dom0_mem={:#x} too small for the kernel, DTB and initrd: {:?}", size, e),
+            }
         }
-        fatal!("no {:#x} bytes of free RAM for Dom0 below {:#x}", size, limit)
     };
-    let initrd_size = info.ramdisk.as_ref().map(|r| r.region.size);
-    let layout = match placement::layout(mem, text_offset, image_size, SZ_2M, initrd_size) {
-        Ok(l) => l,
-        Err(e) => fatal!("dom0_mem={:#x} too small for the kernel, DTB and initrd: {:?}", size, e),
-    };
+    let copied = in_place.is_none();
 
     // Nodes sharing the hypervisor UART's page (the Pi's aux block and aux SPIs) and the PM block the
     // hypervisor resets with, unless that page is the emulated console itself.
@@ -293,11 +298,13 @@ fn build_dom0(
     // SAFETY: all destinations lie in Dom0's RAM, which is mapped Normal at EL2 and overlaps none of the
     // sources (they are in `busy`).
     unsafe {
-        core::ptr::copy(kernel.region.base as *const u8, layout.kernel.base as *mut u8, kernel.region.size as usize);
-        core::ptr::copy(dtb.as_ptr(), layout.dtb.base as *mut u8, dtb.len());
-        if let (Some(rd), Some(dst)) = (&info.ramdisk, layout.initrd) {
-            core::ptr::copy(rd.region.base as *const u8, dst.base as *mut u8, rd.region.size as usize);
+        if copied {
+            core::ptr::copy(kernel.region.base as *const u8, layout.kernel.base as *mut u8, kernel.region.size as usize);
+            if let (Some(rd), Some(dst)) = (&info.ramdisk, layout.initrd) {
+                core::ptr::copy(rd.region.base as *const u8, dst.base as *mut u8, rd.region.size as usize);
+            }
         }
+        core::ptr::copy(dtb.as_ptr(), layout.dtb.base as *mut u8, dtb.len());
     }
     arch::clean_dcache_range(layout.kernel.base, kernel.region.size);
     arch::clean_dcache_range(layout.dtb.base, dtb.len() as u64);
@@ -306,7 +313,14 @@ fn build_dom0(
     }
     arch::invalidate_icache();
     hvprintln!("hv: dom0 memory {:#x}-{:#x} ({} MiB){}", mem.base, mem.end() - 1, mem.size >> 20, if limit != u64::MAX { ", below 1 GiB for DMA" } else { "" });
-    hvprintln!("hv: dom0 kernel {:#x} ({} bytes), dtb {:#x} ({} bytes)", layout.kernel.base, kernel.region.size, layout.dtb.base, dtb.len());
+    hvprintln!(
+        "hv: dom0 kernel {:#x} ({} bytes, {}), dtb {:#x} ({} bytes)",
+        layout.kernel.base,
+        kernel.region.size,
+        if copied { "copied" } else { "in place" },
+        layout.dtb.base,
+        dtb.len()
+    );
     if let Some(r) = layout.initrd {
         hvprintln!("hv: dom0 initrd {:#x}-{:#x}", r.base, r.end());
     }

@@ -20,7 +20,7 @@ unsafe impl<const N: usize> Sync for Pool<N> {}
 
 static EARLY: Pool<1> = Pool(UnsafeCell::new([[0; 512]; 1]));
 static STAGE1: Pool<32> = Pool(UnsafeCell::new([[0; 512]; 32]));
-static STAGE2: Pool<64> = Pool(UnsafeCell::new([[0; 512]; 64]));
+static STAGE2: Pool<320> = Pool(UnsafeCell::new([[0; 512]; 320]));
 
 fn tables<const N: usize>(p: &'static Pool<N>, regime: Regime) -> Tables<'static> {
     // SAFETY: see Pool; each pool is built once, by the boot CPU, with no other reference alive.
@@ -61,11 +61,25 @@ pub fn el2_map(ram: &[Region]) -> Result<u64, MapError> {
 
 /// Dom0's stage 2: its RAM, every non-RAM address except the hypervisor's devices (`holes`), and the
 /// GIC virtual CPU interface at the address of the physical CPU interface.
+///
+/// Dom0 RAM is mapped with 4 KiB pages when the pool allows (up to about 1 GiB): QEMU's TCG flushes its
+/// whole TLB for any TLBI by address that falls inside a block mapping, and Linux's boot-time code
+/// patching (ftrace, alternatives) issues tens of thousands of those; with 1 GiB and 2 MiB stage-2
+/// blocks Dom0's boot took 4x longer in that phase. Larger Dom0s fall back to blocks.
 pub fn stage2_map(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64)) -> Result<(u64, usize), MapError> {
+    match stage2_try(dom0_ram, holes, gicv, 3) {
+        Err(MapError::OutOfTables) => stage2_try(dom0_ram, holes, gicv, 1),
+        r => r,
+    }
+}
+
+fn stage2_try(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64), ram_level: u32) -> Result<(u64, usize), MapError> {
     let mut t = tables(&STAGE2, Regime::Stage2);
+    t.largest_block_level(ram_level);
     for r in dom0_ram {
         t.map(r.base, r.base, r.size, Mem::Normal)?;
     }
+    t.largest_block_level(1);
     for g in gaps(holes, 0, Regime::Stage2.limit()) {
         let base = (g.base + 0xFFF) & !0xFFF;
         let end = g.end() & !0xFFF;

@@ -76,6 +76,7 @@ pub struct Tables<'a> {
     pool: &'a mut [Table],
     pool_pa: u64,
     used: usize,
+    first_leaf_level: u32,
 }
 
 fn level_shift(level: u32) -> u32 {
@@ -89,7 +90,12 @@ impl<'a> Tables<'a> {
             t.fill(0);
         }
         let used = regime.root_tables();
-        Tables { regime, pool, pool_pa, used }
+        Tables { regime, pool, pool_pa, used, first_leaf_level: 1 }
+    }
+
+    /// Use no blocks larger than `level` allows (1: 1 GiB, 2: 2 MiB, 3: pages only).
+    pub fn largest_block_level(&mut self, level: u32) {
+        self.first_leaf_level = level.clamp(1, 3);
     }
 
     pub fn root_pa(&self) -> u64 {
@@ -131,7 +137,7 @@ impl<'a> Tables<'a> {
             return Err(MapError::BadRange);
         }
         while size > 0 {
-            let level = (1..=3)
+            let level = (self.first_leaf_level..=3)
                 .find(|&l| {
                     let b = 1u64 << level_shift(l);
                     va % b == 0 && pa % b == 0 && size >= b
@@ -223,6 +229,17 @@ mod tests {
         assert_eq!((d >> 2) & 7, 1);
         t.map(0, 0, 0x20_0000, Mem::Device).unwrap();
         assert_eq!(t.map(0x20_1000, 0x20_1000, 0x1000, Mem::Device), Err(MapError::OutOfTables));
+    }
+
+    #[test]
+    fn pages_only_when_asked() {
+        let mut pool = vec![[0u64; 512]; 8];
+        let mut t = Tables::new(Regime::Stage2, &mut pool, 0);
+        t.largest_block_level(3);
+        t.map(0x4000_0000, 0x4000_0000, 0x40_0000, Mem::Normal).unwrap();
+        assert_eq!(t.translate(0x4020_0000).unwrap().1 & 3, 3, "a level-3 page, not a 2 MiB block");
+        assert_eq!(t.tables_used(), 2 + 1 + 2);
+        assert_eq!(t.map(0x8000_0000, 0x8000_0000, 0x1000_0000, Mem::Normal), Err(MapError::OutOfTables));
     }
 
     #[test]

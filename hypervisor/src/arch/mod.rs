@@ -39,11 +39,6 @@ pub fn sev() {
     unsafe { core::arch::asm!("dsb sy", "sev", options(nostack, preserves_flags)) };
 }
 
-pub fn wfe() {
-    // SAFETY: waits for an event; IRQs are masked at EL2 so nothing runs meanwhile.
-    unsafe { core::arch::asm!("wfe", options(nostack, preserves_flags)) };
-}
-
 pub fn wfi() {
     // SAFETY: waits for an interrupt.
     unsafe { core::arch::asm!("wfi", options(nostack, preserves_flags)) };

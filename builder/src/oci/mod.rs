@@ -3,7 +3,7 @@
 //! Everything here resolves an image reference to a verified [`Image`] (its config and its layer blobs,
 //! each checked against digest and size before use). [`crate::rootfs`] turns the layers into a tree.
 //!
-//! - [`reference`]: parsing `busybox`, `oci:DIR[:TAG]` and registry references.
+//! - [`reference`](mod@reference): parsing `busybox`, `oci:DIR[:TAG]` and registry references.
 //! - [`digest`]: sha256 digests and the verifying reader.
 //! - [`gzip`]: parallel gzip (one member), for layer blobs and initramfs archives.
 //! - [`layout`]: OCI image layouts on disk, reader and writer.

@@ -29,7 +29,7 @@ fn main() {
         let best = times.iter().cloned().fold(f64::MAX, f64::min);
         let shown: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
         println!(
-            "{name:>13}: exec -> ready {} ms (best {best:.0})",
+            "{name:>13}: exec -> service running {} ms (best {best:.0})",
             shown.join(", ")
         );
         results.push(best);

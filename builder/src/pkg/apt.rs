@@ -76,12 +76,20 @@ impl Apt {
         cmd
     }
 
-    /// `apt-get update`: fetches the suite's indexes and checks their signatures.
+    /// `apt-get update`: fetches the suite's indexes and checks their signatures. Once per process and
+    /// apt folder is enough: `rpixen pkg update` re-pins many packages from the same indexes.
     pub fn update(&mut self) -> Result<(), PkgError> {
+        static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&self.dir) {
+            self.updated = true;
+            return Ok(());
+        }
         eprintln!("rpixen: pkg: updating the {} package index", self.suite);
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "update"]);
         run(cmd, "apt-get update")?;
+        done.push(self.dir.clone());
         self.updated = true;
         Ok(())
     }

@@ -33,8 +33,13 @@ rpi4-qemu)
     dtb=$(mdir -b -i "$image@@$((start * 512))" :: | grep -i '\.dtb$' | head -1 | sed 's|^::/||')
     [ -n "$dtb" ] || { echo "run-qemu: no .dtb on the boot partition of $image" >&2; exit 1; }
     mcopy -o -i "$image@@$((start * 512))" "::$dtb" "$run_dir/board.dtb"
+    # QEMU's SD card must be a power of two in size: boot a sparse copy grown to the next one.
+    size=$(stat -c %s "$image"); sd_size=1
+    while [ $sd_size -lt "$size" ]; do sd_size=$((sd_size * 2)); done
+    cp --sparse=always "$image" "$run_dir/sd.img"
+    truncate -s $sd_size "$run_dir/sd.img"
     args=(-M raspi4b -kernel "$run_dir/u-boot-rpi_arm64.bin" -dtb "$run_dir/board.dtb"
-          -drive "if=sd,format=raw,file=$image")
+          -drive "if=sd,format=raw,file=$run_dir/sd.img")
     # U-Boot starts on the PL011 (#0); the hypervisor console is the mini-UART (#1).
     console=(-serial "file:$run_dir/serial0.log" -serial mon:stdio)
     ;;

@@ -1,8 +1,9 @@
 //! Boot-time benchmark, one run, same QEMU machine for all (virt, virtualization=on, GICv2,
 //! 4 × Cortex-A72, 2 GiB, TCG): wall time from QEMU start to Dom0's /init marker for
-//!   1. bare Debian 6.12 Linux (`-kernel Image -initrd`, `mem=512M` to match Dom0),
-//!   2. the same kernel as Dom0 under rpixen's hypervisor (dom0_mem=512M),
-//!   3. the same kernel as Dom0 under Debian's Xen 4.20 (dom0_mem=512M, dom0_max_vcpus=4),
+//! 1. bare Debian 6.12 Linux (`-kernel Image -initrd`, `mem=512M` to match Dom0),
+//! 2. the same kernel as Dom0 under rpixen's hypervisor (dom0_mem=512M),
+//! 3. the same kernel as Dom0 under Debian's Xen 4.20 (dom0_mem=512M, dom0_max_vcpus=4),
+//!
 //! each started directly by QEMU (`-kernel`, modules by `-device loader`, Xen's /chosen bindings), the
 //! configurations interleaved, median of RUNS. Prints the ratios and the binary sizes.
 //! Targets: ours within 10 % of bare, faster than Xen, binary under 200 KB.

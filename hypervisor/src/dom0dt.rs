@@ -9,6 +9,7 @@
 //!   `method = "hvc"` replaces the host's;
 //! - nodes the hypervisor keeps for itself get `status = "disabled"`;
 //! - overlay metadata nodes (`__symbols__`) are dropped.
+//!
 //! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
 
 use alloc::string::String;
@@ -57,7 +58,7 @@ pub fn build(host: &[u8], cfg: &Dom0DtConfig<'_>) -> Result<Vec<u8>, Dom0DtError
     let mut w = FdtWriter::new_with_mem_reserv(&rsv).map_err(werr("header"))?;
     let root = fdt.find_node("/").ok_or(Dom0DtError::BadHostBlob)?;
     let mut path = String::from("/");
-    copy_node(&fdt, &mut w, root, &mut path, cfg, (2, 1))?;
+    copy_node(&mut w, root, &mut path, cfg, (2, 1))?;
     w.finish().map_err(werr("finish"))
 }
 
@@ -70,7 +71,6 @@ fn encode_cells(out: &mut Vec<u8>, v: u64, cells: usize) {
 }
 
 fn copy_node(
-    fdt: &Fdt<'_>,
     w: &mut FdtWriter,
     node: FdtNode<'_, '_>,
     path: &mut String,
@@ -151,7 +151,7 @@ fn copy_node(
             path.push('/');
         }
         path.push_str(child.name);
-        copy_node(fdt, w, child, path, cfg, my_cells)?;
+        copy_node(w, child, path, cfg, my_cells)?;
         path.truncate(len);
     }
 

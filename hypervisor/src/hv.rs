@@ -216,6 +216,7 @@ struct Dom0 {
     dtb: u64,
 }
 
+#[allow(clippy::too_many_arguments)] // the boot facts it combines; called once
 fn build_dom0(
     fdt: &fdt::Fdt<'_>,
     blob: &[u8],

@@ -133,14 +133,14 @@ impl<'a> Tables<'a> {
 
     /// Maps `[va, va+size)` to `[pa, pa+size)` with the largest blocks alignment allows.
     pub fn map(&mut self, mut va: u64, mut pa: u64, mut size: u64, mem: Mem) -> Result<(), MapError> {
-        if va % 4096 != 0 || pa % 4096 != 0 || size % 4096 != 0 || va.checked_add(size).is_none_or(|e| e > self.regime.limit()) {
+        if !va.is_multiple_of(4096) || !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) || va.checked_add(size).is_none_or(|e| e > self.regime.limit()) {
             return Err(MapError::BadRange);
         }
         while size > 0 {
             let level = (self.first_leaf_level..=3)
                 .find(|&l| {
                     let b = 1u64 << level_shift(l);
-                    va % b == 0 && pa % b == 0 && size >= b
+                    va.is_multiple_of(b) && pa.is_multiple_of(b) && size >= b
                 })
                 .unwrap_or(3);
             let regime = self.regime;

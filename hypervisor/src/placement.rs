@@ -11,7 +11,7 @@ pub const SZ_2M: u64 = 2 << 20;
 /// the host DTB, boot modules, reserved memory, page 0).
 pub fn place_dom0(ram: &[Region], busy: &[Region], size: u64, limit: u64, align: u64) -> Option<Region> {
     let mut banks: alloc::vec::Vec<Region> = ram.to_vec();
-    banks.sort_by(|a, b| b.base.cmp(&a.base));
+    banks.sort_by_key(|b| core::cmp::Reverse(b.base));
     for bank in banks {
         let mut end = align_down(bank.end().min(limit), align);
         while end >= bank.base + size && end >= size {
@@ -61,6 +61,7 @@ pub fn layout(dom0: Region, text_offset: u64, image_size: u64, dtb_size: u64, in
 /// Possible when the kernel sits at a 2 MiB boundary (+ `text_offset`), `size` bytes from there are
 /// RAM below `limit` and free of `busy` (which must not list the modules themselves), and the initrd
 /// lies inside, clear of the kernel's `image_size` and the DTB's 2 MiB slot after it.
+#[allow(clippy::too_many_arguments)] // each is one fact about the boot; a struct would only rename them
 pub fn layout_in_place(
     ram: &[Region],
     busy: &[Region],
@@ -72,7 +73,7 @@ pub fn layout_in_place(
     limit: u64,
 ) -> Option<(Region, Dom0Layout)> {
     let base = kernel.base.checked_sub(text_offset)?;
-    if base % SZ_2M != 0 {
+    if !base.is_multiple_of(SZ_2M) {
         return None;
     }
     let mem = Region::new(base, size);

@@ -35,6 +35,19 @@ pub enum Outcome {
     Sgi { intid: u32, targets: u8 },
 }
 
+/// A pending list-register value (GICH_LR, IHI 0048B 5.3.2). With `hw_pid` the HW bit links the virtual
+/// interrupt to a physical one, which Dom0's EOI then deactivates; otherwise the CPUID field names an
+/// SGI's source vCPU. Priority is the guest's 8-bit priority, of which the LR holds the top 5 bits (a
+/// fixed 0x1F would sit below Linux's PMR of 0xF0 forever).
+pub fn lr_value(vid: u32, hw_pid: Option<u32>, priority: u8, source: u32) -> u32 {
+    let mut v = (vid & 0x3FF) | (u32::from(priority >> 3) << 23) | (1 << 28);
+    match hw_pid {
+        Some(p) => v |= (1 << 31) | ((p & 0x3FF) << 10),
+        None => v |= (source & 7) << 10,
+    }
+    v
+}
+
 pub const CTLR: u32 = 0x000;
 pub const SGIR: u32 = 0xF00;
 
@@ -183,6 +196,15 @@ mod tests {
         access(CTLR, 4, Some(1), 1, 4, &mut ctlr, &mut b);
         assert_eq!(ctlr, 1);
         assert_eq!(access(0x004, 4, None, 0, 4, &mut ctlr, &mut b), Outcome::Passthrough);
+    }
+
+    #[test]
+    fn list_register_encoding() {
+        // SPI 33 forwarded with the HW bit, Linux's default priority 0xA0.
+        assert_eq!(lr_value(33, Some(33), 0xA0, 0), (1 << 31) | (1 << 28) | (0x14 << 23) | (33 << 10) | 33);
+        // SGI 1 from vCPU 3: no HW bit, CPUID = 3, group 0.
+        let v = lr_value(1, None, 0xA0, 3);
+        assert_eq!((v >> 31, (v >> 10) & 7, v & 0x3FF, (v >> 28) & 3, (v >> 30) & 1), (0, 3, 1, 1, 0));
     }
 
     #[test]

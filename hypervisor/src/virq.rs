@@ -6,7 +6,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-use rpixen_hypervisor::vgicd::Banked;
+use rpixen_hypervisor::vgicd::{lr_value, Banked};
 
 use crate::{arch, hv, MAX_CPUS};
 
@@ -43,16 +43,6 @@ pub static BANKED: PerCpu<Banked> =
 static SGI_PENDING: [[AtomicU8; 16]; MAX_CPUS] = [const { [const { AtomicU8::new(0) }; 16] }; MAX_CPUS];
 /// The distributor's virtual GICD_CTLR.
 pub static VGICD_CTLR: AtomicU32 = AtomicU32::new(0);
-
-/// A pending list-register value (GICH_LR layout, IHI 0048B 5.3.2).
-pub fn lr_value(vid: u32, hw_pid: Option<u32>, priority: u8, source: u32) -> u32 {
-    let mut v = (vid & 0x3FF) | (u32::from(priority >> 3) << 23) | (1 << 28);
-    match hw_pid {
-        Some(p) => v |= (1 << 31) | ((p & 0x3FF) << 10),
-        None => v |= (source & 7) << 10,
-    }
-    v
-}
 
 fn same_interrupt(a: u32, b: u32) -> bool {
     let key = |v: u32| if v & (1 << 31) != 0 { v & 0x3FF } else { v & 0x1FFF };
@@ -113,11 +103,11 @@ fn refill() {
 /// Dom0 wrote GICD_SGIR on vCPU `from`.
 pub fn send_sgi(from: usize, intid: u32, targets: u8) {
     let me = arch::cpu_index();
-    for t in 0..hv().nr_cpus {
+    for (t, pending) in SGI_PENDING.iter().enumerate().take(hv().nr_cpus) {
         if targets & (1 << t) == 0 {
             continue;
         }
-        SGI_PENDING[t][intid as usize].fetch_or(1 << from, Ordering::AcqRel);
+        pending[intid as usize].fetch_or(1 << from, Ordering::AcqRel);
         if t == me {
             drain_sgis();
         } else {

@@ -22,7 +22,8 @@ pub fn hv_bin() -> PathBuf {
     if let Some(p) = &*g {
         return p.clone();
     }
-    let out = testkit::cache_dir().join(format!("rpixen-hv-{}.bin", std::process::id()));
+    // build.sh replaces the file atomically, so concurrent test processes never see half a binary.
+    let out = testkit::cache_dir().join("rpixen-hv.bin");
     testkit::run(Command::new(testkit::repo_root().join("hypervisor/build.sh")).arg(&out));
     *g = Some(out.clone());
     out
@@ -140,7 +141,7 @@ pub fn assert_dom0_booted(out: &str, cpus: u32, dom0_mem_mib: u64) {
         "arch_timer: cp15 timer(s) running at",
         &format!("smp: Brought up 1 node, {cpus} CPU"),
         &format!("{MARKER} cpus={cpus} "),
-        &format!("hv: dom0 memory"),
+        "hv: dom0 memory",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }

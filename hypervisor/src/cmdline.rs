@@ -17,6 +17,9 @@ pub struct HvArgs<'a> {
     pub dom0_mem: Option<u64>,
     /// `dom0_max_vcpus=`.
     pub dom0_max_vcpus: Option<usize>,
+    /// `hv_selftest=el2-fault`: fault at EL2 on purpose right after the console is up, to show (and
+    /// test) the panic report. Not a Xen option.
+    pub selftest_el2_fault: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -56,6 +59,7 @@ pub fn parse(line: &str) -> Result<HvArgs<'_>, CmdlineError> {
                 a.dom0_mem = Some(parse_size(size).ok_or(CmdlineError::BadSize)?);
             }
             "dom0_max_vcpus" => a.dom0_max_vcpus = Some(val.parse().map_err(|_| CmdlineError::BadNumber)?),
+            "hv_selftest" => a.selftest_el2_fault = val == "el2-fault",
             _ => {}
         }
     }
@@ -75,6 +79,8 @@ mod tests {
         let a = parse("dtuart=/soc/serial@7e215040 dom0_mem=1G,max:1G loglvl=all").unwrap();
         assert_eq!(a.dtuart, Some("/soc/serial@7e215040"));
         assert_eq!(a.dom0_mem, Some(1 << 30));
+        assert!(!a.selftest_el2_fault);
+        assert!(parse("hv_selftest=el2-fault").unwrap().selftest_el2_fault);
     }
 
     #[test]

@@ -128,6 +128,12 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         g.maint_intid
     );
 
+    if args.selftest_el2_fault {
+        hvprintln!("hv: selftest: reading VA 1 TiB, outside the EL2 map");
+        // SAFETY: deliberately faults (translation fault at EL2); the vector reports and halts.
+        let v = unsafe { core::ptr::read_volatile((1u64 << 40) as *const u64) };
+        hvprintln!("hv: selftest: read {:#x}, no fault?", v);
+    }
     let s1 = match mm::el2_map(&info.ram) {
         Ok(r) => r,
         Err(e) => fatal!("EL2 page tables: {:?}", e),

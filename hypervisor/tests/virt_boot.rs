@@ -72,3 +72,19 @@ fn dom0_cannot_read_or_write_hypervisor_memory() {
     }
     assert!(!out.contains("0x12345678"), "{out}");
 }
+
+#[test]
+fn an_unexpected_el2_exception_is_reported_with_its_syndrome() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs(dir.path(), "");
+    let args = virt_direct_args(dir.path(), 1, "console=dtuart dtuart=serial0 hv_selftest=el2-fault", "console=ttyAMA0", &initrd);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    let o = q.wait_for("hv: PANIC", &["Booting Linux", "no fault?"], Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = q.output();
+    let line = out.lines().find(|l| l.contains("hv: PANIC")).unwrap_or_else(|| panic!("{}", o.output));
+    // A data abort taken at EL2 (EC 0x25) on the address read, with the faulting PC.
+    assert!(line.contains("unexpected exception (vector 4) EC=0x25 ESR=0x96"), "{line}");
+    assert!(line.contains("FAR=0x10000000000 ELR=0x4020"), "{line}");
+}

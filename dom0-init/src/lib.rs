@@ -86,7 +86,7 @@ const DEFAULT_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Never returns: PID 1 ends only through reboot(2).
 pub fn run(t0: Instant) -> ! {
     log::set_start(t0);
-    let signals = Signals::new(); // before any thread exists, so all inherit the blocked mask
+    let signals = Signals::new(); // first: a shutdown signal must never be missed
     let mut mode = Mode::from_args();
     install_panic_hook(mode.rescue);
     if !mode.host && nix::unistd::getpid().as_raw() != 1 {

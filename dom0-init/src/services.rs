@@ -201,7 +201,6 @@ impl Supervisor {
         if let Some(uid) = u.spec.uid {
             std::os::unix::process::CommandExt::uid(&mut cmd, uid);
         }
-        crate::sys::unblock_signals_in_child(&mut cmd);
         if u.kind == Kind::Console {
             let (stdin, stdout, stderr) = match &self.console {
                 Some(dev) => {

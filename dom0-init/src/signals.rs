@@ -1,16 +1,19 @@
-//! Signals PID 1 acts on, read synchronously through a signalfd (they are blocked in every thread,
-//! so none is lost and no handler runs at an awkward moment).
+//! Signals PID 1 acts on. Handlers only write the signal number to a pipe (the self-pipe trick);
+//! the main loop reads it, so all decisions are made in ordinary code. (A signalfd would need the
+//! signals blocked, and a blocked mask is inherited by every child: std's vfork-style spawn on musl
+//! does not reset it, and a fork per spawn costs more.)
 //!
 //! busybox's `poweroff`, `reboot` and `halt` signal PID 1 with SIGUSR2, SIGTERM and SIGUSR1; the
 //! kernel sends SIGINT for ctrl-alt-del (once `reboot(RB_DISABLE_CAD)` is set) and SIGPWR for a
 //! power event.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
+use nix::unistd::pipe2;
 
 /// What a shutdown ends in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +44,8 @@ const HANDLED: [Signal; 7] = [
 ];
 
 pub struct Signals {
-    fd: Option<SignalFd>,
+    /// Read end of the self-pipe the handlers write to (None: polling for exits only).
+    pipe: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl Default for Signals {
@@ -51,41 +55,42 @@ impl Default for Signals {
 }
 
 impl Signals {
-    /// Blocks the handled signals in the calling thread (threads started later inherit the mask)
-    /// and opens the signalfd. Call first thing in `main`. If the signalfd cannot be made, init
-    /// still works by polling for exits.
+    /// Installs the handlers. Call first thing in `main`. If the self-pipe cannot be made, init
+    /// still works by polling for exits (and then cannot hear shutdown signals: logged).
     pub fn new() -> Signals {
-        let mut set = SigSet::empty();
-        for s in HANDLED {
-            set.add(s);
-        }
-        if let Err(e) = set.thread_block() {
-            crate::info!("cannot block signals: {e}");
-        }
-        let fd = match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
-            Ok(fd) => Some(fd),
+        let pipe = match pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok((r, w)) => match crate::sys::route_signals_to(w.as_raw_fd(), &HANDLED) {
+                Ok(()) => Some((r, w)),
+                Err(e) => {
+                    crate::info!("cannot handle signals ({e}): polling for child exits");
+                    None
+                }
+            },
             Err(e) => {
-                crate::info!("no signalfd ({e}): polling for child exits");
+                crate::info!("no signal pipe ({e}): polling for child exits");
                 None
             }
         };
-        Signals { fd }
+        Signals { pipe }
     }
 
     /// Waits up to `timeout` for signals and returns those that arrived.
     pub fn wait(&self, timeout: Duration) -> Vec<Signal> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let Some(fd) = &self.fd else {
+        let Some((r, _)) = &self.pipe else {
             std::thread::sleep(Duration::from_millis(ms.min(100) as u64));
             return Vec::new();
         };
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(ms));
         let mut out = Vec::new();
-        while let Ok(Some(info)) = fd.read_signal() {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                out.push(sig);
-            }
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = nix::unistd::read(r, &mut buf) {
+            out.extend(
+                buf[..n]
+                    .iter()
+                    .filter_map(|b| Signal::try_from(*b as i32).ok()),
+            );
         }
         out
     }

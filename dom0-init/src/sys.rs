@@ -5,20 +5,40 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Clears the signal mask in the child: PID 1 blocks the signals it reads through its signalfd, and
-/// a blocked mask survives exec (std resets it on some targets but not on musl), which would leave
-/// services deaf to SIGTERM.
-pub fn unblock_signals_in_child(cmd: &mut Command) {
-    // SAFETY: runs in the forked child before exec; sigemptyset and pthread_sigmask are
-    // async-signal-safe and the set lives on this closure's stack.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
+/// Where the signal handler writes: the write end of init's self-pipe (-1: not set up yet).
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let saved = nix::errno::Errno::last_raw();
+        let byte = sig as u8;
+        // SAFETY: write(2) is async-signal-safe and `byte` lives for the call. A full pipe only
+        // drops this byte; enough others are pending to wake the main loop.
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        nix::errno::Errno::set_raw(saved);
     }
+}
+
+/// Installs a handler for `signals` that writes each delivery's number as one byte to `write_fd`
+/// (the self-pipe trick). Handlers, unlike a blocked mask, do not survive exec, so children start
+/// with default signal handling and std can spawn them with vfork speed.
+pub fn route_signals_to(
+    write_fd: std::os::fd::RawFd,
+    signals: &[nix::sys::signal::Signal],
+) -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    SIGNAL_PIPE.store(write_fd, std::sync::atomic::Ordering::Relaxed);
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    for s in signals {
+        // SAFETY: `on_signal` only does async-signal-safe work (an atomic load and write(2)).
+        unsafe { sigaction(*s, &action)? };
+    }
+    Ok(())
 }
 
 /// Makes the child a session leader whose controlling terminal is its stdin, so a shell on the

@@ -242,6 +242,10 @@ impl InitConfig {
     /// Lenient parse for PID 1: every top-level field and every service that is valid is kept; the
     /// errors list what was dropped. If the text is not YAML at all, the config is empty.
     pub fn parse_lenient(text: &str) -> (InitConfig, Vec<ConfigError>) {
+        // The common case, a valid file, in one pass; the field-by-field walk only when needed.
+        if let Ok(config) = InitConfig::parse(text) {
+            return (config, Vec::new());
+        }
         let mut errors = Vec::new();
         let mut config = InitConfig::default();
         let value: serde_norway::Value = match serde_norway::from_str(text) {

@@ -295,3 +295,21 @@ fn ctrl_c_removes_the_partial_file() {
     }
     panic!("could not interrupt rpixen while it was writing");
 }
+
+#[test]
+fn refuses_to_write_the_image_to_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = synthetic(dir.path(), "");
+    // `script` runs the command on a pseudo-terminal, as an interactive shell would.
+    let cmd = format!(
+        "'{}' live '{}' --initrd '{}'",
+        env!("CARGO_BIN_EXE_rpixen"),
+        s.manifest.display(),
+        s.initrd.display()
+    );
+    let o = Command::new("script").args(["-q", "-e", "-c", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("refusing to write a disk image to a terminal"), "{text}");
+    assert!(text.len() < 1000, "image bytes reached the terminal");
+}

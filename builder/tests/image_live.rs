@@ -186,6 +186,20 @@ fn stdout_stream_equals_the_sparse_file() {
         .unwrap();
     assert!(status.success());
     assert_eq!(sha256(&file), sha256(&streamed));
+    // `> file` gets the sparse writer too.
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(&streamed).unwrap().blocks() * 512 < 20 * MIB, "stdout file not sparse");
+    // `>>` (append) must not take the positioned path: the image follows what is already there.
+    let appended = dir.path().join("appended.raw");
+    std::fs::write(&appended, b"").unwrap();
+    let out = std::fs::OpenOptions::new().append(true).open(&appended).unwrap();
+    let status = rpixen()
+        .args(["live", s.manifest.to_str().unwrap(), "--initrd", s.initrd.to_str().unwrap()])
+        .stdout(Stdio::from(out))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(sha256(&file), sha256(&appended));
     // And through a pipe.
     let mut child = rpixen()
         .args(["live", s.manifest.to_str().unwrap(), "--initrd", s.initrd.to_str().unwrap()])

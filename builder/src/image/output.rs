@@ -40,15 +40,37 @@ fn install_interrupt_handler() {
     });
 }
 
-/// Streams the image to stdout, zeros included.
+/// Writes the image to stdout: sparse when stdout is a fresh regular file (`rpixen live > live.raw`),
+/// otherwise streamed, zeros included (pipes, `docker run ... > file`).
 pub fn to_stdout(disk: &Disk) -> Result<(), OutputError> {
     let stdout = std::io::stdout();
     if stdout.is_terminal() {
         return Err(OutputError::Terminal);
     }
+    if let Some(file) = stdout_as_fresh_file(&stdout) {
+        return write_sparse(disk, &file).map_err(OutputError::Stdout);
+    }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     stream(disk, &mut out).map_err(OutputError::Stdout)?;
     out.flush().map_err(OutputError::Stdout)
+}
+
+/// Stdout as a file we may write at offsets: a regular, empty file at position 0, not opened for
+/// appending (`>>` would make every positioned write an append; Linux reports the open flags in
+/// /proc/self/fdinfo).
+fn stdout_as_fresh_file(stdout: &std::io::Stdout) -> Option<std::fs::File> {
+    use std::io::Seek;
+    use std::os::fd::AsFd;
+    let mut file = std::fs::File::from(stdout.as_fd().try_clone_to_owned().ok()?);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() != 0 || file.stream_position().ok()? != 0 {
+        return None;
+    }
+    let info = std::fs::read_to_string("/proc/self/fdinfo/1").ok()?;
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+    let flags = u32::from_str_radix(flags, 8).ok()?;
+    const O_APPEND: u32 = 0o2000;
+    (flags & O_APPEND == 0).then_some(file)
 }
 
 /// Writes every byte of the image, zeros included, in order.

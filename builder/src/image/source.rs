@@ -58,30 +58,6 @@ impl Source {
         }
     }
 
-    /// Feeds the content to `f` in pieces (a reused 1 MiB buffer for host files).
-    pub fn for_each_piece(&self, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
-        match self {
-            Source::Memory(v) => {
-                f(v);
-                Ok(())
-            }
-            Source::Host { path, len } => {
-                let mut file = std::fs::File::open(path)?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut total = 0u64;
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    total += n as u64;
-                    f(&buf[..n]);
-                }
-                check_len(path, *len, total)
-            }
-        }
-    }
-
     /// Copies `len` bytes from `offset` of the source to `out` at its current position.
     pub fn copy_range(&self, offset: u64, len: u64, out: &mut impl Write) -> std::io::Result<()> {
         match self {

@@ -17,6 +17,14 @@ pub enum Uart {
 }
 
 impl Uart {
+    /// A received byte, if one is waiting.
+    pub fn getc(&self) -> Option<u8> {
+        match *self {
+            Uart::Pl011(base) => (read32(base + 0x18) & (1 << 4) == 0).then(|| read32(base) as u8),
+            Uart::Mini(base) => (read32(base + 0x14) & 1 != 0).then(|| read32(base) as u8),
+        }
+    }
+
     fn putc(&self, b: u8) {
         match *self {
             Uart::Pl011(base) => {
@@ -39,6 +47,8 @@ static UART: ConsoleCell = ConsoleCell(UnsafeCell::new(None));
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 /// Exclusive loads/stores need Normal memory, i.e. the EL2 MMU on; before that only the boot CPU runs.
 static LOCKING: AtomicBool = AtomicBool::new(false);
+/// Dom0 left a partial line (a prompt) on the terminal: the next hypervisor line starts a new one.
+static MID_LINE: AtomicBool = AtomicBool::new(false);
 
 pub fn set_uart(u: Uart) {
     // SAFETY: see ConsoleCell.
@@ -92,14 +102,21 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     let mut line = LineBuf { b: [0; 320], n: 0 };
     let _ = line.write_fmt(args);
     with_lock(|u| {
+        if MID_LINE.swap(false, Ordering::Relaxed) {
+            put_bytes(u, b"\n");
+        }
         put_bytes(u, &line.b[..line.n]);
         put_bytes(u, b"\n");
     });
 }
 
-/// Writes a complete line of Dom0 console output as it is.
+/// Writes Dom0 console output as it is: a complete line, or a partial one that has waited long enough
+/// (a prompt); after a partial one the terminal is mid-line until Dom0 ends the line.
 pub fn write_guest_line(bytes: &[u8]) {
-    with_lock(|u| put_bytes(u, bytes));
+    with_lock(|u| {
+        put_bytes(u, bytes);
+        MID_LINE.store(bytes.last() != Some(&b'\n'), Ordering::Relaxed);
+    });
 }
 
 macro_rules! hvprintln {

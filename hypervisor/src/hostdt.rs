@@ -21,6 +21,16 @@ pub struct Uart {
     pub path: String,
     pub kind: UartKind,
     pub base: u64,
+    /// Its SPI as an INTID (GIC `interrupts = <0 spi flags>`).
+    pub intid: Option<u32>,
+}
+
+fn spi_intid(fdt: &Fdt<'_>, path: &str) -> Option<u32> {
+    let cells: Vec<u32> = dt::u32s(dt::node(fdt, path)?.property("interrupts")?.value).collect();
+    match cells.as_slice() {
+        [0, spi, _, ..] => Some(spi + 32),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +218,7 @@ pub fn find_uart(fdt: &Fdt<'_>, name: &str) -> Option<Uart> {
         return None;
     };
     let base = reg_phys(fdt, path)?.first()?.base;
-    Some(Uart { path: String::from(path), kind, base })
+    Some(Uart { path: String::from(path), kind, base, intid: spi_intid(fdt, path) })
 }
 
 /// The first enabled PL011 in the tree (the Dom0 console on boards whose HV console is elsewhere).
@@ -221,5 +231,6 @@ pub fn first_pl011(fdt: &Fdt<'_>) -> Option<Uart> {
     });
     let path = found?;
     let base = reg_phys(fdt, &path)?.first()?.base;
-    Some(Uart { path, kind: UartKind::Pl011, base })
+    let intid = spi_intid(fdt, &path);
+    Some(Uart { path, kind: UartKind::Pl011, base, intid })
 }

@@ -35,6 +35,8 @@ pub struct Hv {
     pub gic: Gic,
     pub gicd: u64,
     pub vuart: u64,
+    /// The emulated PL011's interrupt (its SPI in the DT).
+    pub vuart_intid: Option<u32>,
     pub maint_intid: u32,
     pub cpus: Vec<u64>,
     pub nr_cpus: usize,
@@ -53,8 +55,14 @@ pub fn hv() -> &'static Hv {
     unsafe { (*HV.0.get()).as_ref().expect("hypervisor state initialised") }
 }
 
-/// Dom0's console device and its line buffer.
-pub static VUART: spin::Mutex<(Pl011, LineBuffer<512>)> = spin::Mutex::new((Pl011::new(), LineBuffer::new()));
+/// Dom0's console device, its output line buffer, and when Dom0 last wrote (counter ticks).
+pub struct VuartState {
+    pub uart: Pl011,
+    pub line: LineBuffer<512>,
+    pub last_tx: u64,
+}
+
+pub static VUART: spin::Mutex<VuartState> = spin::Mutex::new(VuartState { uart: Pl011::new(), line: LineBuffer::new(), last_tx: 0 });
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
     hvprintln!("hv: FATAL: {}", what);
@@ -186,6 +194,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
             gic,
             gicd: g.dist.base,
             vuart: vuart.base & !0xFFF,
+            vuart_intid: vuart.intid,
             maint_intid: g.maint_intid,
             cpus,
             nr_cpus,

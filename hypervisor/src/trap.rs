@@ -67,7 +67,7 @@ fn data_abort(f: &mut Frame, esr: u64) {
             if write {
                 vuart_write(off, reg(f) as u32);
             } else if srt != 31 {
-                f.x[srt] = u64::from(crate::VUART.lock().0.read(off));
+                f.x[srt] = u64::from(crate::VUART.lock().uart.read(off));
             }
             true
         } else {
@@ -88,9 +88,10 @@ fn data_abort(f: &mut Frame, esr: u64) {
 
 fn vuart_write(off: u32, v: u32) {
     let mut g = crate::VUART.lock();
-    let (uart, line) = &mut *g;
-    if let Some(b) = uart.write(off, v) {
-        if let Some(l) = line.push(b) {
+    let st = &mut *g;
+    if let Some(b) = st.uart.write(off, v) {
+        st.last_tx = mrs!("cntpct_el0");
+        if let Some(l) = st.line.push(b) {
             crate::console::write_guest_line(l);
         }
     }
@@ -99,9 +100,38 @@ fn vuart_write(off: u32, v: u32) {
 /// Writes out a partial Dom0 line (before power-off, so the last prompt is not lost).
 pub fn flush_vuart() {
     let mut g = crate::VUART.lock();
-    if let Some(l) = g.1.take_partial() {
+    if let Some(l) = g.line.take_partial() {
         crate::console::write_guest_line(l);
         crate::console::write_guest_line(b"\n");
+    }
+}
+
+/// On Dom0's timer ticks: moves received bytes from the hypervisor's UART into the emulated PL011,
+/// shows a partial line that has waited 50 ms (a prompt, an echoed keystroke), and raises the
+/// PL011's interrupt while its level is high.
+pub fn vuart_poll() {
+    let Some(mut g) = crate::VUART.try_lock() else { return };
+    if let Some(u) = crate::console::uart() {
+        while let Some(b) = u.getc() {
+            if !g.uart.push_rx(b) {
+                break;
+            }
+        }
+    }
+    let now = mrs!("cntpct_el0");
+    if now.wrapping_sub(g.last_tx) > mrs!("cntfrq_el0") / 20 {
+        if let Some(l) = g.line.take_partial() {
+            crate::console::write_guest_line(l);
+        }
+    }
+    let level = g.uart.irq_level();
+    drop(g);
+    if let (true, Some(id)) = (level, hv().vuart_intid) {
+        let gic = &hv().gic;
+        let enabled = mmio::read(gic.dist + 0x100 + u64::from(id / 32) * 4, 4) & (1 << (id % 32)) != 0;
+        if enabled {
+            virq::inject(vgicd::lr_value(id, None, gic.spi_priority(id), 0));
+        }
     }
 }
 

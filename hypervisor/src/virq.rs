@@ -150,6 +150,7 @@ pub fn handle_irq() {
         } else if id == VTIMER_INTID {
             gic.eoi(iar);
             inject(lr_value(id, Some(id), BANKED.mine().priority[id as usize], 0));
+            crate::trap::vuart_poll();
         } else if id >= 32 {
             // Dom0's SPI: drop priority only; Dom0's EOI on GICV deactivates it (HW bit).
             gic.eoi(iar);

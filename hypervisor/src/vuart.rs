@@ -6,15 +6,20 @@
 //! Every Dom0 byte goes to a line buffer; a complete line is written under the console lock, so a
 //! hypervisor line can only fall between two Dom0 lines. The transmit FIFO always reports room, so
 //! Linux's amba-pl011 driver writes synchronously and never waits for a TX interrupt; no virtual
-//! interrupt is raised. Input is not relayed.
+//! interrupt is raised for transmission. Input: the hypervisor polls its UART (on Dom0's timer ticks)
+//! and feeds a small receive FIFO; the PL011's receive interrupt is then raised as a level: virtual
+//! SPI pending while the FIFO is not empty and the receive interrupt is unmasked.
 
 pub const DR: u32 = 0x000;
 pub const FR: u32 = 0x018;
 const FR_TXFE: u32 = 1 << 7;
 const FR_RXFE: u32 = 1 << 4;
+const INT_RX: u32 = 1 << 4;
+const INT_RT: u32 = 1 << 6;
+const RX_FIFO: usize = 64;
 
 /// Register state a driver reads back.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Pl011 {
     ibrd: u32,
     fbrd: u32,
@@ -23,19 +28,60 @@ pub struct Pl011 {
     ifls: u32,
     imsc: u32,
     dmacr: u32,
+    rx: [u8; RX_FIFO],
+    rx_head: usize,
+    rx_len: usize,
 }
 
 /// PL011 r1p5 identification, as QEMU reports it (PeriphID0-3, PCellID0-3).
 const ID: [u32; 8] = [0x11, 0x10, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1];
 
+impl Default for Pl011 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pl011 {
     pub const fn new() -> Pl011 {
-        Pl011 { ibrd: 0, fbrd: 0, lcr_h: 0x70, cr: 0x301, ifls: 0x12, imsc: 0, dmacr: 0 }
+        Pl011 { ibrd: 0, fbrd: 0, lcr_h: 0x70, cr: 0x301, ifls: 0x12, imsc: 0, dmacr: 0, rx: [0; RX_FIFO], rx_head: 0, rx_len: 0 }
     }
 
-    pub fn read(&self, off: u32) -> u32 {
+    /// A received byte for Dom0; false when the FIFO is full (the byte is dropped, as hardware would).
+    pub fn push_rx(&mut self, b: u8) -> bool {
+        if self.rx_len == RX_FIFO {
+            return false;
+        }
+        self.rx[(self.rx_head + self.rx_len) % RX_FIFO] = b;
+        self.rx_len += 1;
+        true
+    }
+
+    fn ris(&self) -> u32 {
+        if self.rx_len > 0 {
+            INT_RX | INT_RT
+        } else {
+            0
+        }
+    }
+
+    /// The level of the UART's interrupt line.
+    pub fn irq_level(&self) -> bool {
+        self.ris() & self.imsc != 0
+    }
+
+    /// Reads a register; reading DR takes a byte from the receive FIFO.
+    pub fn read(&mut self, off: u32) -> u32 {
         match off {
-            FR => FR_TXFE | FR_RXFE,
+            DR if self.rx_len > 0 => {
+                let b = self.rx[self.rx_head];
+                self.rx_head = (self.rx_head + 1) % RX_FIFO;
+                self.rx_len -= 1;
+                u32::from(b)
+            }
+            FR => FR_TXFE | if self.rx_len == 0 { FR_RXFE } else { 0 },
+            0x03C => self.ris(),
+            0x040 => self.ris() & self.imsc,
             0x024 => self.ibrd,
             0x028 => self.fbrd,
             0x02C => self.lcr_h,
@@ -44,7 +90,7 @@ impl Pl011 {
             0x038 => self.imsc,
             0x048 => self.dmacr,
             0xFE0..=0xFFC => ID[((off - 0xFE0) / 4) as usize],
-            // DR (empty receive FIFO), RSR, RIS, MIS and everything else read 0.
+            // DR with an empty receive FIFO, RSR and everything else read 0.
             _ => 0,
         }
     }
@@ -130,6 +176,25 @@ mod tests {
         assert_eq!(u.read(0x048), 0, "DMA refused");
         let id: [u32; 8] = core::array::from_fn(|i| u.read(0xFE0 + 4 * i as u32));
         assert_eq!(id, ID);
+    }
+
+    #[test]
+    fn receive_fifo_drives_the_interrupt_level() {
+        let mut u = Pl011::new();
+        assert!(u.push_rx(b'x') && u.push_rx(b'y'));
+        assert!(!u.irq_level(), "masked");
+        u.write(0x038, INT_RX | INT_RT);
+        assert!(u.irq_level());
+        assert_eq!(u.read(FR) & FR_RXFE, 0);
+        assert_eq!(u.read(0x040), INT_RX | INT_RT);
+        assert_eq!(u.read(DR), u32::from(b'x'));
+        assert_eq!(u.read(DR), u32::from(b'y'));
+        assert_eq!(u.read(FR) & FR_RXFE, FR_RXFE);
+        assert!(!u.irq_level());
+        for _ in 0..RX_FIFO {
+            assert!(u.push_rx(b'z'));
+        }
+        assert!(!u.push_rx(b'!'), "full");
     }
 
     #[test]

@@ -88,3 +88,62 @@ fn an_unexpected_el2_exception_is_reported_with_its_syndrome() {
     assert!(line.contains("unexpected exception (vector 4) EC=0x25 ESR=0x96"), "{line}");
     assert!(line.contains("FAR=0x10000000000 ELR=0x4020"), "{line}");
 }
+
+/// Kills QEMU (by PID, via `Child::kill`) when the test ends, whatever happened.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn typed_input_reaches_dom0_and_its_prompt_is_shown() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A prompt without a newline, then a command read from the console.
+    let initrd = initramfs(dir.path(), "echo -n 'type a command: '; read cmd; eval \"$cmd\"");
+    let args = virt_direct_args(dir.path(), 2, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    let child = Command::new("qemu-system-aarch64")
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut q = KillOnDrop(child);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = q.0.stdout.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    let wait = |what: &str| {
+        let start = Instant::now();
+        while !text().contains(what) {
+            assert!(start.elapsed() < LIMIT, "no {what:?} within {LIMIT:?}:\n{}", text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The prompt has no newline: it must still appear (flushed after a pause in Dom0's output).
+    wait("type a command: ");
+    q.0.stdin.as_mut().unwrap().write_all(b"echo HELLO-$((6*7))\r").unwrap();
+    wait("HELLO-42");
+    wait("hv: dom0 system_off");
+    let out = text();
+    assert!(out.contains("type a command: echo HELLO-$((6*7))"), "the echo of the typed line follows the prompt:\n{out}");
+}

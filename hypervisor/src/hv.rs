@@ -347,6 +347,13 @@ fn build_dom0(
     Dom0 { mem, entry: layout.kernel.base, dtb: layout.dtb.base }
 }
 
+/// EL1 as a vCPU must find it on (re)entry: MMU and caches off, no stale EL1 translations.
+pub fn reset_el1() {
+    msr!("sctlr_el1", SCTLR_EL1);
+    arch::isb();
+    arch::tlbi_vmalle1();
+}
+
 /// Per-CPU EL2 state for running Dom0's vCPU on this CPU.
 fn cpu_init() {
     let h = hv();

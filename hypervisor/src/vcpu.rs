@@ -75,6 +75,9 @@ pub fn park(cpu: usize) -> ! {
             STATE[cpu].store(PowerState::On as u8, Ordering::Release);
             let entry = ENTRY[cpu].load(Ordering::Relaxed);
             let ctx = CONTEXT[cpu].load(Ordering::Relaxed);
+            // PSCI CPU_ON starts the vCPU with its MMU and caches off, also when it ran before
+            // (CPU_OFF then CPU_ON, as Linux's CPU hotplug does).
+            crate::hv::reset_el1();
             enter_guest(entry, ctx, cpu);
         }
         arch::wfi();

@@ -147,3 +147,23 @@ fn typed_input_reaches_dom0_and_its_prompt_is_shown() {
     let out = text();
     assert!(out.contains("type a command: echo HELLO-$((6*7))"), "the echo of the typed line follows the prompt:\n{out}");
 }
+
+#[test]
+fn dom0_cpu_hotplug_goes_through_psci_cpu_off_and_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = "/sys/devices/system/cpu";
+    let script = format!(
+        "echo 0 > {c}/cpu1/online; echo \"after-off online=$(cat {c}/online)\"; \
+         echo 1 > {c}/cpu1/online; echo \"after-on online=$(cat {c}/online)\""
+    );
+    let initrd = initramfs(dir.path(), &script);
+    let args = virt_direct_args(dir.path(), 4, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    q.wait_for("after-on online=", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let out = q.output();
+    for line in ["psci: CPU1 killed", "after-off online=0,2-3", "after-on online=0-3"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}

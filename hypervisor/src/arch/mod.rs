@@ -81,6 +81,11 @@ pub fn tlbi_alle1() {
     unsafe { core::arch::asm!("dsb ishst", "tlbi alle1", "dsb ish", "isb", options(nostack, preserves_flags)) };
 }
 
+pub fn tlbi_vmalle1() {
+    // SAFETY: TLB maintenance for the current VMID's EL1&0 regime on this CPU.
+    unsafe { core::arch::asm!("dsb nshst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack, preserves_flags)) };
+}
+
 /// An SMC to the firmware (PSCI on QEMU virt, where no EL3 exists and QEMU answers).
 pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
     let r: u64;

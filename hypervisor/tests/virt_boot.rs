@@ -167,3 +167,20 @@ fn dom0_cpu_hotplug_goes_through_psci_cpu_off_and_on() {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
 }
+
+#[test]
+fn dom0_reboot_resets_the_machine_through_psci() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs(dir.path(), "echo rebooting; reboot -f");
+    let mut args = virt_direct_args(dir.path(), 2, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    // With -no-reboot QEMU exits on a reset instead of restarting the machine.
+    args.push("-no-reboot".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    q.wait_for("rebooting", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let status = q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("reset did not end QEMU: {e}"));
+    let out = q.output();
+    assert!(out.contains("hv: dom0 system_reset"), "{out}");
+    assert!(!out.contains("hv: dom0 system_off"), "{out}");
+    assert!(status.success(), "{status}");
+}

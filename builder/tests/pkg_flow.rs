@@ -77,12 +77,10 @@ fn boot_to_ready(repo: &Path, rpixen: &Path, image: &Path) -> Duration {
 fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = testkit::repo_root();
-    let clone = testkit::cache_dir().join("fresh-clone");
-    if clone.exists() {
-        std::fs::remove_dir_all(&clone).unwrap();
-    }
+    let tmp = tempfile::tempdir_in(testkit::cache_dir()).unwrap();
+    let clone = tmp.path().join("rpixen");
     testkit::run(Command::new("git").args(["clone", "-q", "--no-hardlinks"]).arg(&root).arg(&clone));
-    // A target folder of its own (kept between runs so only changed crates rebuild): the clone must not
+    // A target folder of its own (kept between runs so dependencies are built once): the clone must not
     // borrow this checkout's build outputs.
     let target = testkit::cache_dir().join("fresh-clone-target");
     make(&clone, &["live"], &[("CARGO_TARGET_DIR", &target), ("XDG_CACHE_HOME", &xdg_cache())]);
@@ -96,17 +94,19 @@ fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
 struct Dockerd {
     child: Child,
     host: String,
+    state: PathBuf,
 }
 
 impl Dockerd {
     fn start() -> Dockerd {
         assert!(Path::new("/usr/sbin/dockerd").exists(), "dockerd missing: scripts/setup-host.sh installs docker.io");
-        let data = testkit::cache_dir().join("docker");
-        // Socket paths are limited to 108 bytes: the run-time state goes under /tmp.
+        // All state is this process's own (two test runs may overlap) and removed on drop. Socket paths
+        // are limited to 108 bytes, hence /tmp.
         let exec = PathBuf::from(format!("/tmp/rpixen-dockerd-{}", std::process::id()));
+        let data = exec.join("data");
         std::fs::create_dir_all(&exec).unwrap();
         let sock = exec.join("docker.sock");
-        let log = std::fs::File::create(testkit::cache_dir().join("dockerd.log")).unwrap();
+        let log = std::fs::File::create(testkit::cache_dir().join(format!("dockerd-{}.log", std::process::id()))).unwrap();
         let child = Command::new("/usr/sbin/dockerd")
             .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
             // Apart from any system dockerd sharing a system containerd.
@@ -123,10 +123,10 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("start dockerd");
-        let d = Dockerd { child, host: format!("unix://{}", sock.display()) };
+        let d = Dockerd { child, host: format!("unix://{}", sock.display()), state: exec };
         let start = Instant::now();
         while !d.docker(&["info"]).status.success() {
-            assert!(start.elapsed() < Duration::from_secs(60), "dockerd did not come up (see dockerd.log)");
+            assert!(start.elapsed() < Duration::from_secs(60), "dockerd did not come up (see dockerd-PID.log in the test cache)");
             std::thread::sleep(Duration::from_millis(500));
         }
         d
@@ -150,12 +150,15 @@ impl Drop for Dockerd {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
     }
 }
 

@@ -99,7 +99,17 @@ pub fn run(t0: Instant) -> ! {
     prepare_process();
     let isolated = if mode.host { host_isolate() } else { true };
     if isolated {
-        mode.mounted = mounts::mount_all(&mounts::early_plan());
+        let mut plan = mounts::early_plan();
+        if mode.host {
+            // A test checkout may live under /tmp or /run: a fresh tmpfs there would hide the
+            // config and the services' files from the very run that is testing them.
+            let (kept, skipped) = mounts::not_hiding(plan, &mode.config);
+            for target in skipped {
+                info!("host mode: not mounting {target}: it would hide {}", mode.config.display());
+            }
+            plan = kept;
+        }
+        mode.mounted = mounts::mount_all(&plan);
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if cmdline.split_whitespace().any(|w| w == "rpixen.trace") {

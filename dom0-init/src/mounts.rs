@@ -70,6 +70,14 @@ pub fn early_plan() -> Vec<MountSpec> {
     ]
 }
 
+/// Splits `plan` into the mounts that leave `path` visible and the targets of those that would
+/// cover it (a mount on `path` itself or on one of its folders).
+pub fn not_hiding(plan: Vec<MountSpec>, path: &std::path::Path) -> (Vec<MountSpec>, Vec<String>) {
+    let (hiding, kept): (Vec<MountSpec>, Vec<MountSpec>) =
+        plan.into_iter().partition(|m| path.starts_with(&m.target));
+    (kept, hiding.into_iter().map(|m| m.target).collect())
+}
+
 /// The mounts of the config as specs: `source: PARTLABEL=NAME` goes through `by_label` (to a /dev
 /// path); the problems list names the mounts that cannot be made.
 pub fn config_plan(
@@ -255,6 +263,16 @@ pub fn exists(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_over_the_config_are_left_out() {
+        let (kept, skipped) = not_hiding(early_plan(), std::path::Path::new("/tmp/ci/t/init.yml"));
+        assert_eq!(skipped, vec!["/tmp".to_string()]);
+        assert!(kept.iter().any(|m| m.target == "/run") && !kept.iter().any(|m| m.target == "/tmp"));
+        let (kept, skipped) = not_hiding(early_plan(), std::path::Path::new("/work/t/init.yml"));
+        assert!(skipped.is_empty());
+        assert_eq!(kept.len(), early_plan().len());
+    }
 
     #[test]
     fn options_split_into_flags_and_data() {

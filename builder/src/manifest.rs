@@ -119,9 +119,6 @@ pub struct Rootfs {
     /// Files added on top of the layers, as LinuxKit's `files:`.
     #[serde(default)]
     pub files: Vec<InlineFile>,
-    /// Kernel modules `dom0-init` loads at boot (names, as `modprobe` takes them).
-    #[serde(default)]
-    pub modules: Vec<String>,
 }
 
 /// A file in the rootfs or on CONFIG: given inline, or copied from a [`FileRef`].

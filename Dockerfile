@@ -14,7 +14,7 @@ ARG ARTIFACTS=source
 
 FROM ${RUST_IMAGE} AS source
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools debian-archive-keyring \
+ && apt-get install -y --no-install-recommends musl-tools debian-archive-keyring binutils-aarch64-linux-gnu \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

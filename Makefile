@@ -15,7 +15,7 @@ PKG_BUILT := dom0-init hypervisor
 .PHONY: help setup build test bench live run pkgs pkgs-built docker docker-bin clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup: ## Install the host tools the build and tests need (Debian 12, root)
 	bash scripts/setup-host.sh

@@ -80,9 +80,12 @@ fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
     let tmp = tempfile::tempdir_in(testkit::cache_dir()).unwrap();
     let clone = tmp.path().join("rpixen");
     testkit::run(Command::new("git").args(["clone", "-q", "--no-hardlinks"]).arg(&root).arg(&clone));
-    // A target folder of its own (kept between runs so dependencies are built once): the clone must not
-    // borrow this checkout's build outputs.
-    let target = testkit::cache_dir().join("fresh-clone-target");
+    // This checkout's target folder: crates.io dependencies are shared (building them again would cost
+    // CI a quarter of an hour), while the clone's own crates are built anew from the clone's sources,
+    // because cargo keys path crates by their location.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     make(&clone, &["live"], &[("CARGO_TARGET_DIR", &target), ("XDG_CACHE_HOME", &xdg_cache())]);
     let image = clone.join("dist/live.raw");
     assert!(image.is_file(), "make live wrote no dist/live.raw");

@@ -229,15 +229,7 @@ impl Write for Pages {
 
 impl Seek for Pages {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let p = match to {
-            SeekFrom::Start(p) => p as i128,
-            SeekFrom::End(d) => self.len as i128 + d as i128,
-            SeekFrom::Current(d) => self.pos as i128 + d as i128,
-        };
-        if p < 0 {
-            return Err(std::io::Error::other("seek before the volume start"));
-        }
-        self.pos = p as u64;
+        self.pos = super::seek_position(self.pos, self.len, to, "volume")?;
         Ok(self.pos)
     }
 }

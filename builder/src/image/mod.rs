@@ -15,3 +15,14 @@ pub mod files;
 pub mod live;
 pub mod inspect;
 pub mod source;
+
+/// Where a `Seek` on an in-memory stand-in for a `len`-byte device lands; `what` names the device
+/// in the error for a position before its start.
+pub(crate) fn seek_position(pos: u64, len: u64, to: std::io::SeekFrom, what: &str) -> std::io::Result<u64> {
+    let p = match to {
+        std::io::SeekFrom::Start(p) => p as i128,
+        std::io::SeekFrom::End(d) => len as i128 + d as i128,
+        std::io::SeekFrom::Current(d) => pos as i128 + d as i128,
+    };
+    u64::try_from(p).map_err(|_| std::io::Error::other(format!("seek before the {what} start")))
+}

@@ -61,7 +61,7 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
     let service = "echo bench: service up > /dev/kmsg; sleep 1; poweroff";
     match init {
         Init::Dom0Init => {
-            std::fs::copy(aarch64_init(), root.join("init")).unwrap();
+            std::fs::copy(testkit::aarch64_dom0_init(), root.join("init")).unwrap();
             let config = format!("hostname: bench\nservices:\n  - {{name: svc, command: [/bin/sh, -c, \"{service}\"], restart: never}}\n");
             std::fs::write(root.join("etc/rpixen/init.yml"), config).unwrap();
         }
@@ -141,17 +141,3 @@ fn boot_ms(initrd: &Path) -> f64 {
     (stamp("bench: service up") - stamp("Run /init as init process")) * 1000.0
 }
 
-fn aarch64_init() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    testkit::run(Command::new(cargo).current_dir(testkit::repo_root()).args([
-        "build",
-        "-q",
-        "-p",
-        "dom0-init",
-        "--target",
-        "aarch64-unknown-linux-musl",
-        "--profile",
-        "release-small",
-    ]));
-    testkit::repo_root().join("target/aarch64-unknown-linux-musl/release-small/dom0-init")
-}

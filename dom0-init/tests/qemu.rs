@@ -14,21 +14,6 @@ use rpixen::oci::layout::{Compression, ImageBuilder};
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
 
-/// The static aarch64 build, as packaged (`release-small`).
-fn aarch64_init() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    testkit::run(Command::new(cargo).current_dir(testkit::repo_root()).args([
-        "build",
-        "-q",
-        "-p",
-        "dom0-init",
-        "--target",
-        "aarch64-unknown-linux-musl",
-        "--profile",
-        "release-small",
-    ]));
-    testkit::repo_root().join("target/aarch64-unknown-linux-musl/release-small/dom0-init")
-}
 
 fn kernel_release_dir() -> PathBuf {
     let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
@@ -62,7 +47,7 @@ impl Fixture {
         // The `dom0-init` package, as `make pkgs` lays it out: sbin/dom0-init.
         fx.layout("pkg/dom0-init", |root| {
             std::fs::create_dir_all(root.join("sbin")).unwrap();
-            std::fs::copy(aarch64_init(), root.join("sbin/dom0-init")).unwrap();
+            std::fs::copy(testkit::aarch64_dom0_init(), root.join("sbin/dom0-init")).unwrap();
         });
         // busybox-static and the applets the configs use.
         fx.layout("busybox", |root| {

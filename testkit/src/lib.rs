@@ -178,3 +178,20 @@ pub fn rpixen_command() -> Command {
     cmd.arg("--");
     cmd
 }
+
+/// Builds dom0-init as it is packaged (static aarch64 musl, `release-small`) and returns its path.
+pub fn aarch64_dom0_init() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo).current_dir(repo_root()).args([
+        "build",
+        "-q",
+        "-p",
+        "dom0-init",
+        "--target",
+        "aarch64-unknown-linux-musl",
+        "--profile",
+        "release-small",
+    ]));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    target.join("aarch64-unknown-linux-musl/release-small/dom0-init")
+}

@@ -46,7 +46,7 @@ docker: pkgs docker-bin ## Build the rpixen container image (docker run rpixen l
 	DOCKER_BUILDKIT=1 $(DOCKER) build --network=host --build-arg ARTIFACTS=context -t $(DOCKER_TAG) .
 
 test: ## Run every test (unit, tool-checked, QEMU boots)
-	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace --release --no-fail-fast
 
 bench: ## Run the benchmarks (each prints its ratio against the peer tool)
 	$(CARGO) bench --workspace

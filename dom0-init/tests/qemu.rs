@@ -14,7 +14,6 @@ use rpixen::oci::layout::{Compression, ImageBuilder};
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
 
-
 fn kernel_release_dir() -> PathBuf {
     let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
     std::fs::read_dir(&modules)

@@ -42,7 +42,6 @@ main() {
     done
     if ! qemu-system-aarch64 -machine help 2>/dev/null | grep -q raspi4b; then missing+=(qemu-system-arm); fi
     if [ ${#missing[@]} -gt 0 ]; then
-        [ -f /var/lib/apt/lists/lock ] || true
         apt-get update -qq
         add_suites
         apt-get install -y -qq --no-install-recommends -t bookworm-backports "${BACKPORTS_PKGS[@]}"

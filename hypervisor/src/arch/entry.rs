@@ -58,6 +58,22 @@ core::arch::global_asm!(
 .equ STACK_SIZE, {stack}
 .equ FRAME, 800
 
+// Every CPU: our vectors, then its own stack (top of slot Aff0); leaves Aff0 in x1.
+.macro VECTORS_AND_STACK
+    adrp    x1, hv_vectors
+    add     x1, x1, :lo12:hv_vectors
+    msr     vbar_el2, x1
+    isb
+    mrs     x1, mpidr_el1
+    and     x1, x1, #0xff
+    adrp    x2, HV_STACKS
+    add     x2, x2, :lo12:HV_STACKS
+    add     x3, x1, #1
+    mov     x4, #STACK_SIZE
+    madd    x2, x3, x4, x2
+    mov     sp, x2
+.endm
+
 .section .text.head, "ax"
 .global _start
 _start:
@@ -96,18 +112,7 @@ _start:
     add     x5, x5, x20
     str     x5, [x20, x3]
     b       4b
-5:  adrp    x1, hv_vectors
-    add     x1, x1, :lo12:hv_vectors
-    msr     vbar_el2, x1
-    isb
-    mrs     x1, mpidr_el1
-    and     x1, x1, #0xff
-    adrp    x2, HV_STACKS
-    add     x2, x2, :lo12:HV_STACKS
-    add     x3, x1, #1
-    mov     x4, #STACK_SIZE
-    madd    x2, x3, x4, x2
-    mov     sp, x2
+5:  VECTORS_AND_STACK
     mov     x0, x19
     mov     x1, x20
     bl      hv_primary_main
@@ -118,18 +123,7 @@ _start:
 .global hv_secondary_entry
 hv_secondary_entry:
     msr     daifset, #0xf
-    adrp    x1, hv_vectors
-    add     x1, x1, :lo12:hv_vectors
-    msr     vbar_el2, x1
-    isb
-    mrs     x1, mpidr_el1
-    and     x1, x1, #0xff
-    adrp    x2, HV_STACKS
-    add     x2, x2, :lo12:HV_STACKS
-    add     x3, x1, #1
-    mov     x4, #STACK_SIZE
-    madd    x2, x3, x4, x2
-    mov     sp, x2
+    VECTORS_AND_STACK
     mov     x0, x1
     bl      hv_secondary_main
 7:  wfe

@@ -559,24 +559,24 @@ pub fn tag_manifest(layout: &Path, tag: &str, desc: &Descriptor) -> Result<(), O
     ann.insert(REF_NAME.into(), tag.into());
     desc.set_annotations(Some(ann));
     manifests.push(desc);
-    let index = ImageIndexBuilder::default()
+    let index = image_index(manifests);
+    write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("serializable"))
+}
+
+/// An OCI image index listing `manifests`.
+fn image_index(manifests: Vec<Descriptor>) -> ImageIndex {
+    ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
         .manifests(manifests)
         .build()
-        .expect("complete");
-    write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("serializable"))
+        .expect("every required field is set")
 }
 
 /// Writes an image index (multi-arch image) naming `manifests` (descriptors with platforms, from
 /// [`ImageBuilder::write_blobs`]) and tags it. Returns the index's descriptor.
 pub fn write_index(layout: &Path, tag: &str, manifests: Vec<Descriptor>) -> Result<Descriptor, OciError> {
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .build()
-        .expect("complete");
+    let index = image_index(manifests);
     let bytes = serde_json::to_vec(&index).expect("serializable");
     init_layout(layout)?;
     write_blob(layout, &sha256(&bytes), &bytes)?;

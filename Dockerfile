@@ -3,24 +3,38 @@
 # manifests. Everything it needs is inside, so only the build may use the network.
 #
 # Two ways to get the artifacts (build arg ARTIFACTS):
-#   source  (default) build rpixen and every package inside a Rust image: needs Docker Hub and the
-#           Debian archive, nothing on the host.
-#             docker build -t rpixen .
+#   source  (default) build rpixen and every package inside a Rust image (RUST_IMAGE): needs that image
+#           and the Debian archive, nothing else on the host.
+#             docker build --network=host -t rpixen .
+#           Without access to Docker Hub, make a local stand-in for the Rust image first:
+#             scripts/rust-base-image.sh      # Debian (debootstrap) + the pinned toolchain
+#             docker build --network=host --build-arg RUST_IMAGE=rpixen-rust:1.95-bookworm -t rpixen .
 #   context use what `make pkgs docker-bin` left in dist/ (dist/docker/rpixen, dist/pkg): no base image
-#           at all, which is how `make docker` and the tests build it.
+#           at all, which is how `make docker` builds it.
 #             docker build --build-arg ARTIFACTS=context -t rpixen .
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG ARTIFACTS=source
 
 FROM ${RUST_IMAGE} AS source
+# Tools first, so a source change never re-runs apt.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools debian-archive-keyring binutils-aarch64-linux-gnu \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+COPY rust-toolchain.toml ./
+RUN rustup show active-toolchain >/dev/null \
+ && rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl aarch64-unknown-none
+# rustc records dependency source paths (panic locations) in the binaries it builds; with the registry
+# where a root user's host build keeps it, the hypervisor and dom0-init built here are byte-identical to
+# `make pkgs`' on such a host, and so are the images.
+ENV CARGO_HOME=/root/.cargo
 COPY . .
-RUN rustup show >/dev/null \
- && rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl aarch64-unknown-none \
- && cargo build --locked --release -p rpixen --target x86_64-unknown-linux-musl \
+# Cache mounts keep the crate downloads, compiled dependencies and fetched .debs between builds, so a
+# source change rebuilds only our crates (they are not part of the image: outputs are copied to /out).
+RUN --mount=type=cache,id=rpixen-cargo-registry,target=/root/.cargo/registry \
+    --mount=type=cache,id=rpixen-target,target=/src/target \
+    --mount=type=cache,id=rpixen-xdg-cache,target=/root/.cache \
+    cargo build --locked --release -p rpixen --target x86_64-unknown-linux-musl \
  && mkdir -p /out \
  && cp target/x86_64-unknown-linux-musl/release/rpixen /out/rpixen \
  && for p in pkg/*/; do /out/rpixen pkg build "$p" -o "/out/pkg/$(basename "$p")" || exit 1; done

@@ -1,16 +1,20 @@
 //! rpixen: builds a flashable edge-OS disk image from an image manifest.
 //!
-//! Module map (each owns one concept):
+//! Data flows one way, and each module owns one concept (see DESIGN.md):
 //! - [`manifest`]: the image manifest (YAML) and its validation.
-//! - [`image`]: boot scripts, config.txt, FAT, GPT + hybrid MBR, and the `live.raw` assembly.
 //! - [`oci`]: OCI image references, registries, layouts and the blob cache.
-//! - [`rootfs`]: Dom0 root filesystems (cpio, squashfs) from OCI layers.
+//! - [`rootfs`]: Dom0 root filesystems (cpio, squashfs) from OCI layers; reading one file of an image.
 //! - [`pkg`]: `pkg/<name>/pkg.yml` packages (pinned .debs, repo builds) as OCI image layouts.
-//! - [`cmd`]: one module per CLI subcommand; each turns arguments into calls on the modules below.
+//! - [`uboot`]: what U-Boot reads: boot scripts, script images, config.txt, the load-address plan.
+//! - [`disk`]: GPT + hybrid MBR, FAT, content-derived ids, sparse output, inspection.
+//! - [`live`]: assembling `live.raw` (and the netboot tree) from a manifest.
+//!
+//! The command line (clap, anyhow) lives in the binary target (`main.rs`, `cli/`).
 
-pub mod cmd;
-pub mod image;
+pub mod disk;
+pub mod live;
 pub mod manifest;
 pub mod oci;
 pub mod pkg;
 pub mod rootfs;
+pub mod uboot;

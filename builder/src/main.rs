@@ -1,7 +1,10 @@
 //! The `rpixen` command line.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
-use rpixen::cmd;
+
+use cli as cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "rpixen", version, about = "Builds flashable edge-OS images for the Raspberry Pi 4 and QEMU virt")]

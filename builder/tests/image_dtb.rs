@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use rpixen::image::dtb::disable_nodes;
+use rpixen::live::dtb::disable_nodes;
 
 fn dtc(args: &[&str], input: &std::path::Path) -> Vec<u8> {
     let out = Command::new("dtc").args(args).arg(input).output().unwrap();

@@ -1,11 +1,11 @@
-//! FAT volumes written by `rpixen::image::fat`, checked with dosfstools and mtools.
+//! FAT volumes written by `rpixen::disk::fat`, checked with dosfstools and mtools.
 
 use std::process::Command;
 
 use std::sync::Arc;
 
-use rpixen::image::fat::{build, Entry, Spec};
-use rpixen::image::source::Source;
+use rpixen::disk::fat::{build, Entry, Spec};
+use rpixen::disk::source::Source;
 
 struct F<'a> {
     path: &'a str,

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use rpixen::image::uimage::{script, ScriptImage};
+use rpixen::uboot::uimage::{script, ScriptImage};
 
 fn mkimage(dir: &std::path::Path, name: &str, addr: u32, epoch: u32, body: &[u8]) -> Vec<u8> {
     let src = dir.join("script.txt");

@@ -19,16 +19,16 @@ fn layout_round_trip_with_oci_semantics() {
     let mut o = opts(tmp.path());
     o.offline = true;
     let r = format!("oci:{}:v1", dir.display());
-    assert_eq!(oci::read_file(&o, &r, "etc/motd").unwrap(), b"hello from zstd\n");
-    assert_eq!(oci::read_file(&o, &r, "/lib/libc.so").unwrap(), b"libc");
-    assert_eq!(oci::read_file(&o, &r, "usr/lib/libm.so").unwrap(), b"libm", "written through the lib symlink");
-    assert_eq!(oci::read_file(&o, &r, "bin/ping6").unwrap(), b"ping", "a hard link's contents");
-    let err = oci::read_file(&o, &r, "dev/console").unwrap_err().to_string();
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "etc/motd").unwrap(), b"hello from zstd\n");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "/lib/libc.so").unwrap(), b"libc");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "usr/lib/libm.so").unwrap(), b"libm", "written through the lib symlink");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "bin/ping6").unwrap(), b"ping", "a hard link's contents");
+    let err = rpixen::rootfs::read_file(&o, &r, "dev/console").unwrap_err().to_string();
     assert!(err.contains("character device"), "{err}");
-    let err = oci::read_file(&o, &r, "etc/old").unwrap_err().to_string();
+    let err = rpixen::rootfs::read_file(&o, &r, "etc/old").unwrap_err().to_string();
     assert!(err.contains("etc/old"), "{err}");
-    assert!(oci::read_file(&o, &r, "opt/app/lower").is_err(), "opaque dir hides the lower layer");
-    assert_eq!(oci::read_file(&o, &r, "opt/app/upper").unwrap(), b"upper", "opaque applies before the layer's own entries");
+    assert!(rpixen::rootfs::read_file(&o, &r, "opt/app/lower").is_err(), "opaque dir hides the lower layer");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "opt/app/upper").unwrap(), b"upper", "opaque applies before the layer's own entries");
 
     let image = oci::resolve(&o, &r).unwrap();
     assert_eq!(image.layers.len(), 3);
@@ -53,10 +53,10 @@ fn package_names_and_tags() {
     let mut t = LayerTar::new();
     t.file("sbin/dom0-init", b"\x7fELF", 0o755);
     ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&o.pkg_dir.join("dom0-init"), "latest").unwrap();
-    assert_eq!(oci::read_file(&o, "dom0-init", "sbin/dom0-init").unwrap(), b"\x7fELF");
-    let err = oci::read_file(&o, "nosuchpkg", "x").unwrap_err().to_string();
+    assert_eq!(rpixen::rootfs::read_file(&o, "dom0-init", "sbin/dom0-init").unwrap(), b"\x7fELF");
+    let err = rpixen::rootfs::read_file(&o, "nosuchpkg", "x").unwrap_err().to_string();
     assert!(err.contains("nosuchpkg") && err.contains("oci-layout"), "{err}");
-    let err = oci::read_file(&o, &format!("oci:{}:v9", o.pkg_dir.join("dom0-init").display()), "x").unwrap_err();
+    let err = rpixen::rootfs::read_file(&o, &format!("oci:{}:v9", o.pkg_dir.join("dom0-init").display()), "x").unwrap_err();
     assert!(err.to_string().contains("v9"), "{err}");
 }
 
@@ -74,11 +74,11 @@ fn multi_arch_index_resolves_to_arm64() {
     write_index(&dir, "latest", descs).unwrap();
     let mut o = opts(tmp.path());
     let r = format!("oci:{}", dir.display());
-    assert_eq!(oci::read_file(&o, &r, "arch").unwrap(), b"arm64");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "arch").unwrap(), b"arm64");
     o.platform = "linux/amd64".parse::<Platform>().unwrap();
-    assert_eq!(oci::read_file(&o, &r, "arch").unwrap(), b"amd64");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "arch").unwrap(), b"amd64");
     o.platform = "linux/riscv64".parse::<Platform>().unwrap();
-    let err = oci::read_file(&o, &r, "arch").unwrap_err().to_string();
+    let err = rpixen::rootfs::read_file(&o, &r, "arch").unwrap_err().to_string();
     assert!(err.contains("linux/riscv64") && err.contains("linux/arm64/v8"), "{err}");
 }
 
@@ -102,6 +102,6 @@ fn tampered_layout_blob_is_refused_naming_both_digests() {
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&r) && msg.contains("layer 1") && msg.contains(&expected) && msg.contains(&actual), "{msg}");
-    assert!(oci::read_file(&o, &r, "etc/motd").is_err());
+    assert!(rpixen::rootfs::read_file(&o, &r, "etc/motd").is_err());
     let _ = desc;
 }

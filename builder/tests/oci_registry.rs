@@ -50,7 +50,7 @@ fn pull_multi_arch_image_then_build_offline() {
     assert!(!has(&list, "etc/old") && !has(&list, "opt/app/lower") && has(&list, "opt/app/upper"), "{list}");
 
     // read_file goes through the same path.
-    assert_eq!(oci::read_file(&o, &r, "lib/libm.so").unwrap(), b"libm");
+    assert_eq!(rpixen::rootfs::read_file(&o, &r, "lib/libm.so").unwrap(), b"libm");
 
     // With the registry gone, --offline builds from the cache alone; a pinned digest works too.
     let digest = image.manifest_digest.clone();

@@ -1,7 +1,8 @@
 //! OCI images: references, the content-addressed blob cache, registries and image layouts on disk.
 //!
 //! Everything here resolves an image reference to a verified [`Image`] (its config and its layer blobs,
-//! each checked against digest and size before use). [`crate::rootfs`] turns the layers into a tree.
+//! each checked against digest and size before use). [`crate::rootfs`] turns the layers into a tree; nothing here
+//! depends on it.
 //!
 //! - [`reference`](mod@reference): parsing `busybox`, `oci:DIR[:TAG]` and registry references.
 //! - [`digest`]: sha256 digests and the verifying reader.
@@ -160,25 +161,4 @@ pub fn resolve(opts: &OciOptions, image: &str) -> Result<Image, OciError> {
         ImageRef::Layout { dir, tag } => layout::Layout::open(&dir)?.image(image, &tag, &opts.platform),
         ImageRef::Registry(reference) => registry::pull(opts, image, &reference),
     }
-}
-
-/// A file from the flattened image: layers applied in order, symlinks inside the image followed (never
-/// outside it).
-pub fn read_file(opts: &OciOptions, image_ref: &str, path: &str) -> Result<Vec<u8>, OciError> {
-    use crate::rootfs::{tree::Tree, unpack};
-    let image = resolve(opts, image_ref)?;
-    let limits = unpack::Limits::default();
-    // First pass reads only this path's contents; if it resolves elsewhere (a symlink, a hard link to
-    // another name) the second pass reads everything.
-    let wanted: Vec<u8> = crate::rootfs::tree::components(path.as_bytes()).collect::<Vec<_>>().join(&b'/');
-    let mut tree = Tree::new();
-    unpack::unpack_layers_keeping(&mut tree, &image.name, &image.layers, &limits, Some(&wanted))?;
-    if tree.lookup(&wanted, true).is_some_and(|id| tree.dropped.contains(&id)) {
-        tree = unpack::unpack_image(&image, &limits)?;
-    }
-    tree.read_file(path).map_err(|detail| OciError::FileNotFound {
-        image: image_ref.to_owned(),
-        path: path.to_owned(),
-        detail: format!(": {detail}"),
-    })
 }

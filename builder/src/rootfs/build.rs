@@ -144,7 +144,7 @@ fn place_init(opts: &OciOptions, tree: &mut Tree, format: RootfsFormat) -> Resul
             return Ok(());
         }
     }
-    let data = oci::read_file(opts, "dom0-init", "sbin/dom0-init")?;
+    let data = super::read_file(opts, "dom0-init", "sbin/dom0-init")?;
     tree.insert(target.as_bytes(), Node { kind: Kind::File(data), meta: Meta::with_mode(0o755) })
         .map_err(RootfsError::Init)?;
     Ok(())
@@ -167,7 +167,7 @@ fn extra_files(opts: &OciOptions, manifest: &Manifest, dir: &Path) -> Result<Vec
                 let p = if file.is_absolute() { file.clone() } else { dir.join(file) };
                 std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))?
             }
-            (None, Some(FileRef::InImage { image, path })) => oci::read_file(opts, image, path).map_err(|e| err(e.to_string()))?,
+            (None, Some(FileRef::InImage { image, path })) => super::read_file(opts, image, path).map_err(|e| err(e.to_string()))?,
             _ => return Err(err("give exactly one of `contents` and `source`".into())),
         };
         out.push(ExtraFile { path: f.path.trim_start_matches('/').to_owned(), data, mode });

@@ -8,3 +8,4 @@ pub mod squashfs;
 pub mod build;
 
 pub use build::{build, BuildReport, RootfsError};
+pub use unpack::read_file;

@@ -48,6 +48,26 @@ struct ParsedLayer {
     warnings: Vec<String>,
 }
 
+/// A file from the flattened image (what `rpixen pkg cat` and manifest file references read): layers applied in order, symlinks inside the image followed (never
+/// outside it).
+pub fn read_file(opts: &crate::oci::OciOptions, image_ref: &str, path: &str) -> Result<Vec<u8>, OciError> {
+    let image = crate::oci::resolve(opts, image_ref)?;
+    let limits = Limits::default();
+    // First pass reads only this path's contents; if it resolves elsewhere (a symlink, a hard link to
+    // another name) the second pass reads everything.
+    let wanted: Vec<u8> = components(path.as_bytes()).collect::<Vec<_>>().join(&b'/');
+    let mut tree = Tree::new();
+    unpack_layers_keeping(&mut tree, &image.name, &image.layers, &limits, Some(&wanted))?;
+    if tree.lookup(&wanted, true).is_some_and(|id| tree.dropped.contains(&id)) {
+        tree = unpack_image(&image, &limits)?;
+    }
+    tree.read_file(path).map_err(|detail| OciError::FileNotFound {
+        image: image_ref.to_owned(),
+        path: path.to_owned(),
+        detail: format!(": {detail}"),
+    })
+}
+
 /// Unpacks all layers of an image into a new tree.
 pub fn unpack_image(image: &Image, limits: &Limits) -> Result<Tree, OciError> {
     let mut tree = Tree::new();
@@ -62,7 +82,7 @@ pub fn unpack_layers(tree: &mut Tree, image: &str, layers: &[LayerBlob], limits:
 
 /// Like [`unpack_layers`], but with `keep_data_for`, the contents of regular files are read only for that
 /// path (as the layer names it); other files stay empty and their nodes are listed in `tree.dropped`.
-/// [`crate::oci::read_file`] uses it to avoid holding a whole image in memory for one file.
+/// [`crate::rootfs::read_file`] uses it to avoid holding a whole image in memory for one file.
 pub fn unpack_layers_keeping(
     tree: &mut Tree,
     image: &str,

@@ -1,20 +1,17 @@
-//! The disk image: boot scripts, config.txt, load-address plan, FAT and GPT writers, and their assembly
-//! into a flashable `live.raw`.
+//! The disk: GPT with a hybrid MBR ([`table`]), FAT volumes ([`fat`]), the ids derived from content
+//! ([`ids`]), the partitions assembled into a sparse [`assemble::Disk`], written out sparse and
+//! atomically ([`output`]) and read back ([`inspect`]). Nothing here knows what a board or a manifest
+//! is: it takes sizes, names and file sources.
 
-pub mod uimage;
-pub mod bootscript;
-pub mod configtxt;
-pub mod layout;
+pub mod assemble;
 pub mod fat;
-pub mod table;
 pub mod ids;
-pub mod disk;
-pub mod output;
-pub mod dtb;
-pub mod files;
-pub mod live;
 pub mod inspect;
+pub mod output;
 pub mod source;
+pub mod table;
+
+pub use assemble::{assemble, volume_chunks, Chunk, Data, Disk, DiskError, Partition};
 
 /// Where a `Seek` on an in-memory stand-in for a `len`-byte device lands; `what` names the device
 /// in the error for a position before its start.

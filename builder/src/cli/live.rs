@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::image::{ids, live, output};
-use crate::manifest::Manifest;
+use rpixen::disk::{ids, output};
+use rpixen::live;
+use rpixen::manifest::Manifest;
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cmd::live::LiveArgs;
-use crate::manifest::{FileRef, InlineFile};
+use crate::cli::live::LiveArgs;
+use rpixen::manifest::{FileRef, InlineFile};
 
 fn mounted(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).map(PathBuf::from).filter(|d| d.is_dir())
@@ -30,7 +30,7 @@ pub fn prepare_live(args: &mut LiveArgs) -> anyhow::Result<Option<tempfile::Name
     if files.is_empty() {
         return Ok(None);
     }
-    let (mut manifest, dir) = crate::cmd::live::load_target(&args.target)?;
+    let (mut manifest, dir) = crate::cli::live::load_target(&args.target)?;
     for rel in files {
         let path = format!("/{rel}");
         eprintln!("rpixen: CONFIG{path} from {}", in_dir.join(&rel).display());

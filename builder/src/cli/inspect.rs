@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::image::inspect;
+use rpixen::disk::inspect;
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {

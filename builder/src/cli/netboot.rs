@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::image::{ids, live, output};
+use rpixen::disk::{ids, output};
+use rpixen::live;
 
 #[derive(Debug, clap::Args)]
 pub struct NetbootArgs {

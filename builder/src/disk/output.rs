@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
-use super::disk::{Data, Disk};
+use super::assemble::{Data, Disk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -173,7 +173,7 @@ fn is_zero(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::disk::Chunk;
+    use crate::disk::assemble::Chunk;
 
     fn disk() -> Disk {
         let mut data = vec![0u8; 3 * BLOCK + 5];
@@ -186,8 +186,8 @@ mod tests {
                 Chunk::bytes(4096, data),
                 Chunk {
                     offset: 512 << 10,
-                    data: crate::image::disk::Data::Source {
-                        source: std::sync::Arc::new(crate::image::source::Source::Memory(vec![3; 1000])),
+                    data: crate::disk::assemble::Data::Source {
+                        source: std::sync::Arc::new(crate::disk::source::Source::Memory(vec![3; 1000])),
                         offset: 10,
                         len: 900,
                     },

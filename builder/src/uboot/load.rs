@@ -48,7 +48,7 @@ pub struct Sizes {
 
 /// Load addresses, each 2 MiB aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub struct LoadPlan {
     pub script: u64,
     pub hypervisor: u64,
     pub kernel: u64,
@@ -73,7 +73,7 @@ pub fn align_up(x: u64, a: u64) -> u64 {
 }
 
 /// Lays the blobs out in ImageBuilder's order: script, hypervisor, kernel, initrd, DTB.
-pub fn plan(window: Window, sizes: Sizes) -> Result<Plan, LayoutError> {
+pub fn plan(window: Window, sizes: Sizes) -> Result<LoadPlan, LayoutError> {
     let script = align_up(window.base, ALIGN);
     let hypervisor = align_up(script + SCRIPT_RESERVE, ALIGN);
     let kernel = align_up(hypervisor + sizes.hypervisor, ALIGN);
@@ -88,7 +88,7 @@ pub fn plan(window: Window, sizes: Sizes) -> Result<Plan, LayoutError> {
             limit: window.limit,
         });
     }
-    Ok(Plan { script, hypervisor, kernel, initrd, dtb, end })
+    Ok(LoadPlan { script, hypervisor, kernel, initrd, dtb, end })
 }
 
 /// Memory an arm64 Image needs when run in place: `image_size` from its header (which covers BSS),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rpixen_pkg::{PkgDef, PkgOptions};
 
-use crate::pkg as rpixen_pkg;
+use rpixen::pkg as rpixen_pkg;
 
 #[derive(Debug, clap::Args)]
 pub struct CacheArgs {
@@ -118,7 +118,7 @@ pub fn run(cmd: PkgCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PkgCommand::Cat { image, path, output } => {
-            let bytes = crate::oci::read_file(&crate::oci::OciOptions::from_env(), &image, &path)?;
+            let bytes = rpixen::rootfs::read_file(&rpixen::oci::OciOptions::from_env(), &image, &path)?;
             match output {
                 Some(file) => std::fs::write(&file, bytes).with_context(|| file.display().to_string()),
                 None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes).context("stdout"),

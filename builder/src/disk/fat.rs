@@ -570,7 +570,7 @@ pub fn list<T: Read + Write + Seek>(volume: T) -> std::io::Result<(String, Vec<L
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::source::Source;
+    use crate::disk::source::Source;
     use std::io::Cursor;
 
     #[test]

@@ -1,6 +1,6 @@
 //! `rpixen pull REF`: fetch an image's manifest, config and layers into the blob cache.
 
-use crate::oci::{self, OciOptions};
+use rpixen::oci::{self, OciOptions};
 
 /// Options shared by every command that reads OCI images.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -2,21 +2,23 @@
 //! lay out the GPT disk (boot FAT, IMGA, IMGB, CONFIG, PERSIST). Also the netboot TFTP root, which
 //! shares everything but the first-stage script.
 
+pub mod dtb;
+pub mod files;
+
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::bootscript::{self, DtbSource, SecondStage, SECOND_STAGE};
-use super::configtxt::{self, UBOOT_NAME};
-use super::disk::{self, Chunk, Disk, Partition};
-use super::source::{Shared, Source};
-use super::fat::{self, Entry, FatError, Spec};
-use super::files::{self, FileError};
-use super::ids::{ContentHash, Ids};
-use super::layout::{self, LayoutError, Sizes, Window};
-use super::table;
-use super::uimage::{self, ScriptImage};
-use super::dtb::{self, DtbError};
+use self::dtb::DtbError;
+use self::files::FileError;
+use crate::disk::fat::{self, Entry, FatError, Spec};
+use crate::disk::ids::{ContentHash, Ids};
+use crate::disk::source::{Shared, Source};
+use crate::disk::{self, table, Chunk, Disk, Partition};
+use crate::uboot::bootscript::{self, DtbSource, SecondStage, SECOND_STAGE};
+use crate::uboot::configtxt::{self, UBOOT_NAME};
+use crate::uboot::load::{self as layout, LayoutError, Sizes, Window};
+use crate::uboot::uimage::{self, ScriptImage};
 use crate::manifest::{parse_size, BoardKind, HypervisorKind, Manifest, RootfsFormat};
 
 pub const BOOT_SCRIPT: &str = "boot.scr";
@@ -74,7 +76,7 @@ impl NamedFile {
 /// Everything boot needs, before it is put on a FAT or in a TFTP root.
 #[derive(Debug, Clone)]
 pub struct BootSet {
-    pub plan: layout::Plan,
+    pub plan: layout::LoadPlan,
     /// What the second stage loads (hypervisor, kernel, initrd, and the DTB on the Pi) and the second
     /// stage itself.
     pub loaded: Vec<NamedFile>,

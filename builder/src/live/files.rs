@@ -1,9 +1,9 @@
 //! Reading the files a manifest names ([`FileRef`]): host paths (relative to the manifest's folder) and
-//! paths inside OCI images (through [`crate::oci::read_file`]). Errors name the manifest field.
+//! paths inside OCI images (through [`crate::rootfs::read_file`]). Errors name the manifest field.
 
 use std::path::{Path, PathBuf};
 
-use super::source::{Shared, Source};
+use crate::disk::source::{Shared, Source};
 use crate::manifest::FileRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub fn read(fref: &FileRef, base: &Path, field: &str) -> Result<Vec<u8>, FileErr
         }
         FileRef::InImage { image, path } => {
             let opts = crate::oci::OciOptions::from_env();
-            crate::oci::read_file(&opts, image, path).map_err(|e| FileError::Image {
+            crate::rootfs::read_file(&opts, image, path).map_err(|e| FileError::Image {
                 field: field.to_owned(),
                 image: image.clone(),
                 path: path.clone(),

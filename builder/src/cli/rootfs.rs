@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::pull::OciArgs;
-use crate::manifest::{Manifest, RootfsFormat};
+use rpixen::manifest::{Manifest, RootfsFormat};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum FormatArg {
@@ -42,7 +42,7 @@ pub fn run(args: RootfsArgs) -> anyhow::Result<()> {
     };
     // A temporary file beside the output: on any error it is removed, so nothing half-written remains.
     let mut tmp = tempfile::NamedTempFile::new_in(&out_dir).with_context(|| format!("cannot write in {}", out_dir.display()))?;
-    let report = crate::rootfs::build(&args.oci.options(), &manifest, &dir, format, tmp.as_file_mut())?;
+    let report = rpixen::rootfs::build(&args.oci.options(), &manifest, &dir, format, tmp.as_file_mut())?;
     for w in &report.warnings {
         eprintln!("rpixen: warning: {w}");
     }

@@ -6,7 +6,7 @@
 //! and runs `rpixen_loadcmd`, which the first stage defines (`load <dev> <part>` from the disk, or
 //! `tftpboot` for netboot). One second stage serves both paths.
 
-use super::layout::Plan;
+use super::load::LoadPlan;
 
 /// Name of the second-stage script on the boot FAT and in the TFTP root.
 pub const SECOND_STAGE: &str = "rpixen.scr";
@@ -23,7 +23,7 @@ pub enum DtbSource {
 /// Everything the second stage needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecondStage<'a> {
-    pub plan: Plan,
+    pub plan: LoadPlan,
     pub hypervisor_file: &'a str,
     pub kernel_file: &'a str,
     pub initrd_file: &'a str,
@@ -151,7 +151,7 @@ pub fn hypervisor_args(cmdline: &str, dom0_memory: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::layout::{plan, Sizes, Window};
+    use crate::uboot::load::{plan, Sizes, Window};
     use crate::manifest::BoardKind;
 
     fn stage(dtb: DtbSource) -> String {

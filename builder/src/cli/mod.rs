@@ -1,0 +1,10 @@
+//! The `rpixen` subcommands. Each module owns its clap arguments and its `run`, which turns the
+//! arguments into calls on the library.
+
+pub mod container;
+pub mod inspect;
+pub mod live;
+pub mod netboot;
+pub mod pkg;
+pub mod pull;
+pub mod rootfs;

@@ -1,9 +1,0 @@
-//! The `rpixen` subcommands. Each module owns its clap arguments and its `run`.
-
-pub mod container;
-pub mod inspect;
-pub mod live;
-pub mod netboot;
-pub mod pkg;
-pub mod pull;
-pub mod rootfs;

@@ -66,8 +66,16 @@ fn guest_image(dir: &Path) -> PathBuf {
         "aarch64-unknown-none",
         "--release",
     ]));
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(root.join("target"));
+    // Where cargo put it, wherever the target directory is configured (as hypervisor/build.sh asks).
+    let meta = testkit::run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]));
+    let key = "\"target_directory\":\"";
+    let start = meta.find(key).expect("cargo metadata names the target directory") + key.len();
+    let target_dir = PathBuf::from(&meta[start..start + meta[start..].find('"').unwrap()]);
     let elf = target_dir.join("aarch64-unknown-none/release/hostile-guest");
     let out = dir.join("hostile-guest.Image");
     testkit::run(

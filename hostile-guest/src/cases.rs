@@ -43,6 +43,8 @@ const CMD_SEND_SGIS: u32 = 3;
 const CMD_TIMER_THEN_OFF: u32 = 4;
 const CMD_COUNT_TICKS: u32 = 5;
 const CMD_OFF: u32 = 6;
+/// Timer interrupts CMD_COUNT_TICKS waits for.
+const TICKS_WANTED: u32 = 5;
 
 static CMD: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static ARG: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -111,7 +113,9 @@ fn run_command(me: usize, c: u32, arg: u64) -> u64 {
             gic::clear_counts(me);
             gic::TIMER_PERIOD[me].store(arch::us_to_ticks(arg & 0xFFFF_FFFF), Ordering::Release);
             gic::timer_in(arg & 0xFFFF_FFFF);
-            arch::delay_us(arg >> 32);
+            // Until TICKS_WANTED ticks or the time limit, whichever first.
+            let end = arch::now() + arch::us_to_ticks(arg >> 32);
+            while gic::taken(me, cfg().vtimer) < TICKS_WANTED && arch::now() < end {}
             gic::TIMER_PERIOD[me].store(0, Ordering::Release);
             gic::timer_stop();
             u64::from(gic::taken(me, cfg().vtimer))
@@ -628,15 +632,15 @@ fn cpu_off_active_timer() -> Outcome {
     let r = platform::cpu_on(cpu, arch::secondary_entry_pa());
     ensure!(r == 0, "CPU_ON after CPU_OFF returned {}", r);
     ensure!(wait_alive(cpu, alive, 1_000_000), "vCPU {} did not come back after CPU_ON", cpu);
-    let ticks = run_on(cpu, CMD_COUNT_TICKS, 2000 | (200_000 << 32), 2_000_000);
-    ensure!(ticks.is_some_and(|t| t >= 3), "after CPU_OFF (timer active) and CPU_ON, vCPU {} took {:?} timer interrupts in 200 ms at a 2 ms period", cpu, ticks);
+    let ticks = run_on(cpu, CMD_COUNT_TICKS, 2000 | (1_000_000 << 32), 3_000_000);
+    ensure!(ticks.is_some_and(|t| t >= u64::from(TICKS_WANTED)), "after CPU_OFF (timer active) and CPU_ON, vCPU {} took {:?} timer interrupts in 1 s at a 2 ms period", cpu, ticks);
     ensure!(
         run_on(cpu, CMD_PING, 0, 500_000) == Some(1),
         "vCPU {} no longer takes its doorbell SGI",
         cpu
     );
     Ok(line!(
-        "vCPU {} took {} timer interrupts in 200 ms after coming back",
+        "vCPU {} took {} timer interrupts (2 ms period) after coming back",
         cpu,
         ticks.unwrap_or(0)
     ))

@@ -43,6 +43,58 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+const GIC_COMPATIBLE: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic"];
+
+type Node<'b, 'a> = fdt::node::FdtNode<'b, 'a>;
+
+/// The first node one or two levels below the root that `pred` (given its parent, None for the
+/// root) accepts, with that parent.
+fn find<'b, 'a>(
+    fdt: &'b fdt::Fdt<'a>,
+    pred: impl Fn(Option<&Node<'b, 'a>>, &Node<'b, 'a>) -> bool,
+) -> Option<(Node<'b, 'a>, Option<Node<'b, 'a>>)> {
+    let root = fdt.find_node("/")?;
+    for n in root.children() {
+        if pred(None, &n) {
+            return Some((n, None));
+        }
+        for c in n.children() {
+            if pred(Some(&n), &c) {
+                return Some((c, Some(n)));
+            }
+        }
+    }
+    None
+}
+
+/// The first two `reg` addresses of a node, as CPU physical addresses: a node under a bus (the Pi's
+/// `/soc`) is translated through the bus's `ranges`.
+fn reg_addrs(
+    fdt: &fdt::Fdt<'_>,
+    (node, parent): (Node<'_, '_>, Option<Node<'_, '_>>),
+) -> Option<[Option<u64>; 2]> {
+    let root = fdt.find_node("/")?;
+    let root_cells = root.cell_sizes();
+    let cells = parent.map_or(root_cells, |p| p.cell_sizes());
+    let reg = node.property("reg")?.value;
+    let entry = (cells.address_cells + cells.size_cells) * 4;
+    let mut out = [None; 2];
+    for (i, e) in reg.chunks_exact(entry).take(2).enumerate() {
+        let addr = hostile_guest::read_cells(e, cells.address_cells)?;
+        out[i] = match parent.and_then(|p| p.property("ranges")) {
+            Some(r) => hostile_guest::translate(
+                addr,
+                r.value,
+                cells.address_cells,
+                root_cells.address_cells,
+                cells.size_cells,
+            ),
+            None => Some(addr),
+        };
+    }
+    Some(out)
+}
+
 /// Reads the device tree at `dtb` (MMU still off). Returns None when something essential is missing.
 pub fn parse_dt(dtb: u64) -> Option<Config> {
     // SAFETY: the hypervisor passes a device tree in x0 (arm64 boot protocol); its header is 40 bytes.
@@ -54,16 +106,18 @@ pub fn parse_dt(dtb: u64) -> Option<Config> {
     let blob: &'static [u8] =
         unsafe { core::slice::from_raw_parts(dtb as *const u8, be32(&hdr[4..]) as usize) };
     let fdt = fdt::Fdt::new(blob).ok()?;
-    let gic = fdt.find_compatible(&["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic"])?;
-    let mut regs = gic.reg()?;
-    let gicd = regs.next()?.starting_address as u64;
-    let gicc = regs.next()?.starting_address as u64;
-    // stdout-path "/pl011@9000000[:options]": the node is found by its name.
+    let gic = find(&fdt, |_, n| {
+        n.compatible().is_some_and(|c| c.all().any(|c| GIC_COMPATIBLE.contains(&c)))
+    })?;
+    let gic_regs = reg_addrs(&fdt, gic)?;
+    let (gicd, gicc) = (gic_regs[0]?, gic_regs[1]?);
+    // stdout-path "/soc/serial@7e201000[:options]": a node one or two levels down.
     let chosen = fdt.find_node("/chosen")?;
     let stdout = chosen.property("stdout-path").and_then(|p| p.as_str())?;
-    let stdout = stdout.split(':').next()?;
-    let name = stdout.rsplit('/').next()?;
-    let uart = fdt.all_nodes().find(|n| n.name == name)?.reg()?.next()?.starting_address as u64;
+    let stdout = stdout.split(':').next()?.trim_start_matches('/');
+    let (parent_name, name) = stdout.rsplit_once('/').unwrap_or(("", stdout));
+    let uart_node = find(&fdt, |p, n| n.name == name && p.map_or("", |p| p.name) == parent_name)?;
+    let uart = reg_addrs(&fdt, uart_node)?[0]?;
     // The timer's third interrupt is the virtual timer (PPI n -> INTID n + 16).
     let vtimer = fdt
         .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])

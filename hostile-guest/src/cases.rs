@@ -15,7 +15,7 @@ use hostile_guest::{
 use crate::arch::{self, call_insn, MAX_CPUS};
 use crate::console::{println, Line};
 use crate::gic::{self, CASE_SGIS, DOORBELL_SGI};
-use crate::platform::{self, cfg, cpu_index, ALIAS};
+use crate::platform::{self, cfg, ALIAS};
 
 type Outcome = Result<Line, Line>;
 
@@ -945,7 +945,6 @@ extern "C" fn guest_primary_main(dtb: u64) -> ! {
                 println!("CASE {} FAIL {}", name, detail.as_str());
             }
         }
-        let _ = cpu_index();
     }
     println!("HOSTILE-DONE pass={} fail={}", pass, fail);
     platform::system_off()

@@ -3,9 +3,10 @@
 
 use core::cell::UnsafeCell;
 
-use rpixen_hypervisor::pagetable::{MapError, Mem, Regime, Table, Tables, MAIR_EL2, TCR_EL2};
-use rpixen_hypervisor::region::gaps;
-use rpixen_hypervisor::Region;
+use rpixen_hv_core::pagetable::{MapError, Mem, Regime, Table, Tables, MAIR_EL2, TCR_EL2};
+use rpixen_hv_core::region::gaps;
+use rpixen_hv_core::stage2::Plan;
+use rpixen_hv_core::Region;
 
 use crate::arch::{self, msr};
 
@@ -59,40 +60,34 @@ pub fn el2_map(ram: &[Region]) -> Result<u64, MapError> {
     Ok(t.root_pa())
 }
 
-/// Dom0's stage 2: its RAM, every non-RAM address except the hypervisor's devices (`holes`), and the
-/// GIC virtual CPU interface at the address of the physical CPU interface.
+/// A domain's stage 2 from its plan (`rpixen_hv_core::stage2`).
 ///
-/// Dom0 RAM is mapped with 4 KiB pages when the pool allows (up to about 1 GiB): QEMU's TCG flushes its
+/// Guest RAM is mapped with 4 KiB pages when the pool allows (up to about 1 GiB): QEMU's TCG flushes its
 /// whole TLB for any TLBI by address that falls inside a block mapping, and Linux's boot-time code
 /// patching (ftrace, alternatives) issues tens of thousands of those; with 1 GiB and 2 MiB stage-2
-/// blocks Dom0's boot took 4x longer in that phase. Larger Dom0s fall back to blocks.
-pub fn stage2_map(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64)) -> Result<(u64, usize), MapError> {
-    match stage2_try(dom0_ram, holes, gicv, 3) {
-        Err(MapError::OutOfTables) => stage2_try(dom0_ram, holes, gicv, 1),
+/// blocks Dom0's boot took 4x longer in that phase. Larger guests fall back to blocks.
+pub fn stage2_map(plan: &Plan) -> Result<(u64, usize), MapError> {
+    match stage2_try(plan, 3) {
+        Err(MapError::OutOfTables) => stage2_try(plan, 1),
         r => r,
     }
 }
 
-fn stage2_try(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64), ram_level: u32) -> Result<(u64, usize), MapError> {
+fn stage2_try(plan: &Plan, ram_level: u32) -> Result<(u64, usize), MapError> {
     let mut t = tables(&STAGE2, Regime::Stage2);
     t.largest_block_level(ram_level);
-    for r in dom0_ram {
+    for r in &plan.ram {
         t.map(r.base, r.base, r.size, Mem::Normal)?;
     }
     t.largest_block_level(1);
-    for g in gaps(holes, 0, Regime::Stage2.limit()) {
-        let base = (g.base + 0xFFF) & !0xFFF;
-        let end = g.end() & !0xFFF;
-        if end > base {
-            t.map(base, base, end - base, Mem::Device)?;
-        }
+    for r in &plan.mmio {
+        t.map(r.base, r.base, r.size, Mem::Device)?;
     }
-    let (ipa, pa, size) = gicv;
+    let (ipa, pa, size) = plan.gicv;
     t.map(ipa, pa, size, Mem::Device)?;
     let root = t.root_pa();
     let used = t.tables_used();
     // The walker may run with caches off on secondaries' first access; the tables must be at PoC.
-    // SAFETY: only the address range of the pool is taken.
     arch::clean_dcache_range(root, (used * 4096) as u64);
     Ok((root, used))
 }

@@ -5,9 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use rpixen_hypervisor::dom0dt::{self, Dom0DtConfig};
-use rpixen_hypervisor::hostdt::{self, EnableMethod, UartKind};
-use rpixen_hypervisor::Region;
+use rpixen_hv_core::dom0dt::{self, Dom0DtConfig};
+use rpixen_hv_core::hostdt::{self, EnableMethod, UartKind};
+use rpixen_hv_core::Region;
 
 fn fdtget(dtb: &std::path::Path, args: &[&str]) -> String {
     testkit::run(Command::new("fdtget").arg(dtb).args(args)).trim().to_owned()
@@ -41,7 +41,16 @@ fn virt_tree_with_any_rng_seed_is_read() {
     // fdt 0.1.5's find_node failed on some of QEMU's random /chosen/rng-seed values; this one.
     let dir = tempfile::tempdir().unwrap();
     let dtb = common::virt_dtb(dir.path(), 4);
-    let seed = ["0x55be5acb", "0xdbcd337a", "0xe6655ec9", "0x44bda257", "0x184e6d10", "0x6babf989", "0x7619472d", "0xc1af42d6"];
+    let seed = [
+        "0x55be5acb",
+        "0xdbcd337a",
+        "0xe6655ec9",
+        "0x44bda257",
+        "0x184e6d10",
+        "0x6babf989",
+        "0x7619472d",
+        "0xc1af42d6",
+    ];
     let mut args = vec!["-t", "x", "/chosen", "rng-seed"];
     args.extend(seed);
     testkit::run(Command::new("fdtput").arg(&dtb).args(&args));
@@ -59,16 +68,24 @@ fn virt_tree_with_any_rng_seed_is_read() {
 fn dom0_tree_for_the_pi_passes_dtc_and_hides_the_hypervisor() {
     let dir = tempfile::tempdir().unwrap();
     let host = common::pi_dtb();
-    common::add_chosen(&host_copy(&host, dir.path()), "console=dtuart dtuart=serial1 dom0_mem=512M", "console=ttyAMA0", (0x100_0000, 0x10_0000), (0x400_0000, 0x1000));
+    common::add_chosen(
+        &host_copy(&host, dir.path()),
+        "console=dtuart dtuart=serial1 dom0_mem=512M",
+        "console=ttyAMA0",
+        (0x100_0000, 0x10_0000),
+        (0x400_0000, 0x1000),
+    );
     let blob = std::fs::read(dir.path().join("host.dtb")).unwrap();
     let mem = [Region::new(0x1C00_0000, 0x2000_0000)];
-    let disable = ["/soc/serial@7e215040", "/soc/aux@7e215000", "/soc/spi@7e215080", "/soc/spi@7e2150c0"];
+    let disable =
+        ["/soc/serial@7e215040", "/soc/aux@7e215000", "/soc/spi@7e215080", "/soc/spi@7e2150c0"];
     let cfg = Dom0DtConfig {
         memory: &mem,
         bootargs: "console=ttyAMA0 rdinit=/init",
         initrd: Some(Region::new(0x1E80_0000, 0x1000)),
         disable: &disable,
         stdout_path: Some("/soc/serial@7e201000"),
+        cpus: None,
     };
     let out = dom0dt::build(&blob, &cfg).unwrap();
     let path = dir.path().join("dom0.dtb");
@@ -86,7 +103,10 @@ fn dom0_tree_for_the_pi_passes_dtc_and_hides_the_hypervisor() {
     }
     assert_eq!(fdtget(&path, &["/psci", "method"]), "hvc");
     assert_eq!(fdtget(&path, &["/cpus/cpu@2", "enable-method"]), "psci");
-    assert_eq!(fdtget(&path, &["-t", "x", "/soc/interrupt-controller@40041000", "reg"]), "40041000 1000 40042000 2000");
+    assert_eq!(
+        fdtget(&path, &["-t", "x", "/soc/interrupt-controller@40041000", "reg"]),
+        "40041000 1000 40042000 2000"
+    );
     // No other memory node survives (the host's memory@0), nor overlay metadata.
     assert!(!dts.contains("memory@0 "), "{dts}");
     assert!(!dts.contains("__symbols__"), "{dts}");
@@ -98,6 +118,14 @@ fn dom0_tree_for_the_pi_passes_dtc_and_hides_the_hypervisor() {
 fn host_copy(src: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
     let dst = dir.join("host.dtb");
     std::fs::copy(src, &dst).unwrap();
-    testkit::run(Command::new("fdtput").arg(&dst).args(["-t", "x", "/memory@0", "reg", "0", "0", "3c000000"]));
+    testkit::run(Command::new("fdtput").arg(&dst).args([
+        "-t",
+        "x",
+        "/memory@0",
+        "reg",
+        "0",
+        "0",
+        "3c000000",
+    ]));
     dst
 }

@@ -132,8 +132,18 @@ impl<'a> Tables<'a> {
     }
 
     /// Maps `[va, va+size)` to `[pa, pa+size)` with the largest blocks alignment allows.
-    pub fn map(&mut self, mut va: u64, mut pa: u64, mut size: u64, mem: Mem) -> Result<(), MapError> {
-        if !va.is_multiple_of(4096) || !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) || va.checked_add(size).is_none_or(|e| e > self.regime.limit()) {
+    pub fn map(
+        &mut self,
+        mut va: u64,
+        mut pa: u64,
+        mut size: u64,
+        mem: Mem,
+    ) -> Result<(), MapError> {
+        if !va.is_multiple_of(4096)
+            || !pa.is_multiple_of(4096)
+            || !size.is_multiple_of(4096)
+            || va.checked_add(size).is_none_or(|e| e > self.regime.limit())
+        {
             return Err(MapError::BadRange);
         }
         while size > 0 {
@@ -197,7 +207,11 @@ mod tests {
         let mut t = Tables::new(Regime::Stage2, &mut pool, 0x4010_0000);
         // virt-like: Dom0 RAM 0x60000000+512M; devices everywhere except host RAM and the GIC frames.
         t.map(0x6000_0000, 0x6000_0000, 0x2000_0000, Mem::Normal).unwrap();
-        let used = [Region::new(0x4000_0000, 0x8000_0000), Region::new(0x0800_0000, 0x1_0000), Region::new(0x0801_0000, 0x4_0000)];
+        let used = [
+            Region::new(0x4000_0000, 0x8000_0000),
+            Region::new(0x0800_0000, 0x1_0000),
+            Region::new(0x0801_0000, 0x4_0000),
+        ];
         for g in gaps(&used, 0, 1 << 40) {
             t.map(g.base, g.base, g.size, Mem::Device).unwrap();
         }
@@ -239,7 +253,10 @@ mod tests {
         t.map(0x4000_0000, 0x4000_0000, 0x40_0000, Mem::Normal).unwrap();
         assert_eq!(t.translate(0x4020_0000).unwrap().1 & 3, 3, "a level-3 page, not a 2 MiB block");
         assert_eq!(t.tables_used(), 2 + 1 + 2);
-        assert_eq!(t.map(0x8000_0000, 0x8000_0000, 0x1000_0000, Mem::Normal), Err(MapError::OutOfTables));
+        assert_eq!(
+            t.map(0x8000_0000, 0x8000_0000, 0x1000_0000, Mem::Normal),
+            Err(MapError::OutOfTables)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! configurations interleaved, median of RUNS. Prints the ratios and the binary sizes.
 //! Targets: ours within 10 % of bare, faster than Xen, binary under 200 KB.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::Path;

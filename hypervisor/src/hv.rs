@@ -13,7 +13,7 @@ use rpixen_hv_core::placement::{self, SZ_2M};
 use rpixen_hv_core::psci::Vcpus;
 use rpixen_hv_core::vgicd::Distributor;
 use rpixen_hv_core::virq::SgiMailbox;
-use rpixen_hv_core::{cmdline, dt, pagetable, stage2, Region};
+use rpixen_hv_core::{cmdline, dt, guard, pagetable, stage2, Region};
 
 use crate::arch::entry::{self, HV_CPU_MPIDR};
 use crate::arch::{self, mrs, msr};
@@ -29,6 +29,8 @@ use crate::{mm, vcpu};
 const HCR_EL2: u64 =
     (1 << 31) | (1 << 19) | (1 << 10) | (1 << 9) | (1 << 5) | (1 << 4) | (1 << 3) | (1 << 1) | 1;
 const DOM0_VMID: u16 = 1;
+/// RAM the hypervisor takes at boot for its heap (Dom0's device tree) and stage-2 tables.
+const HV_ARENA: u64 = 8 << 20;
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
     hvprintln!("hv: FATAL: {}", what);
@@ -125,7 +127,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         let v = unsafe { core::ptr::read_volatile((1u64 << 40) as *const u64) };
         hvprintln!("hv: selftest: read {:#x}, no fault?", v);
     }
-    let s1 = match mm::el2_map(&info.ram) {
+    let s1 = match mm::el2_map(&info.ram, entry::image_sections()) {
         Ok(r) => r,
         Err(e) => fatal!("EL2 page tables: {:?}", e),
     };
@@ -161,25 +163,31 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     gic.dist_init(gic.own_target_mask());
     hvprintln!("hv: gicv2 lines={} lrs={}", gic.lines, gic.nr_lrs);
 
-    let power = if info.psci_method.is_some() {
-        Power::PsciSmc
+    // Power-off and reset: PSCI firmware, else the BCM2835 PM watchdog (the Pi).
+    let pm: Option<Region> = if info.psci_method.is_some() {
+        None
     } else {
-        fdt.find_compatible(&["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"])
-            .and_then(|n| {
-                let mut path = None;
-                dt::walk(&fdt, |p, node| {
-                    if path.is_none() && node.name == n.name {
-                        path = Some(String::from(p));
-                    }
-                });
-                dt::reg_phys(&fdt, &path?)?.first().map(|r| Power::PmWatchdog(device(*r)))
-            })
-            .unwrap_or(Power::None)
+        let mut path = None;
+        dt::walk(&fdt, |p, node| {
+            if path.is_none()
+                && dt::is_compatible(
+                    node,
+                    &["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"],
+                )
+            {
+                path = Some(String::from(p));
+            }
+        });
+        path.and_then(|p| dt::reg_phys(&fdt, &p)?.first().copied())
+    };
+    let power = match (info.psci_method.is_some(), pm) {
+        (true, _) => Power::PsciSmc,
+        (false, Some(r)) => Power::PmWatchdog(device(r)),
+        (false, None) => Power::None,
     };
 
     // Dom0's console: an emulated PL011 at the board's first PL011 (virt: the HV's own UART).
     let vuart = hostdt::first_pl011(&fdt).unwrap_or_else(|| fatal!("no PL011 for Dom0's console"));
-    let hides_pm = matches!(power, Power::PmWatchdog(_));
     let hv_uart = hv_uart.as_ref().unwrap_or_else(|| fatal!("no console UART"));
     let dom0 = build_dom0(
         &fdt,
@@ -190,19 +198,27 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         (img_start, img_end),
         hv_uart,
         &vuart,
-        hides_pm,
         cpus.first(nr_vcpus),
     );
 
-    // Stage 2: Dom0 RAM, all non-RAM except the GIC frames and the UART pages; GICV at GICC.
-    let traps = [
+    // Pages Dom0 shares with the hypervisor (the Pi's GPIO and PM blocks): trapped, guarded.
+    let guarded = guard::guarded_pages(&fdt, &hv_uart.path, pm);
+    for p in &guarded {
+        hvprintln!("hv: dom0 page {:#x} trapped: {} kept by the hypervisor", p.base, p.what);
+    }
+    // Stage 2: Dom0 RAM, all non-RAM except the GIC frames, the UART pages and the guarded pages;
+    // GICV at GICC.
+    let mut traps = Vec::from([
         g.dist,
         g.cpu,
         g.hyp,
         g.vcpu,
         Region::new(vuart.base, 0x1000),
         Region::new(hv_uart.base, 0x1000),
-    ];
+    ]);
+    traps.extend(guarded.iter().map(|p| Region::new(p.base, 0x1000)));
+    let guarded: Vec<(guard::GuardedPage, Mmio)> =
+        guarded.into_iter().map(|p| (p.clone(), device(Region::new(p.base, 0x1000)))).collect();
     let gicv_size = g.cpu.size.min(g.vcpu.size) & !0xFFF;
     let plan = stage2::dom0(&[dom0.mem], &info.ram, &traps, (g.cpu.base, g.vcpu.base, gicv_size));
     let (s2, used) = match mm::stage2_map(&plan) {
@@ -242,6 +258,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
             vcpus: Vcpus::new(),
             vuart: GuestPhysAddr(vuart.base & !0xFFF),
             vuart_intid: vuart.intid,
+            guarded,
         },
         sgis: SgiMailbox::new(),
         percpu: Hv::new_percpu(),
@@ -293,7 +310,6 @@ fn build_dom0(
     image: (u64, u64),
     hv_uart: &hostdt::Uart,
     vuart: &hostdt::Uart,
-    hides_pm: bool,
     vcpu_mpidrs: &[u64],
 ) -> Dom0 {
     let Some(kernel) = &info.kernel else {
@@ -359,20 +375,25 @@ fn build_dom0(
     };
     let copied = in_place.is_none();
 
-    // Nodes sharing the hypervisor UART's page (the Pi's aux block and aux SPIs) and the PM block the
-    // hypervisor resets with, unless that page is the emulated console itself.
-    let mut disable: Vec<String> = Vec::new();
-    let hv_page = hv_uart.base & !0xFFF;
-    dt::walk(fdt, |path, node| {
-        let regs = dt::reg_phys(fdt, path).unwrap_or_default();
-        let shares_uart = hv_page != vuart.base & !0xFFF
-            && regs.iter().any(|r| r.overlaps(&Region::new(hv_page, 0x1000)));
-        let is_pm =
-            dt::is_compatible(node, &["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"]);
-        if shares_uart || (is_pm && hides_pm) {
-            disable.push(String::from(path));
-        }
-    });
+    // The hypervisor's own memory beyond its Image: free RAM clear of Dom0, the boot files and reserved
+    // ranges (the highest such range; any RAM will do, DMA limits do not apply).
+    busy.extend([mem, host_dtb, kernel.region]);
+    busy.extend(initrd_module);
+    let Some(arena) = placement::place_dom0(&info.ram, &busy, HV_ARENA, u64::MAX, SZ_2M) else {
+        fatal!("no {:#x} bytes of free RAM for the hypervisor's heap and tables", HV_ARENA)
+    };
+    let boot_heap = crate::heap::used();
+    // SAFETY: `arena` is RAM (mapped Normal by the EL2 map), overlaps nothing in use (image, DTB,
+    // modules, reserved memory, Dom0), is never mapped for a guest, and no other CPU runs yet.
+    unsafe { crate::heap::add_arena(arena.base, arena.size) };
+    hvprintln!(
+        "hv: hypervisor memory {:#x}-{:#x} (heap, stage-2 tables; {} KiB of the boot heap used)",
+        arena.base,
+        arena.end() - 1,
+        boot_heap >> 10
+    );
+
+    let disable = guard::hypervisor_nodes(fdt, hv_uart.base, vuart.base);
     let disable_refs: Vec<&str> = disable.iter().map(String::as_str).collect();
     let bootargs = info.dom0_bootargs;
     let cfg = Dom0DtConfig {

@@ -8,12 +8,14 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use rpixen_hv_core::addr::GuestPhysAddr;
 use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS};
+use rpixen_hv_core::guard::GuardedPage;
 use rpixen_hv_core::psci::Vcpus;
 use rpixen_hv_core::vgicd::Distributor;
 use rpixen_hv_core::virq::{PendingSet, SgiMailbox};
 use rpixen_hv_core::Region;
 
 use crate::gic::Gic;
+use crate::mmio::Mmio;
 use crate::platform::Power;
 
 /// A guest: its stage 2, its vCPUs and its virtual distributor. Only Dom0 exists today; static DomUs
@@ -31,6 +33,8 @@ pub struct Domain {
     /// Its emulated PL011 console page and that UART's interrupt.
     pub vuart: GuestPhysAddr,
     pub vuart_intid: Option<u32>,
+    /// Device pages it shares with the hypervisor, passed through register by register.
+    pub guarded: Vec<(GuardedPage, Mmio)>,
 }
 
 /// What only one CPU touches: the pending interrupts of the vCPU it runs.

@@ -2,7 +2,9 @@
 //! answered by the core's models (virtual distributor, PL011), and what a guest may not touch is
 //! refused with an abort injected into the guest, as hardware would for a bus error.
 
+use rpixen_hv_core::addr::GuestPhysAddr;
 use rpixen_hv_core::exit::{self, DataAbort, Exit, MmioAccess};
+use rpixen_hv_core::guard::Guarded;
 use rpixen_hv_core::vgicd::{Access, Effect, Reply};
 
 use crate::arch::entry::Frame;
@@ -134,6 +136,34 @@ fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
                 }
             }
             legal
+        } else if let Some((page, mmio)) = dom
+            .guarded
+            .iter()
+            .find(|(p, _)| d.ipa.offset_in(GuestPhysAddr(p.base), 0x1000).is_some())
+        {
+            let off = (d.ipa.0 - page.base) as u32;
+            match page.access(off, a.size, store.map(|v| v as u32)) {
+                Guarded::Read => {
+                    set_reg(f, &a, u64::from(mmio.read32(off)));
+                    true
+                }
+                Guarded::Write { value, keep } => {
+                    let v =
+                        if keep == 0 { value } else { (mmio.read32(off) & keep) | (value & !keep) };
+                    mmio.write32(off, v);
+                    true
+                }
+                Guarded::Refuse => {
+                    guest_caused!(
+                        "hv: refused dom0 write of {:#x} to {} register {:#x}: the hypervisor's",
+                        store.unwrap_or(0),
+                        page.what,
+                        d.ipa.0
+                    );
+                    true
+                }
+                Guarded::Abort => false,
+            }
         } else {
             false
         };

@@ -8,6 +8,7 @@
 //! - `/cpus`: `enable-method = "psci"` everywhere, `cpu-release-addr` gone; a new `/psci` with
 //!   `method = "hvc"` replaces the host's;
 //! - nodes the hypervisor keeps for itself get `status = "disabled"`;
+//! - Dom0's console UART loses its child nodes (serdev devices such as the Pi's `bluetooth`);
 //! - overlay metadata nodes (`__symbols__`) are dropped.
 //!
 //! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
@@ -161,6 +162,9 @@ fn copy_node(
             || (is_chosen && is_compatible(&child, MODULE_COMPATIBLE))
             || is_compatible(&child, PMU_COMPATIBLE)
             || (path == "/cpus" && !keeps_cpu(&child, cfg, my_cells.0))
+            // serdev devices on Dom0's console UART (the Pi's `bluetooth`): Linux would hand the port
+            // to their driver instead of keeping it a console.
+            || cfg.stdout_path == Some(path.as_str())
             || (path == "/cpus" && child.name == "cpu-map" && cfg.cpus.is_some())
             // Overlay metadata (`__symbols__`, `__overrides__`): Dom0 applies no overlays, and vm-fdt
             // rejects node names that do not start with a letter.

@@ -12,6 +12,7 @@ pub mod dom0dt;
 pub mod dt;
 pub mod exit;
 pub mod gicv2;
+pub mod guard;
 pub mod hostdt;
 pub mod pagetable;
 pub mod placement;

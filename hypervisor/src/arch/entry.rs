@@ -51,6 +51,8 @@ extern "C" {
     fn hv_enter_guest(entry: u64, x0: u64, stack_top: u64) -> !;
     pub fn hv_secondary_entry();
     static _start_image: u8;
+    static _text_end: u8;
+    static _ro_end: u8;
     static _end: u8;
 }
 
@@ -62,6 +64,16 @@ pub fn enter_guest(entry: u64, x0: u64, cpu: usize) -> ! {
 
 pub fn secondary_entry_pa() -> u64 {
     hv_secondary_entry as *const () as u64
+}
+
+/// The image's code, constants and data boundaries (link.ld), for the W^X EL2 map.
+pub fn image_sections() -> rpixen_hv_core::pagetable::ImageSections {
+    rpixen_hv_core::pagetable::ImageSections {
+        start: core::ptr::addr_of!(_start_image) as u64,
+        text_end: core::ptr::addr_of!(_text_end) as u64,
+        ro_end: core::ptr::addr_of!(_ro_end) as u64,
+        end: core::ptr::addr_of!(_end) as u64,
+    }
 }
 
 /// The hypervisor's own memory: from the image start to the end of .bss.

@@ -23,6 +23,11 @@ pub fn hv_bin() -> PathBuf {
     if let Some(p) = &*g {
         return p.clone();
     }
+    // Another build to compare against (an older commit's, for a before/after run).
+    if let Some(p) = std::env::var_os("RPIXEN_HV_BIN") {
+        *g = Some(PathBuf::from(&p));
+        return PathBuf::from(p);
+    }
     // build.sh replaces the file atomically, so concurrent test processes never see half a binary.
     let out = testkit::cache_dir().join("rpixen-hv.bin");
     testkit::run(Command::new(testkit::repo_root().join("hypervisor/build.sh")).arg(&out));
@@ -238,6 +243,22 @@ pub fn live_manifest(
     hv_args: &str,
     dom0_args: &str,
 ) -> PathBuf {
+    live_manifest_with(dir, board, uboot, dtb, console, ("rpixen", &hv_bin()), hv_args, dom0_args)
+}
+
+/// `live_manifest` with another hypervisor: `(kind, binary)` as in the manifest's `hypervisor:`.
+#[allow(clippy::too_many_arguments)] // one per manifest field the tests vary
+pub fn live_manifest_with(
+    dir: &Path,
+    board: &str,
+    uboot: &Path,
+    dtb: Option<(&Path, &[&str])>,
+    console: &str,
+    hypervisor: (&str, &Path),
+    hv_args: &str,
+    dom0_args: &str,
+) -> PathBuf {
+    let (hv_kind, hv_binary) = hypervisor;
     let mut board_yaml = format!(
         "board:\n  kind: {board}\n  uboot: {{file: {}}}\n  console: {console}\n",
         uboot.display()
@@ -255,11 +276,11 @@ pub fn live_manifest(
     std::fs::write(
         &m,
         format!(
-            "{board_yaml}hypervisor:\n  kind: rpixen\n  binary: {{file: {}}}\n  cmdline: \"{hv_args}\"\n\
+            "{board_yaml}hypervisor:\n  kind: {hv_kind}\n  binary: {{file: {}}}\n  cmdline: \"{hv_args}\"\n\
              dom0:\n  kernel: {{file: {}}}\n  cmdline: \"{dom0_args}\"\n  memory: 512M\n\
              rootfs:\n  format: cpio\n  images: [busybox]\n\
              partitions:\n  boot: 64M\n  imga: 32M\n  imgb: 32M\n  config: 8M\n  persist: 16M\n",
-            hv_bin().display(),
+            hv_binary.display(),
             kernel().display()
         ),
     )

@@ -2,11 +2,9 @@
 //! started directly by QEMU (`-kernel`, modules by `-device loader`, Xen's /chosen bindings in the DT).
 //! The U-Boot path (`rpixen live`) is in live_boot.rs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(240);
 

@@ -2,11 +2,9 @@
 //! that `rpixen live` wrote (the same one that boots Xen), which loads our hypervisor, Debian's 6.12
 //! kernel and a busybox initramfs, describes them in /chosen and `booti`s the hypervisor.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {

@@ -95,7 +95,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         Err(e) => fatal!("host device tree: {:?}", e),
     };
     if let Err(e) = cmdline::parse(hv_args) {
-        fatal!("command line {:?}: {:?}", hv_args, e);
+        fatal!("command line \"{}\": {:?}", hv_args, e);
     }
     hvprintln!("hv: cmdline \"{}\"", hv_args);
     match &hv_uart {
@@ -406,7 +406,12 @@ fn build_dom0(
     };
     let dtb = match dom0dt::build(blob, &cfg) {
         Ok(d) => d,
-        Err(e) => fatal!("Dom0 device tree: {:?}", e),
+        Err(dom0dt::Dom0DtError::BadHostBlob) => {
+            fatal!("Dom0 device tree: the host device tree is not valid")
+        }
+        Err(dom0dt::Dom0DtError::Writer(step)) => {
+            fatal!("Dom0 device tree: writing failed at {}", step)
+        }
     };
     if dtb.len() as u64 > SZ_2M {
         fatal!("Dom0 device tree is {} bytes, more than 2 MiB", dtb.len());

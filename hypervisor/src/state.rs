@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use rpixen_hv_core::addr::GuestPhysAddr;
 use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS};
@@ -77,23 +77,22 @@ impl Hv {
     }
 }
 
-struct HvCell(UnsafeCell<Option<Hv>>);
-// SAFETY: written once by the boot CPU (`install`) before secondaries start and before any guest runs;
-// read-only afterwards.
-unsafe impl Sync for HvCell {}
-static HV: HvCell = HvCell(UnsafeCell::new(None));
+/// The installed state, on the heap: a pointer keeps it out of the Image's .data (an `Option<Hv>`
+/// static would put 5 KiB of initial bytes into the file).
+static HV: AtomicPtr<Hv> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Stores the state; boot CPU only, before any other CPU runs.
 pub fn install(hv: Hv) -> &'static Hv {
-    // SAFETY: see HvCell.
-    unsafe {
-        *HV.0.get() = Some(hv);
-        (*HV.0.get()).as_ref().expect("just stored")
-    }
+    let hv: &'static Hv = alloc::boxed::Box::leak(alloc::boxed::Box::new(hv));
+    HV.store(core::ptr::from_ref(hv).cast_mut(), Ordering::Release);
+    hv
 }
 
 /// The state, for the entry points (exception vector, secondary entry) only.
 pub fn get() -> &'static Hv {
-    // SAFETY: see HvCell; entry points run only after `install`.
-    unsafe { (*HV.0.get()).as_ref().expect("hypervisor state installed") }
+    let p = HV.load(Ordering::Acquire);
+    assert!(!p.is_null(), "hypervisor state used before it was installed");
+    // SAFETY: set once by `install` from a leaked Box (valid for the program's life), never written
+    // again and only read through shared references.
+    unsafe { &*p }
 }

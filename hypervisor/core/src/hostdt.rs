@@ -124,7 +124,7 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     if ram.is_empty() {
         return Err(HostDtError::NoMemory);
     }
-    ram.sort();
+    ram.sort_unstable();
     let gic = gic_path.ok_or(HostDtError::NoGicV2)?;
     let regs = reg_phys(fdt, &gic).ok_or(HostDtError::NoGicV2)?;
     if regs.len() < 4 {

@@ -17,7 +17,7 @@ pub fn place_dom0(
     align: u64,
 ) -> Option<Region> {
     let mut banks: alloc::vec::Vec<Region> = ram.to_vec();
-    banks.sort_by_key(|b| core::cmp::Reverse(b.base));
+    banks.sort_unstable_by_key(|b| core::cmp::Reverse(b.base));
     for bank in banks {
         let mut end = align_down(bank.end().min(limit), align);
         while end >= bank.base + size && end >= size {

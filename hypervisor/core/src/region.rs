@@ -34,7 +34,7 @@ pub const fn align_down(x: u64, a: u64) -> u64 {
 pub fn gaps(used: &[Region], start: u64, end: u64) -> alloc::vec::Vec<Region> {
     let mut sorted: alloc::vec::Vec<Region> =
         used.iter().copied().filter(|r| r.size != 0).collect();
-    sorted.sort();
+    sorted.sort_unstable();
     let mut out = alloc::vec::Vec::new();
     let mut cur = start;
     for r in sorted {

@@ -36,8 +36,8 @@ fn dom0_reaches_userspace_with_four_vcpus_and_powers_off_through_psci() {
 #[test]
 fn dom0_cannot_read_or_write_hypervisor_memory() {
     let dir = tempfile::tempdir().unwrap();
-    // The hypervisor's first page (its Image header and entry code), then a page of its .bss (stacks,
-    // page tables, heap) 1 MiB further.
+    // The hypervisor's first page (its Image header and entry code), then RAM 1 MiB further: past the
+    // Image's .bss now (image_size < 1 MiB), RAM that is not Dom0's either.
     let probe = format!(
         "echo probe-read; devmem {a:#x} 32; echo \"read-status=$?\"; echo probe-write; devmem {a:#x} 32 0x12345678; \
          echo \"write-status=$?\"; echo probe-bss; devmem {b:#x} 32; echo \"bss-status=$?\"",

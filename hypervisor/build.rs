@@ -5,7 +5,12 @@ fn main() {
     println!("cargo:rerun-if-changed=link.ld");
     if std::env::var("TARGET").as_deref() == Ok("aarch64-unknown-none") {
         let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-        for arg in [format!("-T{dir}/link.ld"), "--pie".into(), "-znotext".into(), "--no-dynamic-linker".into()] {
+        for arg in [
+            format!("-T{dir}/link.ld"),
+            "--pie".into(),
+            "-znotext".into(),
+            "--no-dynamic-linker".into(),
+        ] {
             println!("cargo:rustc-link-arg-bins={arg}");
         }
     }

@@ -6,9 +6,11 @@
 //!
 //! each started directly by QEMU (`-kernel`, modules by `-device loader`, Xen's /chosen bindings), the
 //! configurations interleaved, median of RUNS. Prints the ratios and the binary sizes.
+//! `BENCH_NO_XEN=1` leaves Xen out (its boot takes minutes under TCG on a busy machine);
+//! `RPIXEN_HV_BIN=FILE` times another build of ours (e.g. an older commit's).
 //! Targets: ours within 10 % of bare, faster than Xen, binary under 200 KB.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::Path;
@@ -21,11 +23,18 @@ const RUNS: usize = 3;
 fn time_to_marker(args: &[String]) -> Duration {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
-    let o = q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    let o =
+        q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
     o.elapsed
 }
 
-fn with_modules(dir: &Path, binary: &Path, hv_args: &str, dom0_args: &str, initrd: &Path) -> Vec<String> {
+fn with_modules(
+    dir: &Path,
+    binary: &Path,
+    hv_args: &str,
+    dom0_args: &str,
+    initrd: &Path,
+) -> Vec<String> {
     let mut a = virt_direct_args(dir, 4, hv_args, dom0_args, initrd);
     let i = a.iter().position(|s| s == "-kernel").unwrap();
     a[i + 1] = binary.display().to_string();
@@ -48,8 +57,22 @@ fn main() {
     let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
     let k = kernel();
     let bare: Vec<String> = [
-        "-M", "virt,virtualization=on,gic-version=2", "-cpu", "cortex-a72", "-smp", "4", "-m", "2G", "-nic", "none",
-        "-kernel", k.to_str().unwrap(), "-initrd", initrd.to_str().unwrap(), "-append", "console=ttyAMA0 rdinit=/init mem=512M",
+        "-M",
+        "virt,virtualization=on,gic-version=2",
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        "4",
+        "-m",
+        "2G",
+        "-nic",
+        "none",
+        "-kernel",
+        k.to_str().unwrap(),
+        "-initrd",
+        initrd.to_str().unwrap(),
+        "-append",
+        "console=ttyAMA0 rdinit=/init mem=512M",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -58,7 +81,13 @@ fn main() {
     let xen_dir = dir.path().join("xen");
     std::fs::create_dir_all(&ours_dir).unwrap();
     std::fs::create_dir_all(&xen_dir).unwrap();
-    let ours = with_modules(&ours_dir, &hv, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    let ours = with_modules(
+        &ours_dir,
+        &hv,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        "console=ttyAMA0 rdinit=/init",
+        &initrd,
+    );
     let xen_args = with_modules(
         &xen_dir,
         &xen,
@@ -67,20 +96,42 @@ fn main() {
         &initrd,
     );
 
+    let with_xen = std::env::var_os("BENCH_NO_XEN").is_none();
     let (mut tb, mut to, mut tx) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {
         tb.push(time_to_marker(&bare));
         to.push(time_to_marker(&ours));
-        tx.push(time_to_marker(&xen_args));
-        eprintln!("run {}: bare {:.2?}, rpixen {:.2?}, xen {:.2?}", run + 1, tb[run], to[run], tx[run]);
+        if with_xen {
+            tx.push(time_to_marker(&xen_args));
+        }
+        eprintln!(
+            "run {}: bare {:.2?}, rpixen {:.2?} ({:.2}x), xen {:.2?}",
+            run + 1,
+            tb[run],
+            to[run],
+            to[run].as_secs_f64() / tb[run].as_secs_f64(),
+            tx.get(run).copied().unwrap_or_default()
+        );
     }
-    let (b, o, x) = (median(tb), median(to), median(tx));
+    let (b, o) = (median(tb), median(to));
     let hv_size = std::fs::metadata(&hv).unwrap().len();
     let xen_size = std::fs::metadata(&xen).unwrap().len();
     println!("boot to Dom0 /init marker (median of {RUNS}, QEMU virt TCG, 4 vCPUs):");
     println!("  bare Linux          {:>8.2?}", b);
-    println!("  Linux under rpixen  {:>8.2?}  ({:.2}x bare, target <= 1.10x)", o, o.as_secs_f64() / b.as_secs_f64());
-    println!("  Linux under Xen 4.20{:>8.2?}  ({:.2}x bare; rpixen/xen = {:.2}, target < 1)", x, x.as_secs_f64() / b.as_secs_f64(), o.as_secs_f64() / x.as_secs_f64());
+    println!(
+        "  Linux under rpixen  {:>8.2?}  ({:.2}x bare, target <= 1.10x)",
+        o,
+        o.as_secs_f64() / b.as_secs_f64()
+    );
+    if with_xen {
+        let x = median(tx);
+        println!(
+            "  Linux under Xen 4.20{:>8.2?}  ({:.2}x bare; rpixen/xen = {:.2}, target < 1)",
+            x,
+            x.as_secs_f64() / b.as_secs_f64(),
+            o.as_secs_f64() / x.as_secs_f64()
+        );
+    }
     println!(
         "binary size: rpixen {} bytes ({:.1} KB, target < 200 KB), Xen 4.20 {} bytes; rpixen/xen = {:.3}",
         hv_size,

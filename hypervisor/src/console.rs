@@ -6,34 +6,36 @@ use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::mmio::{read32, write32};
+use rpixen_hv_core::ratelimit::{RateLimit, Verdict};
+
+use crate::mmio::Mmio;
 
 #[derive(Clone, Copy)]
 pub enum Uart {
     /// PL011: DR at +0x00, FR at +0x18 (TXFF bit 5).
-    Pl011(u64),
+    Pl011(Mmio),
     /// Mini-UART (the DT's reg points at AUX_MU_IO): IO at +0x00, LSR at +0x14 (TX empty bit 5).
-    Mini(u64),
+    Mini(Mmio),
 }
 
 impl Uart {
     /// A received byte, if one is waiting.
     pub fn getc(&self) -> Option<u8> {
         match *self {
-            Uart::Pl011(base) => (read32(base + 0x18) & (1 << 4) == 0).then(|| read32(base) as u8),
-            Uart::Mini(base) => (read32(base + 0x14) & 1 != 0).then(|| read32(base) as u8),
+            Uart::Pl011(m) => (m.read32(0x18) & (1 << 4) == 0).then(|| m.read32(0) as u8),
+            Uart::Mini(m) => (m.read32(0x14) & 1 != 0).then(|| m.read32(0) as u8),
         }
     }
 
     fn putc(&self, b: u8) {
         match *self {
-            Uart::Pl011(base) => {
-                while read32(base + 0x18) & (1 << 5) != 0 {}
-                write32(base, u32::from(b));
+            Uart::Pl011(m) => {
+                while m.read32(0x18) & (1 << 5) != 0 {}
+                m.write32(0, u32::from(b));
             }
-            Uart::Mini(base) => {
-                while read32(base + 0x14) & (1 << 5) == 0 {}
-                write32(base, u32::from(b));
+            Uart::Mini(m) => {
+                while m.read32(0x14) & (1 << 5) == 0 {}
+                m.write32(0, u32::from(b));
             }
         }
     }
@@ -119,7 +121,34 @@ pub fn write_guest_line(bytes: &[u8]) {
     });
 }
 
+/// Messages a guest can provoke: 5 at once, then one a second (EL2 prints with IRQs masked and a line
+/// takes ~7 ms at 115200 baud, so an unlimited stream would stall this CPU and every CPU waiting for
+/// the console).
+static GUEST_CAUSED: spin::Mutex<RateLimit> = spin::Mutex::new(RateLimit::new(5, u64::MAX));
+
+/// Sets the rate limit's refill to one message per second of the counter at `freq` Hz.
+pub fn set_rate_limit(freq: u64) {
+    *GUEST_CAUSED.lock() = RateLimit::new(5, freq.max(1));
+}
+
+/// Prints a line a guest caused, unless the rate limit says otherwise.
+pub fn print_limited(now: u64, args: fmt::Arguments<'_>) {
+    let verdict = GUEST_CAUSED.lock().check(now);
+    if let Verdict::Print { suppressed } = verdict {
+        if suppressed != 0 {
+            print_line(format_args!("hv: {} messages suppressed", suppressed));
+        }
+        print_line(args);
+    }
+}
+
 macro_rules! hvprintln {
     ($($t:tt)*) => { $crate::console::print_line(format_args!($($t)*)) };
 }
 pub(crate) use hvprintln;
+
+/// `hvprintln!` for lines a guest can provoke (rate-limited).
+macro_rules! guest_caused {
+    ($($t:tt)*) => { $crate::console::print_limited($crate::arch::mrs!("cntpct_el0"), format_args!($($t)*)) };
+}
+pub(crate) use guest_caused;

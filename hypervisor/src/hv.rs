@@ -1,68 +1,36 @@
-//! Boot of the hypervisor and Dom0 on the boot CPU, bring-up of the others, and the global state
-//! they share.
+//! Boot of the hypervisor and Dom0 on the boot CPU, and bring-up of the others.
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU8, Ordering};
 
-use rpixen_hypervisor::dom0dt::{self, Dom0DtConfig};
-use rpixen_hypervisor::hostdt::{self, HostInfo, UartKind};
-use rpixen_hypervisor::placement::{self, SZ_2M};
-use rpixen_hypervisor::psci::PowerState;
-use rpixen_hypervisor::vuart::{LineBuffer, Pl011};
-use rpixen_hypervisor::{cmdline, dt, pagetable, Region};
+use rpixen_hv_core::addr::{GuestPhysAddr, PhysAddr};
+use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS};
+use rpixen_hv_core::dom0dt::{self, Dom0DtConfig};
+use rpixen_hv_core::gicv2::{SPI_BASE, VTIMER_INTID};
+use rpixen_hv_core::hostdt::{self, HostInfo, UartKind};
+use rpixen_hv_core::placement::{self, SZ_2M};
+use rpixen_hv_core::psci::Vcpus;
+use rpixen_hv_core::vgicd::Distributor;
+use rpixen_hv_core::virq::SgiMailbox;
+use rpixen_hv_core::{cmdline, dt, guard, pagetable, stage2, Region};
 
-use crate::arch::entry::{self, Frame};
+use crate::arch::entry::{self, HV_CPU_MPIDR};
 use crate::arch::{self, mrs, msr};
 use crate::console::{self, hvprintln, Uart};
 use crate::gic::Gic;
+use crate::mmio::Mmio;
 use crate::platform::{self, Power};
-use crate::{mm, trap, vcpu, virq};
+use crate::state::{self, Domain, Hv};
+use crate::{mm, vcpu};
 
-pub const MAX_CPUS: usize = 8;
-pub const STACK_SIZE: usize = 0x4000;
-
-/// HCR_EL2 for Dom0: RW | TSC | BSU inner | FB | AMO | IMO | FMO | SWIO | VM (no WFI/WFE traps: each
-/// vCPU owns its pCPU).
-const HCR_EL2: u64 = (1 << 31) | (1 << 19) | (1 << 10) | (1 << 9) | (1 << 5) | (1 << 4) | (1 << 3) | (1 << 1) | 1;
-/// SCTLR_EL1 at Dom0 entry: RES1 bits, MMU and caches off.
-const SCTLR_EL1: u64 = 0x30D0_0800;
-const VMID: u64 = 1;
-
-/// What every CPU needs after boot; written once by the boot CPU before the others start.
-pub struct Hv {
-    pub gic: Gic,
-    pub gicd: u64,
-    pub vuart: u64,
-    /// The emulated PL011's interrupt (its SPI in the DT).
-    pub vuart_intid: Option<u32>,
-    pub maint_intid: u32,
-    pub cpus: Vec<u64>,
-    pub nr_cpus: usize,
-    pub power: Power,
-    pub s1_root: u64,
-    pub s2_root: u64,
-}
-
-struct HvCell(UnsafeCell<Option<Hv>>);
-// SAFETY: set once by the boot CPU before secondaries start and before Dom0 runs; read-only after.
-unsafe impl Sync for HvCell {}
-static HV: HvCell = HvCell(UnsafeCell::new(None));
-
-pub fn hv() -> &'static Hv {
-    // SAFETY: see HvCell; every caller runs after `hv_primary_main` stored it.
-    unsafe { (*HV.0.get()).as_ref().expect("hypervisor state initialised") }
-}
-
-/// Dom0's console device, its output line buffer, and when Dom0 last wrote (counter ticks).
-pub struct VuartState {
-    pub uart: Pl011,
-    pub line: LineBuffer<512>,
-    pub last_tx: u64,
-}
-
-pub static VUART: spin::Mutex<VuartState> = spin::Mutex::new(VuartState { uart: Pl011::new(), line: LineBuffer::new(), last_tx: 0 });
+/// HCR_EL2 for a guest: RW | TSC | BSU inner | FB | AMO | IMO | FMO | SWIO | VM (no WFI/WFE traps:
+/// each vCPU owns its pCPU).
+const HCR_EL2: u64 =
+    (1 << 31) | (1 << 19) | (1 << 10) | (1 << 9) | (1 << 5) | (1 << 4) | (1 << 3) | (1 << 1) | 1;
+const DOM0_VMID: u16 = 1;
+/// RAM the hypervisor takes at boot for its heap (Dom0's device tree) and stage-2 tables.
+const HV_ARENA: u64 = 8 << 20;
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
     hvprintln!("hv: FATAL: {}", what);
@@ -74,10 +42,20 @@ macro_rules! fatal {
 }
 
 fn uart_of(u: &hostdt::Uart) -> Uart {
+    // SAFETY: the console UART's registers (one page from its DT `reg`), mapped Device (the early map
+    // and the final EL2 map make every non-RAM address Device); only the console driver uses it.
+    let m = unsafe { Mmio::new(PhysAddr(u.base), 0x100) };
     match u.kind {
-        UartKind::Pl011 => Uart::Pl011(u.base),
-        UartKind::MiniUart => Uart::Mini(u.base),
+        UartKind::Pl011 => Uart::Pl011(m),
+        UartKind::MiniUart => Uart::Mini(m),
     }
+}
+
+/// An MMIO block from the host DT.
+fn device(r: Region) -> Mmio {
+    // SAFETY: a device range from the host DT's `reg` (GIC frames, the PM block), not RAM; the EL2 map
+    // makes every non-RAM address Device, and only the hypervisor (never a guest) has it mapped.
+    unsafe { Mmio::new(PhysAddr(r.base), r.size) }
 }
 
 #[no_mangle]
@@ -99,7 +77,8 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     let info = hostdt::parse(&fdt);
     let hv_args = info.as_ref().map(|i| i.hv_bootargs).unwrap_or("");
     let args = cmdline::parse(hv_args).unwrap_or_default();
-    let uart_name = args.dtuart.or(info.as_ref().ok().and_then(|i| i.stdout_path)).unwrap_or("serial0");
+    let uart_name =
+        args.dtuart.or(info.as_ref().ok().and_then(|i| i.stdout_path)).unwrap_or("serial0");
     let hv_uart = hostdt::find_uart(&fdt, uart_name);
     if let (Some(u), false) = (&hv_uart, args.console_none) {
         console::set_uart(uart_of(u));
@@ -116,11 +95,17 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         Err(e) => fatal!("host device tree: {:?}", e),
     };
     if let Err(e) = cmdline::parse(hv_args) {
-        fatal!("command line {:?}: {:?}", hv_args, e);
+        fatal!("command line \"{}\": {:?}", hv_args, e);
     }
     hvprintln!("hv: cmdline \"{}\"", hv_args);
     match &hv_uart {
-        Some(u) => hvprintln!("hv: console {} ({:?} at {:#x}){}", u.path, u.kind, u.base, if args.sync_console { ", sync" } else { "" }),
+        Some(u) => hvprintln!(
+            "hv: console {} ({:?} at {:#x}){}",
+            u.path,
+            u.kind,
+            u.base,
+            if args.sync_console { ", sync" } else { "" }
+        ),
         None => fatal!("no console UART for dtuart={}", uart_name),
     }
     for r in &info.ram {
@@ -142,75 +127,150 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         let v = unsafe { core::ptr::read_volatile((1u64 << 40) as *const u64) };
         hvprintln!("hv: selftest: read {:#x}, no fault?", v);
     }
-    let s1 = match mm::el2_map(&info.ram) {
+    let s1 = match mm::el2_map(&info.ram, entry::image_sections()) {
         Ok(r) => r,
         Err(e) => fatal!("EL2 page tables: {:?}", e),
     };
     mm::switch_tables(s1);
     hvprintln!("hv: mmu on");
 
-    let gic = Gic::probe(g.dist.base, g.cpu.base, g.hyp.base);
-    gic.dist_init();
+    console::set_rate_limit(mrs!("cntfrq_el0"));
+
+    // CPU indexes: positions of the DT's CPUs (by MPIDR affinity), at most MAX_CPUS.
+    let mpidrs: Vec<u64> = info.cpus.iter().map(|c| c.mpidr).collect();
+    let (cpus, ignored) = CpuMap::from_dt(&mpidrs);
+    if ignored.count > 0 {
+        hvprintln!(
+            "hv: {} cpus of the device tree ignored (from MPIDR {:#x}): at most {} supported",
+            ignored.count,
+            ignored.first_mpidr.unwrap_or(0),
+            MAX_CPUS
+        );
+    }
+    let Some(me) = cpus.index_of(mrs!("mpidr_el1")) else {
+        fatal!("boot CPU MPIDR {:#x} is not in the device tree's /cpus", mrs!("mpidr_el1"))
+    };
+    arch::set_cpu_index(me);
+    for (i, slot) in HV_CPU_MPIDR.iter().enumerate() {
+        slot.store(cpus.mpidr(i).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+    let nr_vcpus = cpus.len().min(args.dom0_max_vcpus.unwrap_or(MAX_CPUS)).max(1);
+    if me >= nr_vcpus {
+        fatal!("dom0_max_vcpus={} leaves out the boot CPU (index {})", nr_vcpus, me);
+    }
+
+    let gic = Gic::probe(device(g.dist), device(g.cpu), device(g.hyp));
+    gic.dist_init(gic.own_target_mask());
     hvprintln!("hv: gicv2 lines={} lrs={}", gic.lines, gic.nr_lrs);
 
-    let nr_cpus = info.cpus.len().min(MAX_CPUS).min(args.dom0_max_vcpus.unwrap_or(MAX_CPUS)).max(1);
-    let power = if info.psci_method.is_some() {
-        Power::PsciSmc
+    // Power-off and reset: PSCI firmware, else the BCM2835 PM watchdog (the Pi).
+    let pm: Option<Region> = if info.psci_method.is_some() {
+        None
     } else {
-        fdt.find_compatible(&["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"])
-            .and_then(|n| {
-                let mut path = None;
-                dt::walk(&fdt, |p, node| {
-                    if path.is_none() && node.name == n.name {
-                        path = Some(String::from(p));
-                    }
-                });
-                dt::reg_phys(&fdt, &path?)?.first().map(|r| Power::PmWatchdog(r.base))
-            })
-            .unwrap_or(Power::None)
+        let mut path = None;
+        dt::walk(&fdt, |p, node| {
+            if path.is_none()
+                && dt::is_compatible(
+                    node,
+                    &["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"],
+                )
+            {
+                path = Some(String::from(p));
+            }
+        });
+        path.and_then(|p| dt::reg_phys(&fdt, &p)?.first().copied())
+    };
+    let power = match (info.psci_method.is_some(), pm) {
+        (true, _) => Power::PsciSmc,
+        (false, Some(r)) => Power::PmWatchdog(device(r)),
+        (false, None) => Power::None,
     };
 
     // Dom0's console: an emulated PL011 at the board's first PL011 (virt: the HV's own UART).
     let vuart = hostdt::first_pl011(&fdt).unwrap_or_else(|| fatal!("no PL011 for Dom0's console"));
-    let hides_pm = matches!(power, Power::PmWatchdog(_));
-    let dom0 = build_dom0(&fdt, blob, Region::new(dtb_pa, total as u64), &info, &args, (img_start, img_end), hv_uart.as_ref().unwrap(), &vuart, hides_pm);
+    let hv_uart = hv_uart.as_ref().unwrap_or_else(|| fatal!("no console UART"));
+    let dom0 = build_dom0(
+        &fdt,
+        blob,
+        Region::new(dtb_pa, total as u64),
+        &info,
+        &args,
+        (img_start, img_end),
+        hv_uart,
+        &vuart,
+        cpus.first(nr_vcpus),
+    );
 
-    // Stage 2: Dom0 RAM, all non-RAM except the GIC's and the hypervisor's UART page; GICV at GICC.
-    let mut holes: Vec<Region> = info.ram.clone();
-    holes.extend([g.dist, g.cpu, g.hyp, g.vcpu].iter().map(|r| Region::new(r.base & !0xFFF, (r.size + 0xFFF) & !0xFFF)));
-    holes.push(Region::new(vuart.base & !0xFFF, 0x1000));
-    holes.push(Region::new(hv_uart.as_ref().unwrap().base & !0xFFF, 0x1000));
+    // Pages Dom0 shares with the hypervisor (the Pi's GPIO and PM blocks): trapped, guarded.
+    let guarded = guard::guarded_pages(&fdt, &hv_uart.path, pm);
+    for p in &guarded {
+        hvprintln!("hv: dom0 page {:#x} trapped: {} kept by the hypervisor", p.base, p.what);
+    }
+    // Stage 2: Dom0 RAM, all non-RAM except the GIC frames, the UART pages and the guarded pages;
+    // GICV at GICC.
+    let mut traps = Vec::from([
+        g.dist,
+        g.cpu,
+        g.hyp,
+        g.vcpu,
+        Region::new(vuart.base, 0x1000),
+        Region::new(hv_uart.base, 0x1000),
+    ]);
+    traps.extend(guarded.iter().map(|p| Region::new(p.base, 0x1000)));
+    let guarded: Vec<(guard::GuardedPage, Mmio)> =
+        guarded.into_iter().map(|p| (p.clone(), device(Region::new(p.base, 0x1000)))).collect();
     let gicv_size = g.cpu.size.min(g.vcpu.size) & !0xFFF;
-    let (s2, used) = match mm::stage2_map(&[dom0.mem], &holes, (g.cpu.base, g.vcpu.base, gicv_size)) {
+    let plan = stage2::dom0(&[dom0.mem], &info.ram, &traps, (g.cpu.base, g.vcpu.base, gicv_size));
+    let (s2, used) = match mm::stage2_map(&plan) {
         Ok(r) => r,
         Err(e) => fatal!("stage-2 tables: {:?}", e),
     };
-    hvprintln!("hv: stage-2 ready: 40-bit IPA, {} tables, GICV {:#x} at IPA {:#x}", used, g.vcpu.base, g.cpu.base);
+    hvprintln!(
+        "hv: stage-2 ready: 40-bit IPA, {} tables, GICV {:#x} at IPA {:#x}",
+        used,
+        g.vcpu.base,
+        g.cpu.base
+    );
 
-    let cpus: Vec<u64> = info.cpus.iter().map(|c| c.mpidr).collect();
-    // SAFETY: see HvCell: no other CPU runs yet.
-    unsafe {
-        *HV.0.get() = Some(Hv {
-            gic,
-            gicd: g.dist.base,
-            vuart: vuart.base & !0xFFF,
-            vuart_intid: vuart.intid,
-            maint_intid: g.maint_intid,
-            cpus,
-            nr_cpus,
-            power,
-            s1_root: s1,
+    // Dom0's distributor: every SPI is Dom0's except the hypervisor's UART (polled) and the line of
+    // the emulated console (virtual only); of the PPIs, its virtual timer.
+    let mut dist = Distributor::new(nr_vcpus, gic.lines, gic.iidr());
+    for id in SPI_BASE..gic.lines {
+        if Some(id) != hv_uart.intid && Some(id) != vuart.intid {
+            dist.own(id);
+        }
+    }
+    dist.own(VTIMER_INTID);
+    let hv = state::install(Hv {
+        gic,
+        maint_intid: g.maint_intid,
+        cpus,
+        if_mask: [const { AtomicU8::new(0) }; MAX_CPUS],
+        power,
+        s1_root: s1,
+        dom0: Domain {
+            vmid: DOM0_VMID,
             s2_root: s2,
-        })
-    };
-    cpu_init();
-    let me = arch::cpu_index();
+            ram: Vec::from([dom0.mem]),
+            nr_vcpus,
+            dist: spin::Mutex::new(dist),
+            gicd: (GuestPhysAddr(g.dist.base), g.dist.size),
+            vcpus: Vcpus::new(),
+            vuart: GuestPhysAddr(vuart.base & !0xFFF),
+            vuart_intid: vuart.intid,
+            guarded,
+        },
+        sgis: SgiMailbox::new(),
+        percpu: Hv::new_percpu(),
+    });
+    cpu_init(hv, me);
 
     // Secondaries run with caches off until their MMU is on: everything they read must be at PoC.
     arch::flush_dcache_range(img_start, img_end - img_start);
-    for (i, c) in info.cpus.iter().enumerate().take(nr_cpus) {
-        if (c.mpidr & 0xFF) as usize == me {
-            continue;
+    for (i, c) in info.cpus.iter().enumerate() {
+        match hv.cpus.index_of(c.mpidr) {
+            Some(idx) if idx != me && idx < nr_vcpus => {}
+            _ => continue,
         }
         if !platform::start_cpu(c.mpidr, c.method) {
             hvprintln!("hv: cpu{} ({:#x}) did not start ({:?})", i, c.mpidr, c.method);
@@ -218,10 +278,19 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     }
     let start = mrs!("cntpct_el0");
     let freq = mrs!("cntfrq_el0");
-    while (0..nr_cpus).any(|i| i != me && !vcpu::UP[i].load(Ordering::Acquire)) && mrs!("cntpct_el0") - start < 2 * freq {}
-    let up = (0..nr_cpus).filter(|&i| i == me || vcpu::UP[i].load(Ordering::Acquire)).count();
-    hvprintln!("hv: {} of {} cpus in the hypervisor; entering dom0 at EL1 (entry {:#x}, dtb {:#x})", up, nr_cpus, dom0.entry, dom0.dtb);
-    vcpu::STATE[me].store(PowerState::On as u8, Ordering::Release);
+    let vcpus = &hv.dom0.vcpus;
+    while (0..nr_vcpus).any(|i| i != me && !vcpus.is_up(i)) && mrs!("cntpct_el0") - start < 2 * freq
+    {
+    }
+    let up = (0..nr_vcpus).filter(|&i| i == me || vcpus.is_up(i)).count();
+    hvprintln!(
+        "hv: {} of {} cpus in the hypervisor; entering dom0 at EL1 (entry {:#x}, dtb {:#x})",
+        up,
+        nr_vcpus,
+        dom0.entry,
+        dom0.dtb
+    );
+    vcpus.set_on(me);
     entry::enter_guest(dom0.entry, dom0.dtb, me)
 }
 
@@ -241,14 +310,19 @@ fn build_dom0(
     image: (u64, u64),
     hv_uart: &hostdt::Uart,
     vuart: &hostdt::Uart,
-    hides_pm: bool,
+    vcpu_mpidrs: &[u64],
 ) -> Dom0 {
-    let Some(kernel) = &info.kernel else { fatal!("no Dom0 kernel: /chosen has no multiboot,kernel module") };
+    let Some(kernel) = &info.kernel else {
+        fatal!("no Dom0 kernel: /chosen has no multiboot,kernel module")
+    };
     // SAFETY: the module range comes from /chosen and lies in RAM (mapped Normal); 64 bytes of header.
     let khdr = unsafe { core::slice::from_raw_parts(kernel.region.base as *const u8, 64) };
     let rd64 = |o: usize| u64::from_le_bytes(khdr[o..o + 8].try_into().unwrap_or([0; 8]));
     if khdr[56..60] != *b"ARM\x64" {
-        fatal!("Dom0 kernel at {:#x} is not an arm64 Image (no ARM\\x64 magic)", kernel.region.base);
+        fatal!(
+            "Dom0 kernel at {:#x} is not an arm64 Image (no ARM\\x64 magic)",
+            kernel.region.base
+        );
     }
     let (text_offset, image_size) = match rd64(16) {
         0 => (0x80000, 16 << 20),
@@ -260,9 +334,19 @@ fn build_dom0(
     busy.extend(&info.memreserve);
     busy.extend(&info.nomap);
     // Boards whose DMA masters see only the first GiB (Pi 4: legacy peripherals, dma-ranges 0-1 GiB).
-    let limit = if fdt.root().compatible().all().any(|c| c == "brcm,bcm2711") { 1 << 30 } else { u64::MAX };
+    let limit =
+        if fdt.root().compatible().all().any(|c| c == "brcm,bcm2711") { 1 << 30 } else { u64::MAX };
     let initrd_module = info.ramdisk.as_ref().map(|r| r.region);
-    let in_place = placement::layout_in_place(&info.ram, &busy, kernel.region, text_offset, image_size, initrd_module, size, limit);
+    let in_place = placement::layout_in_place(
+        &info.ram,
+        &busy,
+        kernel.region,
+        text_offset,
+        image_size,
+        initrd_module,
+        size,
+        limit,
+    );
     let (mem, layout) = match in_place {
         Some(p) => p,
         None => {
@@ -275,26 +359,41 @@ fn build_dom0(
                 }
                 fatal!("no {:#x} bytes of free RAM for Dom0 below {:#x}", size, limit)
             };
-            match placement::layout(mem, text_offset, image_size, SZ_2M, initrd_module.map(|r| r.size)) {
+            match placement::layout(
+                mem,
+                text_offset,
+                image_size,
+                SZ_2M,
+                initrd_module.map(|r| r.size),
+            ) {
                 Ok(l) => (mem, l),
-                Err(e) => fatal!("dom0_mem={:#x} too small for the kernel, DTB and initrd: {:?}", size, e),
+                Err(e) => {
+                    fatal!("dom0_mem={:#x} too small for the kernel, DTB and initrd: {:?}", size, e)
+                }
             }
         }
     };
     let copied = in_place.is_none();
 
-    // Nodes sharing the hypervisor UART's page (the Pi's aux block and aux SPIs) and the PM block the
-    // hypervisor resets with, unless that page is the emulated console itself.
-    let mut disable: Vec<String> = Vec::new();
-    let hv_page = hv_uart.base & !0xFFF;
-    dt::walk(fdt, |path, node| {
-        let regs = dt::reg_phys(fdt, path).unwrap_or_default();
-        let shares_uart = hv_page != vuart.base & !0xFFF && regs.iter().any(|r| r.overlaps(&Region::new(hv_page, 0x1000)));
-        let is_pm = dt::is_compatible(node, &["brcm,bcm2711-pm", "brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"]);
-        if shares_uart || (is_pm && hides_pm) {
-            disable.push(String::from(path));
-        }
-    });
+    // The hypervisor's own memory beyond its Image: free RAM clear of Dom0, the boot files and reserved
+    // ranges (the highest such range; any RAM will do, DMA limits do not apply).
+    busy.extend([mem, host_dtb, kernel.region]);
+    busy.extend(initrd_module);
+    let Some(arena) = placement::place_dom0(&info.ram, &busy, HV_ARENA, u64::MAX, SZ_2M) else {
+        fatal!("no {:#x} bytes of free RAM for the hypervisor's heap and tables", HV_ARENA)
+    };
+    let boot_heap = crate::heap::used();
+    // SAFETY: `arena` is RAM (mapped Normal by the EL2 map), overlaps nothing in use (image, DTB,
+    // modules, reserved memory, Dom0), is never mapped for a guest, and no other CPU runs yet.
+    unsafe { crate::heap::add_arena(arena.base, arena.size) };
+    hvprintln!(
+        "hv: hypervisor memory {:#x}-{:#x} (heap, stage-2 tables; {} KiB of the boot heap used)",
+        arena.base,
+        arena.end() - 1,
+        boot_heap >> 10
+    );
+
+    let disable = guard::hypervisor_nodes(fdt, hv_uart.base, vuart.base);
     let disable_refs: Vec<&str> = disable.iter().map(String::as_str).collect();
     let bootargs = info.dom0_bootargs;
     let cfg = Dom0DtConfig {
@@ -303,10 +402,16 @@ fn build_dom0(
         initrd: layout.initrd,
         disable: &disable_refs,
         stdout_path: Some(&vuart.path),
+        cpus: Some(vcpu_mpidrs),
     };
     let dtb = match dom0dt::build(blob, &cfg) {
         Ok(d) => d,
-        Err(e) => fatal!("Dom0 device tree: {:?}", e),
+        Err(dom0dt::Dom0DtError::BadHostBlob) => {
+            fatal!("Dom0 device tree: the host device tree is not valid")
+        }
+        Err(dom0dt::Dom0DtError::Writer(step)) => {
+            fatal!("Dom0 device tree: writing failed at {}", step)
+        }
     };
     if dtb.len() as u64 > SZ_2M {
         fatal!("Dom0 device tree is {} bytes, more than 2 MiB", dtb.len());
@@ -315,9 +420,17 @@ fn build_dom0(
     // sources (they are in `busy`).
     unsafe {
         if copied {
-            core::ptr::copy(kernel.region.base as *const u8, layout.kernel.base as *mut u8, kernel.region.size as usize);
+            core::ptr::copy(
+                kernel.region.base as *const u8,
+                layout.kernel.base as *mut u8,
+                kernel.region.size as usize,
+            );
             if let (Some(rd), Some(dst)) = (&info.ramdisk, layout.initrd) {
-                core::ptr::copy(rd.region.base as *const u8, dst.base as *mut u8, rd.region.size as usize);
+                core::ptr::copy(
+                    rd.region.base as *const u8,
+                    dst.base as *mut u8,
+                    rd.region.size as usize,
+                );
             }
         }
         core::ptr::copy(dtb.as_ptr(), layout.dtb.base as *mut u8, dtb.len());
@@ -328,7 +441,13 @@ fn build_dom0(
         arch::clean_dcache_range(r.base, r.size);
     }
     arch::invalidate_icache();
-    hvprintln!("hv: dom0 memory {:#x}-{:#x} ({} MiB){}", mem.base, mem.end() - 1, mem.size >> 20, if limit != u64::MAX { ", below 1 GiB for DMA" } else { "" });
+    hvprintln!(
+        "hv: dom0 memory {:#x}-{:#x} ({} MiB){}",
+        mem.base,
+        mem.end() - 1,
+        mem.size >> 20,
+        if limit != u64::MAX { ", below 1 GiB for DMA" } else { "" }
+    );
     hvprintln!(
         "hv: dom0 kernel {:#x} ({} bytes, {}), dtb {:#x} ({} bytes)",
         layout.kernel.base,
@@ -340,24 +459,23 @@ fn build_dom0(
     if let Some(r) = layout.initrd {
         hvprintln!("hv: dom0 initrd {:#x}-{:#x}", r.base, r.end());
     }
-    hvprintln!("hv: dom0 bootargs \"{}\"; console: emulated PL011 at {:#x} ({}), relayed line by line", bootargs, vuart.base, vuart.path);
+    hvprintln!(
+        "hv: dom0 bootargs \"{}\"; console: emulated PL011 at {:#x} ({}), relayed line by line",
+        bootargs,
+        vuart.base,
+        vuart.path
+    );
     for d in &disable {
         hvprintln!("hv: dom0 device tree: {} disabled (hypervisor's)", d);
     }
     Dom0 { mem, entry: layout.kernel.base, dtb: layout.dtb.base }
 }
 
-/// EL1 as a vCPU must find it on (re)entry: MMU and caches off, no stale EL1 translations.
-pub fn reset_el1() {
-    msr!("sctlr_el1", SCTLR_EL1);
-    arch::isb();
-    arch::tlbi_vmalle1();
-}
-
 /// Per-CPU EL2 state for running Dom0's vCPU on this CPU.
-fn cpu_init() {
-    let h = hv();
-    h.gic.cpu_init((1 << h.maint_intid) | (1 << virq::VTIMER_INTID));
+fn cpu_init(hv: &Hv, cpu: usize) {
+    hv.if_mask[cpu].store(hv.gic.own_target_mask(), Ordering::Release);
+    // The maintenance PPI only: the guest's timer PPI is enabled when the guest enables it.
+    hv.gic.cpu_init(1 << hv.maint_intid);
     msr!("hcr_el2", HCR_EL2);
     msr!("cnthctl_el2", 3); // EL1 physical counter and timer accessible
     msr!("cntvoff_el2", 0);
@@ -366,40 +484,20 @@ fn cpu_init() {
     msr!("cptr_el2", 0x33FF);
     msr!("hstr_el2", 0);
     msr!("mdcr_el2", (mrs!("pmcr_el0") >> 11) & 0x1F);
-    msr!("sctlr_el1", SCTLR_EL1);
+    msr!("sctlr_el1", arch::SCTLR_EL1);
     msr!("vtcr_el2", pagetable::VTCR_EL2);
-    msr!("vttbr_el2", h.s2_root | (VMID << 48));
+    msr!("vttbr_el2", hv.dom0.s2_root | (u64::from(hv.dom0.vmid) << 48));
     arch::isb();
     arch::tlbi_alle1();
 }
 
 #[no_mangle]
 extern "C" fn hv_secondary_main(cpu: usize) -> ! {
-    mm::enable_mmu(hv().s1_root);
-    cpu_init();
+    let hv = state::get();
+    mm::enable_mmu(hv.s1_root);
+    cpu_init(hv, cpu);
     hvprintln!("hv: cpu{} up mpidr={:#x}", cpu, mrs!("mpidr_el1"));
-    vcpu::park(cpu)
-}
-
-#[no_mangle]
-extern "C" fn hv_trap(f: &mut Frame, kind: u64) {
-    match kind {
-        8 => trap::lower_sync(f),
-        9 => virq::handle_irq(),
-        11 => hvprintln!("hv: SError from dom0 ESR={:#x} ELR={:#x}", mrs!("esr_el2"), f.elr),
-        _ => {
-            let esr = mrs!("esr_el2");
-            hvprintln!(
-                "hv: PANIC: unexpected exception (vector {}) EC={:#x} ESR={:#x} FAR={:#x} ELR={:#x}",
-                kind,
-                esr >> 26,
-                esr,
-                mrs!("far_el2"),
-                f.elr
-            );
-            platform::halt_forever()
-        }
-    }
+    vcpu::park(hv, cpu)
 }
 
 #[panic_handler]

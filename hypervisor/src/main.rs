@@ -14,12 +14,15 @@ fn main() {}
 #[cfg(target_os = "none")]
 extern crate alloc;
 
+// Module order is the dependency order: each uses only those above it (and the core crate).
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod gic;
+#[cfg(target_os = "none")]
+mod guest_console;
 #[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
@@ -31,11 +34,10 @@ mod mmio;
 #[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
+mod state;
+#[cfg(target_os = "none")]
 mod trap;
 #[cfg(target_os = "none")]
 mod vcpu;
 #[cfg(target_os = "none")]
 mod virq;
-
-#[cfg(target_os = "none")]
-pub use hv::{hv, MAX_CPUS, STACK_SIZE, VUART};

@@ -3,9 +3,11 @@
 
 use core::cell::UnsafeCell;
 
-use rpixen_hypervisor::pagetable::{MapError, Mem, Regime, Table, Tables, MAIR_EL2, TCR_EL2};
-use rpixen_hypervisor::region::gaps;
-use rpixen_hypervisor::Region;
+use rpixen_hv_core::pagetable::{
+    el2_plan, ImageSections, MapError, Mem, Regime, Table, Tables, MAIR_EL2, TCR_EL2,
+};
+use rpixen_hv_core::stage2::Plan;
+use rpixen_hv_core::Region;
 
 use crate::arch::{self, msr};
 
@@ -18,9 +20,10 @@ pub struct Pool<const N: usize>(UnsafeCell<[Table; N]>);
 // reads them and nothing writes.
 unsafe impl<const N: usize> Sync for Pool<N> {}
 
-static EARLY: Pool<1> = Pool(UnsafeCell::new([[0; 512]; 1]));
-static STAGE1: Pool<32> = Pool(UnsafeCell::new([[0; 512]; 32]));
-static STAGE2: Pool<320> = Pool(UnsafeCell::new([[0; 512]; 320]));
+static EARLY: Pool<1> = Pool(UnsafeCell::new([Table::ZERO; 1]));
+static STAGE1: Pool<32> = Pool(UnsafeCell::new([Table::ZERO; 32]));
+/// Stage-2 tables per domain: 4 KiB pages for up to ~1 GiB of guest RAM (see `stage2_map`).
+const STAGE2_TABLES: usize = 320;
 
 fn tables<const N: usize>(p: &'static Pool<N>, regime: Regime) -> Tables<'static> {
     // SAFETY: see Pool; each pool is built once, by the boot CPU, with no other reference alive.
@@ -35,64 +38,56 @@ pub fn early_map(normal: &[u64]) -> u64 {
     let mut t = tables(&EARLY, Regime::El2Stage1);
     for gib in 0..512u64 {
         let base = gib << 30;
-        let mem = if normal.iter().any(|a| a >> 30 == gib) { Mem::Normal } else { Mem::Device };
+        let mem = if normal.iter().any(|a| a >> 30 == gib) { Mem::Boot } else { Mem::Device };
         t.map(base, base, 1 << 30, mem).expect("1 GiB blocks fit the root table");
     }
     t.root_pa()
 }
 
-/// The final EL2 map: every RAM bank Normal, everything else Device.
-pub fn el2_map(ram: &[Region]) -> Result<u64, MapError> {
+/// The final EL2 map (`rpixen_hv_core::pagetable::el2_plan`): W^X, RAM Normal, the rest Device.
+pub fn el2_map(ram: &[Region], image: ImageSections) -> Result<u64, MapError> {
     let mut t = tables(&STAGE1, Regime::El2Stage1);
-    for r in ram {
-        let base = r.base & !0xFFF;
-        let end = (r.end() + 0xFFF) & !0xFFF;
-        t.map(base, base, end - base, Mem::Normal)?;
-    }
-    for g in gaps(ram, 0, Regime::El2Stage1.limit()) {
-        let base = (g.base + 0xFFF) & !0xFFF;
-        let end = g.end() & !0xFFF;
-        if end > base {
-            t.map(base, base, end - base, Mem::Device)?;
-        }
+    for (r, mem) in el2_plan(ram, image) {
+        t.map(r.base, r.base, r.size, mem)?;
     }
     Ok(t.root_pa())
 }
 
-/// Dom0's stage 2: its RAM, every non-RAM address except the hypervisor's devices (`holes`), and the
-/// GIC virtual CPU interface at the address of the physical CPU interface.
+/// A domain's stage 2 from its plan (`rpixen_hv_core::stage2`).
 ///
-/// Dom0 RAM is mapped with 4 KiB pages when the pool allows (up to about 1 GiB): QEMU's TCG flushes its
+/// Guest RAM is mapped with 4 KiB pages when the pool allows (up to about 1 GiB): QEMU's TCG flushes its
 /// whole TLB for any TLBI by address that falls inside a block mapping, and Linux's boot-time code
 /// patching (ftrace, alternatives) issues tens of thousands of those; with 1 GiB and 2 MiB stage-2
-/// blocks Dom0's boot took 4x longer in that phase. Larger Dom0s fall back to blocks.
-pub fn stage2_map(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64)) -> Result<(u64, usize), MapError> {
-    match stage2_try(dom0_ram, holes, gicv, 3) {
-        Err(MapError::OutOfTables) => stage2_try(dom0_ram, holes, gicv, 1),
+/// blocks Dom0's boot took 4x longer in that phase. Larger guests fall back to blocks.
+pub fn stage2_map(plan: &Plan) -> Result<(u64, usize), MapError> {
+    match stage2_try(plan, 3) {
+        // The first pool stays allocated (a bump heap frees nothing): one more pool is the price.
+        Err(MapError::OutOfTables) => stage2_try(plan, 1),
         r => r,
     }
 }
 
-fn stage2_try(dom0_ram: &[Region], holes: &[Region], gicv: (u64, u64, u64), ram_level: u32) -> Result<(u64, usize), MapError> {
-    let mut t = tables(&STAGE2, Regime::Stage2);
+fn stage2_try(plan: &Plan, ram_level: u32) -> Result<(u64, usize), MapError> {
+    // From the heap (one pool per domain, never freed): the root of two concatenated tables must be
+    // 8 KiB aligned, hence one spare table.
+    let pool: &'static mut [Table] = alloc::vec![Table::ZERO; STAGE2_TABLES + 1].leak();
+    let skip = usize::from(!(pool.as_ptr() as u64).is_multiple_of(8192));
+    let pool = &mut pool[skip..];
+    let pa = pool.as_ptr() as u64;
+    let mut t = Tables::new(Regime::Stage2, pool, pa);
     t.largest_block_level(ram_level);
-    for r in dom0_ram {
+    for r in &plan.ram {
         t.map(r.base, r.base, r.size, Mem::Normal)?;
     }
     t.largest_block_level(1);
-    for g in gaps(holes, 0, Regime::Stage2.limit()) {
-        let base = (g.base + 0xFFF) & !0xFFF;
-        let end = g.end() & !0xFFF;
-        if end > base {
-            t.map(base, base, end - base, Mem::Device)?;
-        }
+    for r in &plan.mmio {
+        t.map(r.base, r.base, r.size, Mem::Device)?;
     }
-    let (ipa, pa, size) = gicv;
+    let (ipa, pa, size) = plan.gicv;
     t.map(ipa, pa, size, Mem::Device)?;
     let root = t.root_pa();
     let used = t.tables_used();
     // The walker may run with caches off on secondaries' first access; the tables must be at PoC.
-    // SAFETY: only the address range of the pool is taken.
     arch::clean_dcache_range(root, (used * 4096) as u64);
     Ok((root, used))
 }

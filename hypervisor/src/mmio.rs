@@ -1,36 +1,58 @@
-//! Volatile MMIO access. Every address passed here comes from the host device tree (GIC, UART, PM
-//! block) or from a decoded guest access inside a trapped device page, and is mapped as Device memory
-//! in the EL2 tables (or the MMU is off, which also makes it Device).
+//! Typed MMIO blocks. A block's constructor is the one `unsafe` step: whoever makes one vouches that
+//! the range is a device register block, mapped Device at EL2 (identity) or used with the MMU off.
+//! After that every access is bounds- and alignment-checked against the block, so a decoded guest
+//! offset can never turn into an access elsewhere.
 
-pub fn read32(addr: u64) -> u32 {
-    // SAFETY: see the module comment; 32-bit aligned device register.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
+use rpixen_hv_core::addr::PhysAddr;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Mmio {
+    base: u64,
+    size: u64,
 }
 
-pub fn write32(addr: u64, v: u32) {
-    // SAFETY: see the module comment.
-    unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
-}
-
-/// An access of `width` bytes (1, 2 or 4) as the guest made it.
-pub fn read(addr: u64, width: u8) -> u32 {
-    // SAFETY: see the module comment; the GIC distributor accepts byte and word accesses.
-    unsafe {
-        match width {
-            1 => u32::from(core::ptr::read_volatile(addr as *const u8)),
-            2 => u32::from(core::ptr::read_volatile(addr as *const u16)),
-            _ => core::ptr::read_volatile(addr as *const u32),
-        }
+impl Mmio {
+    /// # Safety
+    /// `[base, base + size)` must be device registers that the hypervisor may access with 8-, 16- and
+    /// 32-bit volatile loads and stores, mapped Device-nGnRnE in the EL2 tables (VA = PA).
+    pub const unsafe fn new(base: PhysAddr, size: u64) -> Mmio {
+        Mmio { base: base.0, size }
     }
-}
 
-pub fn write(addr: u64, width: u8, v: u32) {
-    // SAFETY: as `read`.
-    unsafe {
-        match width {
-            1 => core::ptr::write_volatile(addr as *mut u8, v as u8),
-            2 => core::ptr::write_volatile(addr as *mut u16, v as u16),
-            _ => core::ptr::write_volatile(addr as *mut u32, v),
-        }
+    fn addr(&self, off: u32, width: u64) -> u64 {
+        let off = u64::from(off);
+        assert!(
+            off.is_multiple_of(width) && off + width <= self.size,
+            "MMIO access {:#x}+{:#x} outside block {:#x}/{:#x}",
+            off,
+            width,
+            self.base,
+            self.size
+        );
+        self.base + off
+    }
+
+    pub fn read32(&self, off: u32) -> u32 {
+        let a = self.addr(off, 4);
+        // SAFETY: inside the block, aligned (checked above); the block's creator vouched for it.
+        unsafe { core::ptr::read_volatile(a as *const u32) }
+    }
+
+    pub fn write32(&self, off: u32, v: u32) {
+        let a = self.addr(off, 4);
+        // SAFETY: as read32.
+        unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+    }
+
+    pub fn read8(&self, off: u32) -> u8 {
+        let a = self.addr(off, 1);
+        // SAFETY: as read32.
+        unsafe { core::ptr::read_volatile(a as *const u8) }
+    }
+
+    pub fn write8(&self, off: u32, v: u8) {
+        let a = self.addr(off, 1);
+        // SAFETY: as read32.
+        unsafe { core::ptr::write_volatile(a as *mut u8, v) }
     }
 }

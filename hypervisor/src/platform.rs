@@ -2,24 +2,24 @@
 //! the machine powers off or resets (PSCI SMC on virt; the BCM2835 PM watchdog on the Pi, which has no
 //! PSCI firmware and where SMC goes nowhere).
 
-use rpixen_hypervisor::hostdt::EnableMethod;
+use rpixen_hv_core::hostdt::EnableMethod;
+use rpixen_hv_core::psci;
 
 use crate::arch;
 use crate::console::hvprintln;
-use crate::hv;
-use crate::mmio::{read32, write32};
+use crate::mmio::Mmio;
 
 const PM_PASSWORD: u32 = 0x5A00_0000;
-const PM_RSTC: u64 = 0x1C;
-const PM_RSTS: u64 = 0x20;
-const PM_WDOG: u64 = 0x24;
+const PM_RSTC: u32 = 0x1C;
+const PM_RSTS: u32 = 0x20;
+const PM_WDOG: u32 = 0x24;
 
 #[derive(Clone, Copy)]
 pub enum Power {
     /// PSCI through SMC (QEMU virt: no EL3, QEMU answers).
     PsciSmc,
-    /// The PM block's base (brcm,bcm2711-pm / brcm,bcm2835-pm-wdt).
-    PmWatchdog(u64),
+    /// The PM block (brcm,bcm2711-pm / brcm,bcm2835-pm-wdt).
+    PmWatchdog(Mmio),
     None,
 }
 
@@ -27,7 +27,7 @@ pub enum Power {
 pub fn start_cpu(mpidr: u64, method: EnableMethod) -> bool {
     let entry = crate::arch::entry::secondary_entry_pa();
     match method {
-        EnableMethod::Psci => arch::smc(u64::from(rpixen_hypervisor::psci::CPU_ON_64), mpidr, entry, 0) == 0,
+        EnableMethod::Psci => arch::smc(u64::from(psci::CPU_ON_64), mpidr, entry, 0) == 0,
         EnableMethod::SpinTable { release_addr } => {
             // SAFETY: cpu-release-addr is a 64-bit word in a /memreserve/d page of RAM, mapped Normal at EL2.
             unsafe { core::ptr::write_volatile(release_addr as *mut u64, entry) };
@@ -40,15 +40,15 @@ pub fn start_cpu(mpidr: u64, method: EnableMethod) -> bool {
     }
 }
 
-fn pm_reset(base: u64, halt: bool) -> ! {
+fn pm_reset(pm: Mmio, halt: bool) -> ! {
     if halt {
         // Linux's bcm2835_power_off: partition 63 tells the firmware to halt instead of booting.
-        let rsts = read32(base + PM_RSTS);
-        write32(base + PM_RSTS, PM_PASSWORD | (rsts & !0xFFFF_FAAA) | 0x555);
+        let rsts = pm.read32(PM_RSTS);
+        pm.write32(PM_RSTS, PM_PASSWORD | (rsts & !0xFFFF_FAAA) | 0x555);
     }
-    write32(base + PM_WDOG, PM_PASSWORD | 10);
-    let rstc = read32(base + PM_RSTC);
-    write32(base + PM_RSTC, PM_PASSWORD | (rstc & 0xFFFF_FFCF) | 0x20);
+    pm.write32(PM_WDOG, PM_PASSWORD | 10);
+    let rstc = pm.read32(PM_RSTC);
+    pm.write32(PM_RSTC, PM_PASSWORD | (rstc & 0xFFFF_FFCF) | 0x20);
     halt_forever()
 }
 
@@ -58,10 +58,10 @@ pub fn halt_forever() -> ! {
     }
 }
 
-pub fn power_off() -> ! {
-    match hv().power {
+pub fn power_off(power: Power) -> ! {
+    match power {
         Power::PsciSmc => {
-            arch::smc(u64::from(rpixen_hypervisor::psci::SYSTEM_OFF), 0, 0, 0);
+            arch::smc(u64::from(psci::SYSTEM_OFF), 0, 0, 0);
         }
         Power::PmWatchdog(base) => {
             hvprintln!("hv: no power-off on this board: halting through a PM watchdog reset");
@@ -73,10 +73,10 @@ pub fn power_off() -> ! {
     halt_forever()
 }
 
-pub fn reset() -> ! {
-    match hv().power {
+pub fn reset(power: Power) -> ! {
+    match power {
         Power::PsciSmc => {
-            arch::smc(u64::from(rpixen_hypervisor::psci::SYSTEM_RESET), 0, 0, 0);
+            arch::smc(u64::from(psci::SYSTEM_RESET), 0, 0, 0);
         }
         Power::PmWatchdog(base) => pm_reset(base, false),
         Power::None => {}

@@ -1,165 +1,206 @@
-//! Synchronous exits from Dom0: PSCI/SMCCC calls, trapped device accesses (vGICD, vUART), and
-//! accesses outside what Dom0 may touch, which are refused with an external abort injected into Dom0.
+//! Exceptions taken to EL2: the exit is decoded by `rpixen_hv_core::exit`, device accesses are
+//! answered by the core's models (virtual distributor, PL011), and what a guest may not touch is
+//! refused with an abort injected into the guest, as hardware would for a bus error.
 
-use core::sync::atomic::Ordering;
-
-use rpixen_hypervisor::vgicd::{self, Outcome};
+use rpixen_hv_core::addr::GuestPhysAddr;
+use rpixen_hv_core::exit::{self, DataAbort, Exit, MmioAccess};
+use rpixen_hv_core::guard::Guarded;
+use rpixen_hv_core::vgicd::{Access, Effect, Reply};
 
 use crate::arch::entry::Frame;
-use crate::arch::{mrs, msr};
-use crate::console::hvprintln;
-use crate::{arch, hv, mmio, vcpu, virq};
+use crate::arch::{self, mrs, msr};
+use crate::console::{guest_caused, hvprintln};
+use crate::state::{self, Hv};
+use crate::{guest_console, platform, vcpu, virq};
 
-const EC_HVC64: u64 = 0x16;
-const EC_SMC64: u64 = 0x17;
-const EC_IABT_LOW: u64 = 0x20;
-const EC_DABT_LOW: u64 = 0x24;
+/// Vector kinds (entry.rs numbers the 16 vectors in order).
+const LOWER_SYNC: u64 = 8;
+const LOWER_IRQ: u64 = 9;
+const LOWER_SERROR: u64 = 11;
 
-pub fn lower_sync(f: &mut Frame) {
-    let esr = mrs!("esr_el2");
-    let ec = esr >> 26;
-    match ec {
-        EC_HVC64 => {
-            if esr & 0xFFFF == 0 {
-                vcpu::smccc(f);
-            } else {
-                f.x[0] = u64::MAX; // NOT_SUPPORTED: no Xen hypercalls here
+/// HCR_EL2.VSE: a virtual SError is pending for the guest.
+const HCR_VSE: u64 = 1 << 8;
+
+#[no_mangle]
+extern "C" fn hv_trap(f: &mut Frame, kind: u64) {
+    let cpu = arch::cpu_index();
+    match kind {
+        // Guests run only after the state is installed; EL2's own exceptions may come before.
+        LOWER_SYNC => lower_sync(state::get(), cpu, f),
+        LOWER_IRQ => {
+            let hv = state::get();
+            if virq::handle_irq(hv, cpu).tick {
+                poll_console(hv, cpu);
             }
         }
-        EC_SMC64 => {
-            // Dom0 was told to use HVC; answer SMCs the same way. ELR points at the SMC itself.
-            vcpu::smccc(f);
-            f.elr += 4;
-        }
-        EC_DABT_LOW => data_abort(f, esr),
-        EC_IABT_LOW => {
-            let ipa = fault_ipa();
-            hvprintln!("hv: refused dom0 instruction fetch at IPA {:#x} (ELR {:#x}): not dom0 memory", ipa, f.elr);
-            inject_abort(f, false, false);
+        LOWER_SERROR => {
+            // The guest's own asynchronous error (a bus error on one of its devices): it gets it back
+            // as a virtual SError, taken when it unmasks SErrors, as on hardware without EL2.
+            guest_caused!(
+                "hv: SError from dom0 ESR={:#x} ELR={:#x}; injecting a virtual SError",
+                mrs!("esr_el2"),
+                f.elr
+            );
+            msr!("hcr_el2", mrs!("hcr_el2") | HCR_VSE);
         }
         _ => {
-            hvprintln!("hv: unexpected trap from dom0 EC={:#x} ESR={:#x} ELR={:#x}; injecting undefined instruction", ec, esr, f.elr);
+            let esr = mrs!("esr_el2");
+            hvprintln!(
+                "hv: PANIC: unexpected exception (vector {}) EC={:#x} ESR={:#x} FAR={:#x} ELR={:#x}",
+                kind,
+                esr >> 26,
+                esr,
+                mrs!("far_el2"),
+                f.elr
+            );
+            platform::halt_forever()
+        }
+    }
+}
+
+fn poll_console(hv: &Hv, cpu: usize) {
+    let level = guest_console::poll();
+    if let (true, Some(id)) = (level, hv.dom0.vuart_intid) {
+        virq::inject(hv, cpu, rpixen_hv_core::virq::Virq { intid: id, hw: false, source: 0 });
+    }
+}
+
+fn lower_sync(hv: &Hv, cpu: usize, f: &mut Frame) {
+    let esr = mrs!("esr_el2");
+    match exit::decode(esr, mrs!("far_el2"), mrs!("hpfar_el2")) {
+        Exit::Hvc { imm: 0 } => vcpu::smccc(hv, cpu, f),
+        Exit::Hvc { .. } => f.x[0] = u64::MAX, // NOT_SUPPORTED: no Xen hypercalls here
+        Exit::Smc { .. } => {
+            // Dom0 was told to use HVC; answer SMCs the same way. ELR points at the SMC itself.
+            vcpu::smccc(hv, cpu, f);
+            f.elr += 4;
+        }
+        Exit::DataAbort(d) => data_abort(hv, cpu, f, d),
+        Exit::InstructionAbort { ipa } => {
+            guest_caused!(
+                "hv: refused dom0 instruction fetch at IPA {:#x} (ELR {:#x}): not dom0 memory",
+                ipa.0,
+                f.elr
+            );
+            inject_abort(f, false, false);
+        }
+        Exit::Other { ec, esr } => {
+            guest_caused!("hv: unexpected trap from dom0 EC={:#x} ESR={:#x} ELR={:#x}; injecting undefined instruction", ec, esr, f.elr);
             inject_undef(f);
         }
     }
 }
 
-fn fault_ipa() -> u64 {
-    ((mrs!("hpfar_el2") >> 4) << 12) | (mrs!("far_el2") & 0xFFF)
+fn reg(f: &Frame, r: u8) -> u64 {
+    if r == 31 {
+        0
+    } else {
+        f.x[usize::from(r)]
+    }
 }
 
-fn data_abort(f: &mut Frame, esr: u64) {
-    let ipa = fault_ipa();
-    let isv = esr & (1 << 24) != 0;
-    let write = esr & (1 << 6) != 0;
-    let width = 1u8 << ((esr >> 22) & 3);
-    let srt = ((esr >> 16) & 0x1F) as usize;
-    let h = hv();
-    let reg = |f: &Frame| if srt == 31 { 0 } else { f.x[srt] };
-    let in_page = |base: u64| ipa >= base && ipa < base + 0x1000;
-    let handled = isv
-        && width <= 4
-        && if in_page(h.gicd) {
-            vgicd_access(f, (ipa - h.gicd) as u32, width, write.then(|| reg(f) as u32), srt);
-            true
-        } else if in_page(h.vuart) {
-            let off = (ipa - h.vuart) as u32;
-            if write {
-                vuart_write(off, reg(f) as u32);
-            } else if srt != 31 {
-                f.x[srt] = u64::from(crate::VUART.lock().uart.read(off));
+fn set_reg(f: &mut Frame, a: &MmioAccess, raw: u64) {
+    if a.reg != 31 {
+        f.x[usize::from(a.reg)] = a.load_value(raw);
+    }
+}
+
+fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
+    let dom = &hv.dom0;
+    if let (Some(a), false) = (d.access, d.s1ptw) {
+        let store = a.write.then(|| a.store_value(reg(f, a.reg)));
+        let handled = if let Some(off) = d.ipa.offset_in(dom.gicd.0, dom.gicd.1) {
+            let access =
+                Access { offset: off as u32, size: a.size, write: store.map(|v| v as u32) };
+            let reply = dom.dist.lock().access(cpu, access);
+            match reply {
+                Reply::Read(v) => {
+                    set_reg(f, &a, u64::from(v));
+                    true
+                }
+                Reply::Write(fx) => {
+                    for e in fx.iter() {
+                        apply(hv, cpu, e);
+                    }
+                    true
+                }
+                Reply::Abort => false,
             }
-            true
+        } else if let Some(off) = d.ipa.offset_in(dom.vuart, 0x1000) {
+            // Linux's amba-pl011 uses 16- and 32-bit accessors, its earlycon byte stores.
+            let legal = matches!(a.size, 1 | 2 | 4) && off.is_multiple_of(u64::from(a.size));
+            if legal {
+                match store {
+                    Some(v) => guest_console::write(off as u32, v as u32),
+                    None => set_reg(f, &a, u64::from(guest_console::read(off as u32))),
+                }
+            }
+            legal
+        } else if let Some((page, mmio)) = dom
+            .guarded
+            .iter()
+            .find(|(p, _)| d.ipa.offset_in(GuestPhysAddr(p.base), 0x1000).is_some())
+        {
+            let off = (d.ipa.0 - page.base) as u32;
+            match page.access(off, a.size, store.map(|v| v as u32)) {
+                Guarded::Read => {
+                    set_reg(f, &a, u64::from(mmio.read32(off)));
+                    true
+                }
+                Guarded::Write { value, keep } => {
+                    let v =
+                        if keep == 0 { value } else { (mmio.read32(off) & keep) | (value & !keep) };
+                    mmio.write32(off, v);
+                    true
+                }
+                Guarded::Refuse => {
+                    guest_caused!(
+                        "hv: refused dom0 write of {:#x} to {} register {:#x}: the hypervisor's",
+                        store.unwrap_or(0),
+                        page.what,
+                        d.ipa.0
+                    );
+                    true
+                }
+                Guarded::Abort => false,
+            }
         } else {
             false
         };
-    if handled {
-        f.elr += 4;
-        return;
+        if handled {
+            f.elr += d.instruction_len();
+            return;
+        }
     }
-    hvprintln!(
-        "hv: refused dom0 {} at IPA {:#x} (ELR {:#x}): not dom0 memory; injecting an external abort, hypervisor continues",
-        if write { "write" } else { "read" },
-        ipa,
+    let size = d.access.map_or(0, |a| a.size);
+    guest_caused!(
+        "hv: refused dom0 {} at IPA {:#x} ({} bytes, ELR {:#x}): not dom0's; injecting an external abort",
+        if d.write { "write" } else { "read" },
+        d.ipa.0,
+        size,
         f.elr
     );
-    inject_abort(f, true, write);
+    inject_abort(f, true, d.write);
 }
 
-fn vuart_write(off: u32, v: u32) {
-    let mut g = crate::VUART.lock();
-    let st = &mut *g;
-    if let Some(b) = st.uart.write(off, v) {
-        st.last_tx = mrs!("cntpct_el0");
-        if let Some(l) = st.line.push(b) {
-            crate::console::write_guest_line(l);
+/// Carries out a physical effect of a distributor write.
+fn apply(hv: &Hv, cpu: usize, e: Effect) {
+    let gic = &hv.gic;
+    match e {
+        Effect::Enable { word, mask } => {
+            gic.enable(word, mask);
+            // Something pending while disabled may now go to a list register.
+            virq::flush(hv, cpu);
         }
-    }
-}
-
-/// Writes out a partial Dom0 line (before power-off, so the last prompt is not lost).
-pub fn flush_vuart() {
-    let mut g = crate::VUART.lock();
-    if let Some(l) = g.line.take_partial() {
-        crate::console::write_guest_line(l);
-        crate::console::write_guest_line(b"\n");
+        Effect::Disable { word, mask } => gic.disable(word, mask),
+        Effect::Route { intid, vcpu } => gic.route(intid, hv.if_mask(usize::from(vcpu))),
+        Effect::Configure { word, mask, value } => gic.configure(word, mask, value),
+        Effect::Sgi { intid, targets } => virq::send_sgi(hv, cpu, intid, targets),
     }
 }
 
-/// On Dom0's timer ticks: moves received bytes from the hypervisor's UART into the emulated PL011,
-/// shows a partial line that has waited 50 ms (a prompt, an echoed keystroke), and raises the
-/// PL011's interrupt while its level is high.
-pub fn vuart_poll() {
-    let Some(mut g) = crate::VUART.try_lock() else { return };
-    if let Some(u) = crate::console::uart() {
-        while let Some(b) = u.getc() {
-            if !g.uart.push_rx(b) {
-                break;
-            }
-        }
-    }
-    let now = mrs!("cntpct_el0");
-    if now.wrapping_sub(g.last_tx) > mrs!("cntfrq_el0") / 20 {
-        if let Some(l) = g.line.take_partial() {
-            crate::console::write_guest_line(l);
-        }
-    }
-    let level = g.uart.irq_level();
-    drop(g);
-    if let (true, Some(id)) = (level, hv().vuart_intid) {
-        let gic = &hv().gic;
-        let enabled = mmio::read(gic.dist + 0x100 + u64::from(id / 32) * 4, 4) & (1 << (id % 32)) != 0;
-        if enabled {
-            virq::inject(vgicd::lr_value(id, None, gic.spi_priority(id), 0));
-        }
-    }
-}
-
-fn vgicd_access(f: &mut Frame, off: u32, width: u8, write: Option<u32>, srt: usize) {
-    let h = hv();
-    let vcpu = arch::cpu_index();
-    let mut ctlr = virq::VGICD_CTLR.load(Ordering::Acquire);
-    let out = vgicd::access(off, width, write, vcpu, h.nr_cpus, &mut ctlr, virq::BANKED.mine());
-    virq::VGICD_CTLR.store(ctlr, Ordering::Release);
-    let addr = h.gic.dist + u64::from(off);
-    let mut set = |v: u32| {
-        if srt != 31 {
-            f.x[srt] = u64::from(v);
-        }
-    };
-    match out {
-        Outcome::Read(v) => set(v),
-        Outcome::Done => {}
-        Outcome::Passthrough => match write {
-            Some(v) => mmio::write(addr, width, v),
-            None => set(mmio::read(addr, width)),
-        },
-        Outcome::PassthroughValue(v) => mmio::write(addr, width, v),
-        Outcome::Sgi { intid, targets } => virq::send_sgi(vcpu, intid, targets),
-    }
-}
-
-/// Makes Dom0 take a synchronous external abort at its own vector, as hardware would for a bus error.
+/// Makes the guest take a synchronous external abort at its own vector, as hardware would for a bus
+/// error.
 fn inject_abort(f: &mut Frame, data: bool, write: bool) {
     let from_el0 = f.spsr & 0xF == 0;
     let ec: u64 = match (data, from_el0) {

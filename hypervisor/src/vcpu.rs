@@ -1,63 +1,56 @@
-//! Dom0's vCPUs (vCPU n runs on pCPU n) and their PSCI power states, and the SMCCC/PSCI calls.
+//! A domain's vCPUs (vCPU n runs on pCPU n): the SMCCC/PSCI calls and the wait for CPU_ON. The power
+//! states and CPU_ON's checks are `rpixen_hv_core::psci::Vcpus`'.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-
-use rpixen_hypervisor::psci::{self, Call, PowerState};
+use rpixen_hv_core::psci::{self, Call};
 
 use crate::arch::entry::{enter_guest, Frame};
-use crate::console::hvprintln;
-use crate::{arch, hv, platform, virq, MAX_CPUS};
+use crate::console::{guest_caused, hvprintln};
+use crate::state::Hv;
+use crate::{arch, guest_console, platform, virq};
 
-pub static STATE: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(PowerState::Off as u8) }; MAX_CPUS];
-static ENTRY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-static CONTEXT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// The physical CPU has entered the hypervisor and waits in `park`.
-pub static UP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-
-fn vcpu_of(mpidr: u64) -> Option<usize> {
-    hv().cpus.iter().position(|&m| m == mpidr & 0xFF_00FF_FFFF)
-}
-
-pub fn smccc(f: &mut Frame) {
+pub fn smccc(hv: &Hv, cpu: usize, f: &mut Frame) {
+    let d = &hv.dom0;
+    let vcpu_of = |mpidr: u64| hv.cpus.index_of(mpidr).filter(|&i| i < d.nr_vcpus);
     let ret: i64 = match psci::decode([f.x[0], f.x[1], f.x[2], f.x[3]]) {
         Call::Version => psci::PSCI_VERSION_1_1 as i64,
         Call::CpuSuspend => psci::SUCCESS, // standby: return at once, Linux retries idle
         Call::CpuOff => {
-            let me = arch::cpu_index();
-            virq::reset_cpu();
-            STATE[me].store(PowerState::Off as u8, Ordering::Release);
-            park(me)
+            virq::cpu_off(hv, cpu);
+            d.vcpus.cpu_off(cpu);
+            park(hv, cpu)
         }
-        Call::CpuOn { target, entry, context } => match vcpu_of(target) {
-            Some(t) if !UP[t].load(Ordering::Acquire) => psci::INTERNAL_FAILURE,
-            t => {
-                let r = psci::cpu_on_result(t.map(|t| PowerState::from_u8(STATE[t].load(Ordering::Acquire))));
-                if let (psci::SUCCESS, Some(t)) = (r, t) {
-                    ENTRY[t].store(entry, Ordering::Relaxed);
-                    CONTEXT[t].store(context, Ordering::Relaxed);
-                    STATE[t].store(PowerState::OnPending as u8, Ordering::Release);
+        Call::CpuOn { target, entry, context } => {
+            let t = vcpu_of(target);
+            let r = d.vcpus.cpu_on(t, entry, context, &d.ram);
+            match (r, t) {
+                (psci::SUCCESS, Some(t)) => {
                     // The target waits in WFI (see `park`): a physical SGI wakes it. The SGI stays
                     // pending and is taken, and ignored, once the vCPU runs.
                     arch::dsb_sy();
-                    hv().gic.send_sgi(1 << t, virq::KICK_SGI);
+                    hv.gic.send_sgi(hv.if_mask(t), virq::KICK_SGI);
                 }
-                r
+                (psci::INVALID_ADDRESS, _) => {
+                    guest_caused!(
+                        "hv: refused dom0 CPU_ON of {:#x} at {:#x}: not dom0 memory",
+                        target,
+                        entry
+                    )
+                }
+                _ => {}
             }
-        },
-        Call::AffinityInfo { target, level } => match (level, vcpu_of(target)) {
-            (0, Some(t)) => i64::from(STATE[t].load(Ordering::Acquire)),
-            _ => psci::INVALID_PARAMETERS,
-        },
+            r
+        }
+        Call::AffinityInfo { target, level } => d.vcpus.affinity_info(vcpu_of(target), level),
         Call::MigrateInfoType => 2, // no trusted OS
         Call::SystemOff => {
-            crate::trap::flush_vuart();
+            guest_console::flush();
             hvprintln!("hv: dom0 system_off");
-            platform::power_off()
+            platform::power_off(hv.power)
         }
         Call::SystemReset => {
-            crate::trap::flush_vuart();
+            guest_console::flush();
             hvprintln!("hv: dom0 system_reset");
-            platform::reset()
+            platform::reset(hv.power)
         }
         Call::Features(fid) => psci::features(fid),
         Call::SmcccVersion => psci::SMCCC_VERSION_1_1 as i64,
@@ -66,18 +59,15 @@ pub fn smccc(f: &mut Frame) {
     f.x[0] = ret as u64;
 }
 
-/// A CPU without a running vCPU waits here until Dom0's CPU_ON names it. WFI, not WFE: QEMU's TCG
+/// A CPU without a running vCPU waits here until the guest's CPU_ON names it. WFI, not WFE: QEMU's TCG
 /// halts a vCPU in WFI but lets WFE spin, which stole host time from the booting Dom0 (10 s of 14).
-pub fn park(cpu: usize) -> ! {
-    UP[cpu].store(true, Ordering::Release);
+pub fn park(hv: &Hv, cpu: usize) -> ! {
+    hv.dom0.vcpus.mark_up(cpu);
     loop {
-        if STATE[cpu].load(Ordering::Acquire) == PowerState::OnPending as u8 {
-            STATE[cpu].store(PowerState::On as u8, Ordering::Release);
-            let entry = ENTRY[cpu].load(Ordering::Relaxed);
-            let ctx = CONTEXT[cpu].load(Ordering::Relaxed);
+        if let Some((entry, ctx)) = hv.dom0.vcpus.take_start(cpu) {
             // PSCI CPU_ON starts the vCPU with its MMU and caches off, also when it ran before
             // (CPU_OFF then CPU_ON, as Linux's CPU hotplug does).
-            crate::hv::reset_el1();
+            arch::reset_el1();
             enter_guest(entry, ctx, cpu);
         }
         arch::wfi();

@@ -4,7 +4,10 @@
 //! FPSR/FPCR at 784/792; 800 in all. The FP/SIMD registers are saved because the compiler may use them
 //! in hypervisor code and Dom0's must survive every trap.
 
-use crate::{MAX_CPUS, STACK_SIZE};
+use rpixen_hv_core::cpus::MAX_CPUS;
+
+/// Each CPU's EL2 stack.
+pub const STACK_SIZE: usize = 0x4000;
 
 #[repr(C)]
 pub struct Frame {
@@ -22,9 +25,22 @@ const _: () = assert!(core::mem::size_of::<Frame>() == 800);
 #[repr(C, align(16))]
 pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
 
-/// Per-CPU EL2 stacks, indexed by MPIDR Aff0.
+/// Per-CPU EL2 stacks, indexed by CPU index (position in the DT's CPU list).
 #[no_mangle]
 pub static mut HV_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+
+/// The boot CPU's stack until it knows its index (the DT is parsed on it).
+#[no_mangle]
+pub static mut HV_BOOT_STACK: Stacks1 = Stacks1([0; STACK_SIZE]);
+
+#[repr(C, align(16))]
+pub struct Stacks1(pub [u8; STACK_SIZE]);
+
+/// MPIDR affinity of each CPU index, for secondaries to find their index before any Rust runs.
+/// u64::MAX marks an unused slot. Written by the boot CPU, cleaned to PoC before secondaries start.
+#[no_mangle]
+pub static HV_CPU_MPIDR: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(u64::MAX) }; MAX_CPUS];
 
 pub fn stack_top(cpu: usize) -> u64 {
     let base = core::ptr::addr_of!(HV_STACKS) as u64;
@@ -35,6 +51,8 @@ extern "C" {
     fn hv_enter_guest(entry: u64, x0: u64, stack_top: u64) -> !;
     pub fn hv_secondary_entry();
     static _start_image: u8;
+    static _text_end: u8;
+    static _ro_end: u8;
     static _end: u8;
 }
 
@@ -48,6 +66,16 @@ pub fn secondary_entry_pa() -> u64 {
     hv_secondary_entry as *const () as u64
 }
 
+/// The image's code, constants and data boundaries (link.ld), for the W^X EL2 map.
+pub fn image_sections() -> rpixen_hv_core::pagetable::ImageSections {
+    rpixen_hv_core::pagetable::ImageSections {
+        start: core::ptr::addr_of!(_start_image) as u64,
+        text_end: core::ptr::addr_of!(_text_end) as u64,
+        ro_end: core::ptr::addr_of!(_ro_end) as u64,
+        end: core::ptr::addr_of!(_end) as u64,
+    }
+}
+
 /// The hypervisor's own memory: from the image start to the end of .bss.
 pub fn image_range() -> (u64, u64) {
     (core::ptr::addr_of!(_start_image) as u64, core::ptr::addr_of!(_end) as u64)
@@ -56,22 +84,14 @@ pub fn image_range() -> (u64, u64) {
 core::arch::global_asm!(
     r#"
 .equ STACK_SIZE, {stack}
+.equ MAX_CPUS, {max_cpus}
 .equ FRAME, 800
 
-// Every CPU: our vectors, then its own stack (top of slot Aff0); leaves Aff0 in x1.
-.macro VECTORS_AND_STACK
+.macro VECTORS
     adrp    x1, hv_vectors
     add     x1, x1, :lo12:hv_vectors
     msr     vbar_el2, x1
     isb
-    mrs     x1, mpidr_el1
-    and     x1, x1, #0xff
-    adrp    x2, HV_STACKS
-    add     x2, x2, :lo12:HV_STACKS
-    add     x3, x1, #1
-    mov     x4, #STACK_SIZE
-    madd    x2, x3, x4, x2
-    mov     sp, x2
 .endm
 
 .section .text.head, "ax"
@@ -112,7 +132,12 @@ _start:
     add     x5, x5, x20
     str     x5, [x20, x3]
     b       4b
-5:  VECTORS_AND_STACK
+5:  VECTORS
+    msr     tpidr_el2, xzr
+    adrp    x2, HV_BOOT_STACK
+    add     x2, x2, :lo12:HV_BOOT_STACK
+    mov     x4, #STACK_SIZE
+    add     sp, x2, x4
     mov     x0, x19
     mov     x1, x20
     bl      hv_primary_main
@@ -123,8 +148,29 @@ _start:
 .global hv_secondary_entry
 hv_secondary_entry:
     msr     daifset, #0xf
-    VECTORS_AND_STACK
-    mov     x0, x1
+    VECTORS
+    // Find this CPU's index: its MPIDR affinity (Aff3, Aff2-Aff0) in HV_CPU_MPIDR.
+    mrs     x1, mpidr_el1
+    mov     x3, #0xffffff
+    movk    x3, #0xff, lsl #32
+    and     x1, x1, x3
+    adrp    x2, HV_CPU_MPIDR
+    add     x2, x2, :lo12:HV_CPU_MPIDR
+    mov     x0, #0
+8:  cmp     x0, #MAX_CPUS
+    b.hs    7f                  // not a CPU the hypervisor runs: stay here
+    ldr     x4, [x2, x0, lsl #3]
+    cmp     x4, x1
+    b.eq    9f
+    add     x0, x0, #1
+    b       8b
+9:  msr     tpidr_el2, x0
+    adrp    x2, HV_STACKS
+    add     x2, x2, :lo12:HV_STACKS
+    add     x3, x0, #1
+    mov     x4, #STACK_SIZE
+    madd    x2, x3, x4, x2
+    mov     sp, x2
     bl      hv_secondary_main
 7:  wfe
     b       7b
@@ -283,4 +329,5 @@ hv_trap_common:
     eret
 "#,
     stack = const STACK_SIZE,
+    max_cpus = const MAX_CPUS,
 );

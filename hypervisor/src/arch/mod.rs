@@ -73,17 +73,41 @@ pub fn invalidate_icache() {
 
 pub fn tlbi_alle2() {
     // SAFETY: TLB maintenance for the EL2 regime.
-    unsafe { core::arch::asm!("dsb ishst", "tlbi alle2", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi alle2",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 pub fn tlbi_alle1() {
     // SAFETY: TLB maintenance for the EL1&0 regime (all VMIDs), before the first guest entry.
-    unsafe { core::arch::asm!("dsb ishst", "tlbi alle1", "dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi alle1",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 pub fn tlbi_vmalle1() {
     // SAFETY: TLB maintenance for the current VMID's EL1&0 regime on this CPU.
-    unsafe { core::arch::asm!("dsb nshst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!(
+            "dsb nshst",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// An SMC to the firmware (PSCI on QEMU virt, where no EL3 exists and QEMU answers).
@@ -98,7 +122,28 @@ pub fn smc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
     r
 }
 
-/// This PE's index: MPIDR Aff0 (both boards number their 4 cores 0-3 in Aff0).
+/// This PE's index in the device tree's CPU list (`rpixen_hv_core::cpus::CpuMap`), kept in
+/// TPIDR_EL2: set by the entry code on secondaries and by `set_cpu_index` on the boot CPU.
 pub fn cpu_index() -> usize {
-    (mrs!("mpidr_el1") & 0xff) as usize
+    mrs!("tpidr_el2") as usize
+}
+
+pub fn set_cpu_index(i: usize) {
+    msr!("tpidr_el2", i as u64);
+}
+
+/// Orders earlier stores before a later one that another CPU reacts to (the SGI after its mailbox).
+pub fn dmb_ishst() {
+    // SAFETY: a barrier.
+    unsafe { core::arch::asm!("dmb ishst", options(nostack, preserves_flags)) };
+}
+
+/// SCTLR_EL1 at a vCPU's (re)entry: RES1 bits, MMU and caches off.
+pub const SCTLR_EL1: u64 = 0x30D0_0800;
+
+/// EL1 as a vCPU must find it on (re)entry (PSCI CPU_ON): MMU and caches off, no stale translations.
+pub fn reset_el1() {
+    msr!("sctlr_el1", SCTLR_EL1);
+    isb();
+    tlbi_vmalle1();
 }

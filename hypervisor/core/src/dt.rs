@@ -43,7 +43,9 @@ pub fn is_compatible(node: &FdtNode<'_, '_>, any_of: &[&str]) -> bool {
 
 /// `#address-cells` and `#size-cells` a node gives its children (defaults 2 and 1, as in the spec).
 pub fn child_cells(node: &FdtNode<'_, '_>) -> (usize, usize) {
-    let get = |n: &str, d: usize| node.property(n).and_then(|p| read_cells(p.value, 1)).map_or(d, |v| v as usize);
+    let get = |n: &str, d: usize| {
+        node.property(n).and_then(|p| read_cells(p.value, 1)).map_or(d, |v| v as usize)
+    };
     (get("#address-cells", 2), get("#size-cells", 1))
 }
 
@@ -115,14 +117,24 @@ pub fn node<'b, 'a: 'b>(fdt: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>>
     let mut cur = fdt.find_node("/")?;
     for part in path.split('/').filter(|p| !p.is_empty()) {
         let with_addr = part.contains('@');
-        cur = cur.children().find(|c| if with_addr { c.name == part } else { c.name.split('@').next() == Some(part) })?;
+        cur = cur.children().find(|c| {
+            if with_addr {
+                c.name == part
+            } else {
+                c.name.split('@').next() == Some(part)
+            }
+        })?;
     }
     Some(cur)
 }
 
 /// Calls `f(path, node)` for every node, parents before children.
 pub fn walk<'b, 'a: 'b>(fdt: &'b Fdt<'a>, mut f: impl FnMut(&str, &FdtNode<'b, 'a>)) {
-    fn rec<'b, 'a: 'b>(node: FdtNode<'b, 'a>, path: &mut String, f: &mut dyn FnMut(&str, &FdtNode<'b, 'a>)) {
+    fn rec<'b, 'a: 'b>(
+        node: FdtNode<'b, 'a>,
+        path: &mut String,
+        f: &mut dyn FnMut(&str, &FdtNode<'b, 'a>),
+    ) {
         f(path, &node);
         for child in node.children() {
             let len = path.len();
@@ -195,7 +207,12 @@ pub fn strip_nops(blob: &[u8]) -> Result<Vec<u8>, BlobError> {
         match tok {
             FDT_NOP => continue,
             FDT_BEGIN_NODE => {
-                let name_len = strukt.get(i..).ok_or(BlobError::BadStructure)?.iter().position(|b| *b == 0).ok_or(BlobError::BadStructure)?;
+                let name_len = strukt
+                    .get(i..)
+                    .ok_or(BlobError::BadStructure)?
+                    .iter()
+                    .position(|b| *b == 0)
+                    .ok_or(BlobError::BadStructure)?;
                 i += (name_len + 1 + 3) & !3;
             }
             FDT_END_NODE => {}
@@ -237,7 +254,11 @@ mod tests {
 
     #[test]
     fn nops_are_removed_and_the_tree_still_reads() {
-        let mut w = vm_fdt::FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(0, 0x1000).unwrap()]).unwrap();
+        let mut w =
+            vm_fdt::FdtWriter::new_with_mem_reserv(&[
+                vm_fdt::FdtReserveEntry::new(0, 0x1000).unwrap()
+            ])
+            .unwrap();
         let r = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 2).unwrap();
         for name in ["a@1", "b@2", "c@3"] {
@@ -261,7 +282,8 @@ mod tests {
         let names: Vec<_> = fdt.find_node("/").unwrap().children().map(|c| c.name).collect();
         assert_eq!(names, ["a@1", "c@3"]);
         assert_eq!(prop_str(&node(&fdt, "/c@3").unwrap(), "compatible"), Some("c@3"));
-        let rsv: Vec<_> = fdt.memory_reservations().map(|r| (r.address() as u64, r.size())).collect();
+        let rsv: Vec<_> =
+            fdt.memory_reservations().map(|r| (r.address() as u64, r.size())).collect();
         assert_eq!(rsv, [(0, 0x1000)]);
         assert_eq!(strip_nops(b"nope"), Err(BlobError::BadHeader));
     }

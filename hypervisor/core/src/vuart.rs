@@ -44,7 +44,18 @@ impl Default for Pl011 {
 
 impl Pl011 {
     pub const fn new() -> Pl011 {
-        Pl011 { ibrd: 0, fbrd: 0, lcr_h: 0x70, cr: 0x301, ifls: 0x12, imsc: 0, dmacr: 0, rx: [0; RX_FIFO], rx_head: 0, rx_len: 0 }
+        Pl011 {
+            ibrd: 0,
+            fbrd: 0,
+            lcr_h: 0x70,
+            cr: 0x301,
+            ifls: 0x12,
+            imsc: 0,
+            dmacr: 0,
+            rx: [0; RX_FIFO],
+            rx_head: 0,
+            rx_len: 0,
+        }
     }
 
     /// A received byte for Dom0; false when the FIFO is full (the byte is dropped, as hardware would).

@@ -2,7 +2,14 @@
 //! starting at level 1) into a caller-provided pool of 4 KiB tables. Descriptor bits: ARM DDI 0487
 //! D8.3; stage-2 values as Xen's (`lpae.h`, `p2m.c`).
 
-pub type Table = [u64; 512];
+/// One 4 KiB translation table, page-aligned wherever it is (a static pool or the heap).
+#[repr(C, align(4096))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Table(pub [u64; 512]);
+
+impl Table {
+    pub const ZERO: Table = Table([0; 512]);
+}
 
 /// Which translation regime the tables are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +34,14 @@ impl Regime {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mem {
-    /// RAM: Normal write-back, inner shareable.
+    /// RAM: Normal write-back, inner shareable. At EL2: read-write, never executable.
     Normal,
+    /// The hypervisor's code at EL2: read-only, executable.
+    Text,
+    /// The hypervisor's constants at EL2: read-only, never executable.
+    ReadOnly,
+    /// The boot-time identity map's RAM at EL2, before the image's sections are known: RWX.
+    Boot,
     /// MMIO: stage 1 Device-nGnRnE; stage 2 leaves the type to Dom0's stage 1 (Xen's `p2m_mmio_direct_c`).
     Device,
 }
@@ -54,16 +67,23 @@ const VALID: u64 = 1;
 const TABLE: u64 = 1 << 1;
 const AF: u64 = 1 << 10;
 const XN: u64 = 1 << 54;
+const AP_RO: u64 = 1 << 7;
 const ADDR_MASK: u64 = 0x0000_FFFF_FFFF_F000;
 
 pub fn leaf(regime: Regime, mem: Mem, pa: u64, level: u32) -> u64 {
     let kind = if level == 3 { VALID | TABLE } else { VALID };
     let attrs = match (regime, mem) {
         // AttrIndx 1, AP[1] (RES1 in the one-privilege-level EL2 regime), inner shareable.
-        (Regime::El2Stage1, Mem::Normal) => (1 << 2) | (1 << 6) | (3 << 8),
+        (Regime::El2Stage1, Mem::Boot) => (1 << 2) | (1 << 6) | (3 << 8),
+        (Regime::El2Stage1, Mem::Normal) => (1 << 2) | (1 << 6) | (3 << 8) | XN,
+        // AP[2]: read-only.
+        (Regime::El2Stage1, Mem::Text) => (1 << 2) | (1 << 6) | AP_RO | (3 << 8),
+        (Regime::El2Stage1, Mem::ReadOnly) => (1 << 2) | (1 << 6) | AP_RO | (3 << 8) | XN,
         (Regime::El2Stage1, Mem::Device) => (1 << 6) | XN,
-        // MemAttr 0xF (Normal WB), S2AP RW, inner shareable.
-        (Regime::Stage2, Mem::Normal) => (0xF << 2) | (3 << 6) | (3 << 8),
+        // MemAttr 0xF (Normal WB), S2AP RW, inner shareable: a guest's RAM.
+        (Regime::Stage2, Mem::Normal | Mem::Text | Mem::ReadOnly | Mem::Boot) => {
+            (0xF << 2) | (3 << 6) | (3 << 8)
+        }
         // MemAttr 0xF, S2AP RW, outer shareable, never executable.
         (Regime::Stage2, Mem::Device) => (0xF << 2) | (3 << 6) | (2 << 8) | XN,
     };
@@ -87,7 +107,7 @@ impl<'a> Tables<'a> {
     /// `pool_pa` is the physical address of `pool[0]` (8 KiB aligned for stage 2). The pool is cleared.
     pub fn new(regime: Regime, pool: &'a mut [Table], pool_pa: u64) -> Tables<'a> {
         for t in pool.iter_mut() {
-            t.fill(0);
+            t.0.fill(0);
         }
         let used = regime.root_tables();
         Tables { regime, pool, pool_pa, used, first_leaf_level: 1 }
@@ -111,14 +131,14 @@ impl<'a> Tables<'a> {
         let top = (va >> 30) as usize;
         let (mut t, mut i) = (top / 512, top % 512);
         for l in 1..level {
-            let desc = self.pool[t][i];
+            let desc = self.pool[t].0[i];
             let next = if desc & VALID == 0 {
                 if self.used == self.pool.len() {
                     return Err(MapError::OutOfTables);
                 }
                 let n = self.used;
                 self.used += 1;
-                self.pool[t][i] = (self.pool_pa + 4096 * n as u64) | VALID | TABLE;
+                self.pool[t].0[i] = (self.pool_pa + 4096 * n as u64) | VALID | TABLE;
                 n
             } else if desc & TABLE == 0 {
                 return Err(MapError::Overlap);
@@ -128,12 +148,22 @@ impl<'a> Tables<'a> {
             t = next;
             i = ((va >> level_shift(l + 1)) & 511) as usize;
         }
-        Ok(&mut self.pool[t][i])
+        Ok(&mut self.pool[t].0[i])
     }
 
     /// Maps `[va, va+size)` to `[pa, pa+size)` with the largest blocks alignment allows.
-    pub fn map(&mut self, mut va: u64, mut pa: u64, mut size: u64, mem: Mem) -> Result<(), MapError> {
-        if !va.is_multiple_of(4096) || !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) || va.checked_add(size).is_none_or(|e| e > self.regime.limit()) {
+    pub fn map(
+        &mut self,
+        mut va: u64,
+        mut pa: u64,
+        mut size: u64,
+        mem: Mem,
+    ) -> Result<(), MapError> {
+        if !va.is_multiple_of(4096)
+            || !pa.is_multiple_of(4096)
+            || !size.is_multiple_of(4096)
+            || va.checked_add(size).is_none_or(|e| e > self.regime.limit())
+        {
             return Err(MapError::BadRange);
         }
         while size > 0 {
@@ -165,7 +195,7 @@ impl<'a> Tables<'a> {
         let top = (va >> 30) as usize;
         let (mut t, mut i) = (top / 512, top % 512);
         for level in 1..=3 {
-            let desc = self.pool[t][i];
+            let desc = self.pool[t].0[i];
             if desc & VALID == 0 {
                 return None;
             }
@@ -185,6 +215,54 @@ impl<'a> Tables<'a> {
     }
 }
 
+/// The hypervisor's image at EL2: code, then constants (and relocated pointers), then writable data
+/// up to the end of its .bss; each boundary 4 KiB aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSections {
+    pub start: u64,
+    pub text_end: u64,
+    pub ro_end: u64,
+    pub end: u64,
+}
+
+/// The final EL2 map, W^X: the image's code RX, its constants R, its data and every other RAM byte
+/// (heap, stacks, tables) RW and never executable; everything that is not RAM is Device.
+pub fn el2_plan(
+    ram: &[crate::Region],
+    image: ImageSections,
+) -> alloc::vec::Vec<(crate::Region, Mem)> {
+    use crate::region::{align_down, align_up, gaps};
+    use crate::Region;
+    let mut out = alloc::vec::Vec::new();
+    let sections = [
+        (Region::new(image.start, image.text_end - image.start), Mem::Text),
+        (Region::new(image.text_end, image.ro_end - image.text_end), Mem::ReadOnly),
+        (Region::new(image.ro_end, image.end - image.ro_end), Mem::Normal),
+    ];
+    out.extend(sections.iter().filter(|(r, _)| r.size != 0).copied());
+    let image_r = Region::new(image.start, image.end - image.start);
+    let ram_pages: alloc::vec::Vec<Region> = ram
+        .iter()
+        .map(|r| {
+            Region::new(
+                align_down(r.base, 4096),
+                align_up(r.end(), 4096) - align_down(r.base, 4096),
+            )
+        })
+        .collect();
+    for r in &ram_pages {
+        out.extend(gaps(&[image_r], r.base, r.end()).into_iter().map(|g| (g, Mem::Normal)));
+    }
+    for g in gaps(&ram_pages, 0, Regime::El2Stage1.limit()) {
+        let base = align_up(g.base, 4096);
+        let end = align_down(g.end(), 4096);
+        if end > base {
+            out.push((Region::new(base, end - base), Mem::Device));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,11 +271,15 @@ mod tests {
 
     #[test]
     fn stage2_maps_ram_and_devices_but_not_holes() {
-        let mut pool = vec![[0u64; 512]; 32];
+        let mut pool = vec![Table::ZERO; 32];
         let mut t = Tables::new(Regime::Stage2, &mut pool, 0x4010_0000);
         // virt-like: Dom0 RAM 0x60000000+512M; devices everywhere except host RAM and the GIC frames.
         t.map(0x6000_0000, 0x6000_0000, 0x2000_0000, Mem::Normal).unwrap();
-        let used = [Region::new(0x4000_0000, 0x8000_0000), Region::new(0x0800_0000, 0x1_0000), Region::new(0x0801_0000, 0x4_0000)];
+        let used = [
+            Region::new(0x4000_0000, 0x8000_0000),
+            Region::new(0x0800_0000, 0x1_0000),
+            Region::new(0x0801_0000, 0x4_0000),
+        ];
         for g in gaps(&used, 0, 1 << 40) {
             t.map(g.base, g.base, g.size, Mem::Device).unwrap();
         }
@@ -221,7 +303,7 @@ mod tests {
 
     #[test]
     fn stage1_uses_blocks_and_runs_out_cleanly() {
-        let mut pool = vec![[0u64; 512]; 2];
+        let mut pool = vec![Table::ZERO; 2];
         let mut t = Tables::new(Regime::El2Stage1, &mut pool, 0x1000_0000);
         t.map(0x4000_0000, 0x4000_0000, 0x8000_0000, Mem::Normal).unwrap();
         assert_eq!(t.tables_used(), 1, "1 GiB blocks need no extra table");
@@ -233,17 +315,54 @@ mod tests {
 
     #[test]
     fn pages_only_when_asked() {
-        let mut pool = vec![[0u64; 512]; 8];
+        let mut pool = vec![Table::ZERO; 8];
         let mut t = Tables::new(Regime::Stage2, &mut pool, 0);
         t.largest_block_level(3);
         t.map(0x4000_0000, 0x4000_0000, 0x40_0000, Mem::Normal).unwrap();
         assert_eq!(t.translate(0x4020_0000).unwrap().1 & 3, 3, "a level-3 page, not a 2 MiB block");
         assert_eq!(t.tables_used(), 2 + 1 + 2);
-        assert_eq!(t.map(0x8000_0000, 0x8000_0000, 0x1000_0000, Mem::Normal), Err(MapError::OutOfTables));
+        assert_eq!(
+            t.map(0x8000_0000, 0x8000_0000, 0x1000_0000, Mem::Normal),
+            Err(MapError::OutOfTables)
+        );
     }
 
     #[test]
     fn register_values_match_the_brief() {
         assert_eq!(VTCR_EL2, 0x8002_3558);
+    }
+
+    /// Defect 9: EL2's own map is W^X: code read-only and executable, constants read-only, data,
+    /// heap and all other RAM writable but never executable.
+    #[test]
+    fn defect9_el2_map_is_write_xor_execute() {
+        let ram = [Region::new(0x4000_0000, 0x8000_0000)];
+        let image = ImageSections {
+            start: 0x4020_0000,
+            text_end: 0x4021_6000,
+            ro_end: 0x4021_C000,
+            end: 0x402E_6000,
+        };
+        let plan = el2_plan(&ram, image);
+        let mut pool = vec![Table::ZERO; 16];
+        let mut t = Tables::new(Regime::El2Stage1, &mut pool, 0x1000_0000);
+        for (r, mem) in &plan {
+            t.map(r.base, r.base, r.size, *mem).unwrap();
+        }
+        let attrs = |va: u64| {
+            let (_, d) = t.translate(va).unwrap();
+            (d & AP_RO != 0, d & XN != 0)
+        };
+        assert_eq!(attrs(0x4020_0000), (true, false), "text: RX");
+        assert_eq!(attrs(0x4021_6000), (true, true), "rodata: R");
+        assert_eq!(attrs(0x4021_C000), (false, true), "data/bss: RW, XN");
+        assert_eq!(attrs(0x6000_0000), (false, true), "other RAM (heap arena, Dom0): RW, XN");
+        assert_eq!(attrs(0x0900_0000), (false, true), "device");
+        for (r, mem) in &plan {
+            for va in [r.base, r.end() - 4096] {
+                let (ro, xn) = attrs(va);
+                assert!(ro || xn, "{mem:?} at {va:#x} is writable and executable");
+            }
+        }
     }
 }

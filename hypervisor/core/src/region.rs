@@ -32,8 +32,9 @@ pub const fn align_down(x: u64, a: u64) -> u64 {
 
 /// The parts of `[start, end)` not covered by any of `used` (which need not be sorted or disjoint).
 pub fn gaps(used: &[Region], start: u64, end: u64) -> alloc::vec::Vec<Region> {
-    let mut sorted: alloc::vec::Vec<Region> = used.iter().copied().filter(|r| r.size != 0).collect();
-    sorted.sort();
+    let mut sorted: alloc::vec::Vec<Region> =
+        used.iter().copied().filter(|r| r.size != 0).collect();
+    sorted.sort_unstable();
     let mut out = alloc::vec::Vec::new();
     let mut cur = start;
     for r in sorted {
@@ -60,7 +61,8 @@ mod tests {
 
     #[test]
     fn gaps_skip_used_ranges_in_any_order() {
-        let used = [Region::new(0x3000, 0x1000), Region::new(0x1000, 0x800), Region::new(0x1400, 0x1000)];
+        let used =
+            [Region::new(0x3000, 0x1000), Region::new(0x1000, 0x800), Region::new(0x1400, 0x1000)];
         assert_eq!(
             gaps(&used, 0, 0x5000),
             [Region::new(0, 0x1000), Region::new(0x2400, 0xc00), Region::new(0x4000, 0x1000)]

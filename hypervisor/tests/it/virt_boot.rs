@@ -2,11 +2,9 @@
 //! started directly by QEMU (`-kernel`, modules by `-device loader`, Xen's /chosen bindings in the DT).
 //! The U-Boot path (`rpixen live`) is in live_boot.rs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
@@ -24,7 +22,9 @@ fn dom0_reaches_userspace_with_four_vcpus_and_powers_off_through_psci() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
     let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    let status = q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("poweroff did not end QEMU: {e}"));
+    let status = q
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("poweroff did not end QEMU: {e}"));
     let out = q.output();
     assert_dom0_booted(&out, 4, 512);
     assert!(out.contains("hv: console /pl011@9000000 (Pl011 at 0x9000000), sync"), "{out}");
@@ -36,8 +36,8 @@ fn dom0_reaches_userspace_with_four_vcpus_and_powers_off_through_psci() {
 #[test]
 fn dom0_cannot_read_or_write_hypervisor_memory() {
     let dir = tempfile::tempdir().unwrap();
-    // The hypervisor's first page (its Image header and entry code), then a page of its .bss (stacks,
-    // page tables, heap) 1 MiB further.
+    // The hypervisor's first page (its Image header and entry code), then RAM 1 MiB further: past the
+    // Image's .bss now (image_size < 1 MiB), RAM that is not Dom0's either.
     let probe = format!(
         "echo probe-read; devmem {a:#x} 32; echo \"read-status=$?\"; echo probe-write; devmem {a:#x} 32 0x12345678; \
          echo \"write-status=$?\"; echo probe-bss; devmem {b:#x} 32; echo \"bss-status=$?\"",
@@ -77,13 +77,22 @@ fn dom0_cannot_read_or_write_hypervisor_memory() {
 fn an_unexpected_el2_exception_is_reported_with_its_syndrome() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs(dir.path(), "");
-    let args = virt_direct_args(dir.path(), 1, "console=dtuart dtuart=serial0 hv_selftest=el2-fault", "console=ttyAMA0", &initrd);
+    let args = virt_direct_args(
+        dir.path(),
+        1,
+        "console=dtuart dtuart=serial0 hv_selftest=el2-fault",
+        "console=ttyAMA0",
+        &initrd,
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
-    let o = q.wait_for("hv: PANIC", &["Booting Linux", "no fault?"], Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let o = q
+        .wait_for("hv: PANIC", &["Booting Linux", "no fault?"], Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_millis(300));
     let out = q.output();
-    let line = out.lines().find(|l| l.contains("hv: PANIC")).unwrap_or_else(|| panic!("{}", o.output));
+    let line =
+        out.lines().find(|l| l.contains("hv: PANIC")).unwrap_or_else(|| panic!("{}", o.output));
     // A data abort taken at EL2 (EC 0x25) on the address read, with the faulting PC.
     assert!(line.contains("unexpected exception (vector 4) EC=0x25 ESR=0x96"), "{line}");
     assert!(line.contains("FAR=0x10000000000 ELR=0x4020"), "{line}");
@@ -109,7 +118,13 @@ fn typed_input_reaches_dom0_and_its_prompt_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     // A prompt without a newline, then a command read from the console.
     let initrd = initramfs(dir.path(), "echo -n 'type a command: '; read cmd; eval \"$cmd\"");
-    let args = virt_direct_args(dir.path(), 2, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    let args = virt_direct_args(
+        dir.path(),
+        2,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        "console=ttyAMA0 rdinit=/init",
+        &initrd,
+    );
     let child = Command::new("qemu-system-aarch64")
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .args(&args)
@@ -145,7 +160,10 @@ fn typed_input_reaches_dom0_and_its_prompt_is_shown() {
     wait("HELLO-42");
     wait("hv: dom0 system_off");
     let out = text();
-    assert!(out.contains("type a command: echo HELLO-$((6*7))"), "the echo of the typed line follows the prompt:\n{out}");
+    assert!(
+        out.contains("type a command: echo HELLO-$((6*7))"),
+        "the echo of the typed line follows the prompt:\n{out}"
+    );
 }
 
 #[test]
@@ -157,7 +175,13 @@ fn dom0_cpu_hotplug_goes_through_psci_cpu_off_and_on() {
          echo 1 > {c}/cpu1/online; echo \"after-on online=$(cat {c}/online)\""
     );
     let initrd = initramfs(dir.path(), &script);
-    let args = virt_direct_args(dir.path(), 4, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    let args = virt_direct_args(
+        dir.path(),
+        4,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        "console=ttyAMA0 rdinit=/init",
+        &initrd,
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
     q.wait_for("after-on online=", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
@@ -172,13 +196,21 @@ fn dom0_cpu_hotplug_goes_through_psci_cpu_off_and_on() {
 fn dom0_reboot_resets_the_machine_through_psci() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs(dir.path(), "echo rebooting; reboot -f");
-    let mut args = virt_direct_args(dir.path(), 2, "console=dtuart dtuart=serial0 sync_console dom0_mem=512M", "console=ttyAMA0 rdinit=/init", &initrd);
+    let mut args = virt_direct_args(
+        dir.path(),
+        2,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        "console=ttyAMA0 rdinit=/init",
+        &initrd,
+    );
     // With -no-reboot QEMU exits on a reset instead of restarting the machine.
     args.push("-no-reboot".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
     q.wait_for("rebooting", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    let status = q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("reset did not end QEMU: {e}"));
+    let status = q
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("reset did not end QEMU: {e}"));
     let out = q.output();
     assert!(out.contains("hv: dom0 system_reset"), "{out}");
     assert!(!out.contains("hv: dom0 system_off"), "{out}");

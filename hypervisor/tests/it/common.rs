@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 pub const MARKER: &str = "DOM0-MARKER";
-pub const FAILURES: &[&str] = &["hv: FATAL", "hv: PANIC", "Kernel panic", "Bad Linux ARM64 Image", "rpixen: cannot load"];
+pub const FAILURES: &[&str] =
+    &["hv: FATAL", "hv: PANIC", "Kernel panic", "Bad Linux ARM64 Image", "rpixen: cannot load"];
 /// QEMU -kernel puts an Image with text_offset 0 at RAM + 2 MiB.
 pub const HV_ADDR_VIRT: u64 = 0x4020_0000;
 pub const KERNEL_ADDR_VIRT: u64 = 0x4100_0000;
@@ -22,6 +23,11 @@ pub fn hv_bin() -> PathBuf {
     if let Some(p) = &*g {
         return p.clone();
     }
+    // Another build to compare against (an older commit's, for a before/after run).
+    if let Some(p) = std::env::var_os("RPIXEN_HV_BIN") {
+        *g = Some(PathBuf::from(&p));
+        return PathBuf::from(p);
+    }
     // build.sh replaces the file atomically, so concurrent test processes never see half a binary.
     let out = testkit::cache_dir().join("rpixen-hv.bin");
     testkit::run(Command::new(testkit::repo_root().join("hypervisor/build.sh")).arg(&out));
@@ -30,7 +36,8 @@ pub fn hv_bin() -> PathBuf {
 }
 
 pub fn kernel() -> PathBuf {
-    testkit::debian_package("linux-image-6.12.117+deb13-arm64").join("boot/vmlinuz-6.12.117+deb13-arm64")
+    testkit::debian_package("linux-image-6.12.117+deb13-arm64")
+        .join("boot/vmlinuz-6.12.117+deb13-arm64")
 }
 
 pub fn pi_dtb() -> PathBuf {
@@ -94,16 +101,25 @@ fn fdtput(dtb: &Path, args: &[&str]) {
 }
 
 /// Adds Xen's /chosen bindings: command lines and the kernel and ramdisk module nodes.
-pub fn add_chosen(dtb: &Path, hv_args: &str, dom0_args: &str, kernel: (u64, u64), initrd: (u64, u64)) {
+pub fn add_chosen(
+    dtb: &Path,
+    hv_args: &str,
+    dom0_args: &str,
+    kernel: (u64, u64),
+    initrd: (u64, u64),
+) {
     fdtput(dtb, &["-t", "i", "/chosen", "#address-cells", "2"]);
     fdtput(dtb, &["-t", "i", "/chosen", "#size-cells", "2"]);
     fdtput(dtb, &["-t", "s", "/chosen", "xen,xen-bootargs", hv_args]);
     fdtput(dtb, &["-t", "s", "/chosen", "xen,dom0-bootargs", dom0_args]);
-    for (name, compat, (addr, size)) in [("dom0", "multiboot,kernel", kernel), ("dom0-ramdisk", "multiboot,ramdisk", initrd)] {
+    for (name, compat, (addr, size)) in
+        [("dom0", "multiboot,kernel", kernel), ("dom0-ramdisk", "multiboot,ramdisk", initrd)]
+    {
         let node = format!("/chosen/{name}");
         fdtput(dtb, &["-c", &node]);
         fdtput(dtb, &["-t", "s", &node, "compatible", compat, "multiboot,module"]);
-        let cells = [addr >> 32, addr & 0xFFFF_FFFF, size >> 32, size & 0xFFFF_FFFF].map(|c| format!("{c:#x}"));
+        let cells = [addr >> 32, addr & 0xFFFF_FFFF, size >> 32, size & 0xFFFF_FFFF]
+            .map(|c| format!("{c:#x}"));
         let mut a = vec!["-t", "x", &node, "reg"];
         a.extend(cells.iter().map(String::as_str));
         fdtput(dtb, &a);
@@ -116,15 +132,41 @@ fn size(p: &Path) -> u64 {
 
 /// QEMU arguments booting the hypervisor directly (`-kernel`, modules placed by `-device loader`) on
 /// `virt` with `-smp smp -m 2G`.
-pub fn virt_direct_args(dir: &Path, smp: u32, hv_args: &str, dom0_args: &str, initrd: &Path) -> Vec<String> {
+pub fn virt_direct_args(
+    dir: &Path,
+    smp: u32,
+    hv_args: &str,
+    dom0_args: &str,
+    initrd: &Path,
+) -> Vec<String> {
     let dtb = virt_dtb(dir, smp);
     let k = kernel();
-    add_chosen(&dtb, hv_args, dom0_args, (KERNEL_ADDR_VIRT, size(&k)), (INITRD_ADDR_VIRT, size(initrd)));
+    add_chosen(
+        &dtb,
+        hv_args,
+        dom0_args,
+        (KERNEL_ADDR_VIRT, size(&k)),
+        (INITRD_ADDR_VIRT, size(initrd)),
+    );
     [
-        "-M", "virt,virtualization=on,gic-version=2", "-cpu", "cortex-a72", "-smp", &smp.to_string(), "-m", "2G", "-nic", "none",
-        "-kernel", hv_bin().to_str().unwrap(), "-dtb", dtb.to_str().unwrap(),
-        "-device", &format!("loader,file={},addr={KERNEL_ADDR_VIRT:#x},force-raw=on", k.display()),
-        "-device", &format!("loader,file={},addr={INITRD_ADDR_VIRT:#x},force-raw=on", initrd.display()),
+        "-M",
+        "virt,virtualization=on,gic-version=2",
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        &smp.to_string(),
+        "-m",
+        "2G",
+        "-nic",
+        "none",
+        "-kernel",
+        hv_bin().to_str().unwrap(),
+        "-dtb",
+        dtb.to_str().unwrap(),
+        "-device",
+        &format!("loader,file={},addr={KERNEL_ADDR_VIRT:#x},force-raw=on", k.display()),
+        "-device",
+        &format!("loader,file={},addr={INITRD_ADDR_VIRT:#x},force-raw=on", initrd.display()),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -146,8 +188,14 @@ pub fn assert_dom0_booted(out: &str, cpus: u32, dom0_mem_mib: u64) {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     // Linux's own account of its memory: "Memory: 391836K/524288K available".
-    assert!(out.contains(&format!("K/{}K available", dom0_mem_mib * 1024)), "Dom0 memory is not dom0_mem={dom0_mem_mib}M:\n{out}");
-    assert!(out.contains(&format!("({dom0_mem_mib} MiB)")), "hypervisor placed another size:\n{out}");
+    assert!(
+        out.contains(&format!("K/{}K available", dom0_mem_mib * 1024)),
+        "Dom0 memory is not dom0_mem={dom0_mem_mib}M:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("({dom0_mem_mib} MiB)")),
+        "hypervisor placed another size:\n{out}"
+    );
     // No hypervisor line was cut into a Dom0 line: every "hv:" starts a line.
     for (i, l) in out.lines().enumerate() {
         if let Some(pos) = l.find("hv: ") {
@@ -172,15 +220,49 @@ pub fn rpixen_bin() -> PathBuf {
         Some(p) => p,
         None => "dev",
     };
-    testkit::run(Command::new(env!("CARGO")).current_dir(testkit::repo_root()).args(["build", "-q", "-p", "rpixen", "--profile", profile]));
+    testkit::run(Command::new(env!("CARGO")).current_dir(testkit::repo_root()).args([
+        "build",
+        "-q",
+        "-p",
+        "rpixen",
+        "--profile",
+        profile,
+    ]));
     let bin = profile_dir.join("rpixen");
     *g = Some(bin.clone());
     bin
 }
 
 /// A manifest for `rpixen live` that uses our hypervisor and Debian's kernel and U-Boot by host path.
-pub fn live_manifest(dir: &Path, board: &str, uboot: &Path, dtb: Option<(&Path, &[&str])>, console: &str, hv_args: &str, dom0_args: &str) -> PathBuf {
-    let mut board_yaml = format!("board:\n  kind: {board}\n  uboot: {{file: {}}}\n  console: {console}\n", uboot.display());
+pub fn live_manifest(
+    dir: &Path,
+    board: &str,
+    uboot: &Path,
+    dtb: Option<(&Path, &[&str])>,
+    console: &str,
+    hv_args: &str,
+    dom0_args: &str,
+) -> PathBuf {
+    live_manifest_with(dir, board, uboot, dtb, console, ("rpixen", &hv_bin()), hv_args, dom0_args)
+}
+
+/// `live_manifest` with another hypervisor: `(kind, binary)` as in the manifest's `hypervisor:`.
+#[allow(clippy::too_many_arguments)] // one per manifest field the tests vary
+pub fn live_manifest_with(
+    dir: &Path,
+    board: &str,
+    uboot: &Path,
+    dtb: Option<(&Path, &[&str])>,
+    console: &str,
+    hypervisor: (&str, &Path),
+    hv_args: &str,
+    dom0_args: &str,
+) -> PathBuf {
+    let (hv_kind, hv_binary) = hypervisor;
+    let mut board_yaml = format!(
+        "board:\n  kind: {board}\n  uboot: {{file: {}}}\n  console: {console}\n",
+        uboot.display()
+    );
     if let Some((dtb, disable)) = dtb {
         board_yaml.push_str(&format!("  dtb: {{file: {}}}\n", dtb.display()));
         if !disable.is_empty() {
@@ -194,11 +276,11 @@ pub fn live_manifest(dir: &Path, board: &str, uboot: &Path, dtb: Option<(&Path, 
     std::fs::write(
         &m,
         format!(
-            "{board_yaml}hypervisor:\n  kind: rpixen\n  binary: {{file: {}}}\n  cmdline: \"{hv_args}\"\n\
+            "{board_yaml}hypervisor:\n  kind: {hv_kind}\n  binary: {{file: {}}}\n  cmdline: \"{hv_args}\"\n\
              dom0:\n  kernel: {{file: {}}}\n  cmdline: \"{dom0_args}\"\n  memory: 512M\n\
              rootfs:\n  format: cpio\n  images: [busybox]\n\
              partitions:\n  boot: 64M\n  imga: 32M\n  imgb: 32M\n  config: 8M\n  persist: 16M\n",
-            hv_bin().display(),
+            hv_binary.display(),
             kernel().display()
         ),
     )

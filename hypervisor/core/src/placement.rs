@@ -9,9 +9,15 @@ pub const SZ_2M: u64 = 2 << 20;
 /// Picks the highest `size`-byte range, `align`-aligned, inside one RAM bank, below `limit` (boards whose
 /// DMA masters reach only the first GiB pass `1 << 30`), avoiding every `busy` range (the hypervisor image,
 /// the host DTB, boot modules, reserved memory, page 0).
-pub fn place_dom0(ram: &[Region], busy: &[Region], size: u64, limit: u64, align: u64) -> Option<Region> {
+pub fn place_dom0(
+    ram: &[Region],
+    busy: &[Region],
+    size: u64,
+    limit: u64,
+    align: u64,
+) -> Option<Region> {
     let mut banks: alloc::vec::Vec<Region> = ram.to_vec();
-    banks.sort_by_key(|b| core::cmp::Reverse(b.base));
+    banks.sort_unstable_by_key(|b| core::cmp::Reverse(b.base));
     for bank in banks {
         let mut end = align_down(bank.end().min(limit), align);
         while end >= bank.base + size && end >= size {
@@ -45,7 +51,13 @@ pub enum LayoutError {
 /// The kernel at the start of Dom0 memory (+ `text_offset`), the DTB in the next 2 MiB block after
 /// the kernel's `image_size` (booting.rst: 8-byte aligned, not sharing a 2 MiB block with the kernel),
 /// the initrd after it.
-pub fn layout(dom0: Region, text_offset: u64, image_size: u64, dtb_size: u64, initrd_size: Option<u64>) -> Result<Dom0Layout, LayoutError> {
+pub fn layout(
+    dom0: Region,
+    text_offset: u64,
+    image_size: u64,
+    dtb_size: u64,
+    initrd_size: Option<u64>,
+) -> Result<Dom0Layout, LayoutError> {
     let kernel = Region::new(dom0.base + text_offset, image_size);
     let dtb = Region::new(align_up(kernel.end(), SZ_2M), dtb_size);
     let initrd = initrd_size.map(|s| Region::new(align_up(dtb.base + dtb_size.max(1), SZ_2M), s));
@@ -104,13 +116,20 @@ mod tests {
         let ram = [Region::new(0x4000_0000, 0x8000_0000)];
         // virt: the host DTB at the top of RAM (U-Boot moved it) pushes Dom0 below it.
         let busy = [Region::new(0x4060_0000, 0x20_0000), Region::new(0xbd53_e000, 0x10_0000)];
-        assert_eq!(place_dom0(&ram, &busy, 512 << 20, u64::MAX, SZ_2M), Some(Region::new(0x9d40_0000, 0x2000_0000)));
+        assert_eq!(
+            place_dom0(&ram, &busy, 512 << 20, u64::MAX, SZ_2M),
+            Some(Region::new(0x9d40_0000, 0x2000_0000))
+        );
     }
 
     #[test]
     fn pi_memory_stays_below_one_gib() {
         let ram = [Region::new(0, 0x3b40_0000), Region::new(0x4000_0000, 0xbc00_0000)];
-        let busy = [Region::new(0, 0x1000), Region::new(0x60_0000, 0x20_0000), Region::new(0x800_0000, 0x1_0000)];
+        let busy = [
+            Region::new(0, 0x1000),
+            Region::new(0x60_0000, 0x20_0000),
+            Region::new(0x800_0000, 0x1_0000),
+        ];
         let r = place_dom0(&ram, &busy, 512 << 20, 1 << 30, SZ_2M).unwrap();
         assert!(r.end() <= 1 << 30 && !busy.iter().any(|b| b.overlaps(&r)));
         assert_eq!(r, Region::new(0x1b40_0000, 0x2000_0000));
@@ -123,24 +142,60 @@ mod tests {
         let busy = [Region::new(0x5020_0000, 0x20_0000)]; // the hypervisor, just below the kernel
         let k = Region::new(0x5040_0000, 0x23F_C000);
         let rd = Some(Region::new(0x52C0_0000, 0x10_0000));
-        let (mem, l) = layout_in_place(&ram, &busy, k, 0, 0x250_0000, rd, 512 << 20, u64::MAX).unwrap();
+        let (mem, l) =
+            layout_in_place(&ram, &busy, k, 0, 0x250_0000, rd, 512 << 20, u64::MAX).unwrap();
         assert_eq!(mem, Region::new(0x5040_0000, 0x2000_0000));
         assert_eq!(l.dtb, Region::new(0x52A0_0000, SZ_2M));
         assert_eq!(l.initrd, rd);
         // An initrd inside the DTB slot, an unaligned kernel, the hypervisor inside: no.
-        assert!(layout_in_place(&ram, &busy, k, 0, 0x250_0000, Some(Region::new(0x52A0_0000, 0x1000)), 512 << 20, u64::MAX).is_none());
-        assert!(layout_in_place(&ram, &busy, Region::new(0x5041_0000, 0x1000), 0, 0x250_0000, None, 512 << 20, u64::MAX).is_none());
-        assert!(layout_in_place(&ram, &busy, Region::new(0x5000_0000, 0x1000), 0, 0x250_0000, None, 512 << 20, u64::MAX).is_none());
+        assert!(layout_in_place(
+            &ram,
+            &busy,
+            k,
+            0,
+            0x250_0000,
+            Some(Region::new(0x52A0_0000, 0x1000)),
+            512 << 20,
+            u64::MAX
+        )
+        .is_none());
+        assert!(layout_in_place(
+            &ram,
+            &busy,
+            Region::new(0x5041_0000, 0x1000),
+            0,
+            0x250_0000,
+            None,
+            512 << 20,
+            u64::MAX
+        )
+        .is_none());
+        assert!(layout_in_place(
+            &ram,
+            &busy,
+            Region::new(0x5000_0000, 0x1000),
+            0,
+            0x250_0000,
+            None,
+            512 << 20,
+            u64::MAX
+        )
+        .is_none());
         // Not below the Pi's 1 GiB DMA limit: no.
         assert!(layout_in_place(&ram, &[], k, 0, 0x250_0000, None, 512 << 20, 1 << 30).is_none());
     }
 
     #[test]
     fn layout_keeps_files_apart() {
-        let l = layout(Region::new(0x6000_0000, 0x2000_0000), 0, 0x250_0000, 0x1_0000, Some(0x80_0000)).unwrap();
+        let l =
+            layout(Region::new(0x6000_0000, 0x2000_0000), 0, 0x250_0000, 0x1_0000, Some(0x80_0000))
+                .unwrap();
         assert_eq!(l.kernel.base, 0x6000_0000);
         assert_eq!(l.dtb.base, 0x6260_0000);
         assert_eq!(l.initrd.unwrap().base, 0x6280_0000);
-        assert_eq!(layout(Region::new(0, 0x100_0000), 0, 0x250_0000, 0x1000, None), Err(LayoutError::TooSmall));
+        assert_eq!(
+            layout(Region::new(0, 0x100_0000), 0, 0x250_0000, 0x1000, None),
+            Err(LayoutError::TooSmall)
+        );
     }
 }

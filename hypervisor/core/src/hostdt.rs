@@ -102,7 +102,8 @@ pub enum HostDtError {
     BadModule,
 }
 
-pub const GIC_COMPATIBLE: &[&str] = &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic", "arm,arm11mp-gic"];
+pub const GIC_COMPATIBLE: &[&str] =
+    &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic", "arm,arm11mp-gic"];
 
 pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     let mut ram = Vec::new();
@@ -123,7 +124,7 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     if ram.is_empty() {
         return Err(HostDtError::NoMemory);
     }
-    ram.sort();
+    ram.sort_unstable();
     let gic = gic_path.ok_or(HostDtError::NoGicV2)?;
     let regs = reg_phys(fdt, &gic).ok_or(HostDtError::NoGicV2)?;
     if regs.len() < 4 {
@@ -141,10 +142,15 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     let mut cpus = Vec::new();
     for path in &cpu_paths {
         let Some(node) = dt::node(fdt, path) else { continue };
-        let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value, cac)) else { continue };
+        let Some(mpidr) = node.property("reg").and_then(|p| dt::read_cells(p.value, cac)) else {
+            continue;
+        };
         let method = match prop_str(&node, "enable-method") {
             Some("psci") => EnableMethod::Psci,
-            Some("spin-table") => match node.property("cpu-release-addr").map(|p| dt::read_cells(p.value, p.value.len() / 4)) {
+            Some("spin-table") => match node
+                .property("cpu-release-addr")
+                .map(|p| dt::read_cells(p.value, p.value.len() / 4))
+            {
                 Some(Some(a)) => EnableMethod::SpinTable { release_addr: a },
                 _ => EnableMethod::Unknown,
             },
@@ -155,7 +161,9 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     if cpus.is_empty() {
         return Err(HostDtError::NoCpus);
     }
-    let psci_method = fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]).and_then(|n| prop_str(&n, "method"));
+    let psci_method = fdt
+        .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
+        .and_then(|n| prop_str(&n, "method"));
 
     let chosen = dt::node(fdt, "/chosen");
     let (mut kernel, mut ramdisk) = (None, None);
@@ -185,8 +193,13 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
                 continue;
             };
             let reg = child.property("reg").ok_or(HostDtError::BadModule)?;
-            let &(base, size) = decode_pairs(reg.value, ac, sc).first().ok_or(HostDtError::BadModule)?;
-            let m = Module { kind, region: Region::new(base, size), bootargs: prop_str(&child, "bootargs") };
+            let &(base, size) =
+                decode_pairs(reg.value, ac, sc).first().ok_or(HostDtError::BadModule)?;
+            let m = Module {
+                kind,
+                region: Region::new(base, size),
+                bootargs: prop_str(&child, "bootargs"),
+            };
             match kind {
                 ModuleKind::Kernel if kernel.is_none() => kernel = Some(m),
                 ModuleKind::Ramdisk if ramdisk.is_none() => ramdisk = Some(m),
@@ -201,8 +214,23 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
         .or(xen_dom0)
         .or(if xen_props { None } else { plain })
         .unwrap_or("");
-    let memreserve = fdt.memory_reservations().map(|r| Region::new(r.address() as u64, r.size() as u64)).collect();
-    Ok(HostInfo { ram, memreserve, nomap, gic, cpus, psci_method, hv_bootargs, dom0_bootargs, kernel, ramdisk, stdout_path })
+    let memreserve = fdt
+        .memory_reservations()
+        .map(|r| Region::new(r.address() as u64, r.size() as u64))
+        .collect();
+    Ok(HostInfo {
+        ram,
+        memreserve,
+        nomap,
+        gic,
+        cpus,
+        psci_method,
+        hv_bootargs,
+        dom0_bootargs,
+        kernel,
+        ramdisk,
+        stdout_path,
+    })
 }
 
 /// Finds the console UART named by `dtuart=` (an alias or a path), or by `/chosen/stdout-path`.
@@ -225,7 +253,10 @@ pub fn find_uart(fdt: &Fdt<'_>, name: &str) -> Option<Uart> {
 pub fn first_pl011(fdt: &Fdt<'_>) -> Option<Uart> {
     let mut found = None;
     dt::walk(fdt, |path, node| {
-        if found.is_none() && is_compatible(node, &["arm,pl011"]) && prop_str(node, "status").is_none_or(|s| s == "okay" || s == "ok") {
+        if found.is_none()
+            && is_compatible(node, &["arm,pl011"])
+            && prop_str(node, "status").is_none_or(|s| s == "okay" || s == "ok")
+        {
             found = Some(String::from(path));
         }
     });

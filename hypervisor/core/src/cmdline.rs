@@ -38,7 +38,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
         b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let n = if let Some(hex) = num.strip_prefix("0x") { u64::from_str_radix(hex, 16).ok()? } else { num.parse().ok()? };
+    let n = if let Some(hex) = num.strip_prefix("0x") {
+        u64::from_str_radix(hex, 16).ok()?
+    } else {
+        num.parse().ok()?
+    };
     n.checked_mul(mult)
 }
 
@@ -55,10 +59,13 @@ pub fn parse(line: &str) -> Result<HvArgs<'_>, CmdlineError> {
             "sync_console" => a.sync_console = true,
             // Xen accepts `dom0_mem=512M,max:512M`; the first plain size is Dom0's memory.
             "dom0_mem" => {
-                let size = val.split(',').find(|v| !v.contains(':')).ok_or(CmdlineError::BadSize)?;
+                let size =
+                    val.split(',').find(|v| !v.contains(':')).ok_or(CmdlineError::BadSize)?;
                 a.dom0_mem = Some(parse_size(size).ok_or(CmdlineError::BadSize)?);
             }
-            "dom0_max_vcpus" => a.dom0_max_vcpus = Some(val.parse().map_err(|_| CmdlineError::BadNumber)?),
+            "dom0_max_vcpus" => {
+                a.dom0_max_vcpus = Some(val.parse().map_err(|_| CmdlineError::BadNumber)?)
+            }
             "hv_selftest" => a.selftest_el2_fault = val == "el2-fault",
             _ => {}
         }

@@ -2,11 +2,9 @@
 //! that `rpixen live` wrote (the same one that boots Xen), which loads our hypervisor, Debian's 6.12
 //! kernel and a busybox initramfs, describes them in /chosen and `booti`s the hypervisor.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {
@@ -27,14 +25,34 @@ fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {
 
     let drive = format!("if=none,file={},format=raw,id=d", img.display());
     let args = [
-        "-M", "virt,virtualization=on,gic-version=2", "-cpu", "cortex-a72", "-smp", "4", "-m", "2G", "-nic", "none",
-        "-bios", uboot.to_str().unwrap(), "-drive", &drive, "-device", "virtio-blk-device,drive=d",
+        "-M",
+        "virt,virtualization=on,gic-version=2",
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        "4",
+        "-m",
+        "2G",
+        "-nic",
+        "none",
+        "-bios",
+        uboot.to_str().unwrap(),
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-device,drive=d",
     ];
     let mut q = testkit::Qemu::start(&args, 1);
-    let outcome = q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
-    let status = q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("poweroff did not end QEMU: {e}"));
+    let outcome =
+        q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    let status = q
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("poweroff did not end QEMU: {e}"));
     let out = q.output();
-    for line in ["rpixen: starting the hypervisor", "hv: cmdline \"console=dtuart dtuart=serial0 sync_console dom0_mem=512M\""] {
+    for line in [
+        "rpixen: starting the hypervisor",
+        "hv: cmdline \"console=dtuart dtuart=serial0 sync_console dom0_mem=512M\"",
+    ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     assert_dom0_booted(&out, 4, 512);

@@ -8,6 +8,7 @@
 //! - `/cpus`: `enable-method = "psci"` everywhere, `cpu-release-addr` gone; a new `/psci` with
 //!   `method = "hvc"` replaces the host's;
 //! - nodes the hypervisor keeps for itself get `status = "disabled"`;
+//! - Dom0's console UART loses its child nodes (serdev devices such as the Pi's `bluetooth`);
 //! - overlay metadata nodes (`__symbols__`) are dropped.
 //!
 //! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
@@ -31,6 +32,9 @@ pub struct Dom0DtConfig<'a> {
     pub disable: &'a [&'a str],
     /// `stdout-path` for Dom0, or `None` to drop the host's.
     pub stdout_path: Option<&'a str>,
+    /// The MPIDRs of Dom0's vCPUs (`dom0_max_vcpus`): other `/cpus/cpu@*` nodes are left out, and so
+    /// is `cpu-map`, whose phandles would name them. `None` keeps every CPU.
+    pub cpus: Option<&'a [u64]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +45,11 @@ pub enum Dom0DtError {
     Writer(&'static str),
 }
 
-const PMU_COMPATIBLE: &[&str] = &["arm,armv8-pmuv3", "arm,cortex-a72-pmu", "arm,cortex-a53-pmu", "arm,cortex-a15-pmu"];
+const PMU_COMPATIBLE: &[&str] =
+    &["arm,armv8-pmuv3", "arm,cortex-a72-pmu", "arm,cortex-a53-pmu", "arm,cortex-a15-pmu"];
 const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
-const MODULE_COMPATIBLE: &[&str] = &["multiboot,module", "xen,multiboot-module", "xen,linux-zimage", "xen,linux-initrd"];
+const MODULE_COMPATIBLE: &[&str] =
+    &["multiboot,module", "xen,multiboot-module", "xen,linux-zimage", "xen,linux-initrd"];
 
 fn werr(step: &'static str) -> impl Fn(vm_fdt::Error) -> Dom0DtError {
     move |_| Dom0DtError::Writer(step)
@@ -60,6 +66,17 @@ pub fn build(host: &[u8], cfg: &Dom0DtConfig<'_>) -> Result<Vec<u8>, Dom0DtError
     let mut path = String::from("/");
     copy_node(&mut w, root, &mut path, cfg, (2, 1))?;
     w.finish().map_err(werr("finish"))
+}
+
+/// Whether a `/cpus` child stays: not a CPU, or a CPU Dom0 gets.
+fn keeps_cpu(node: &FdtNode<'_, '_>, cfg: &Dom0DtConfig<'_>, address_cells: usize) -> bool {
+    let Some(keep) = cfg.cpus else { return true };
+    if prop_str(node, "device_type") != Some("cpu") {
+        return true;
+    }
+    node.property("reg")
+        .and_then(|p| dt::read_cells(p.value, address_cells))
+        .is_some_and(|m| keep.contains(&(m & crate::cpus::MPIDR_AFFINITY)))
 }
 
 fn encode_cells(out: &mut Vec<u8>, v: u64, cells: usize) {
@@ -91,7 +108,11 @@ fn copy_node(
     for p in node.properties() {
         let (n, v) = (p.name, p.value);
         if is_chosen
-            && (n.starts_with("xen,") || n.starts_with("linux,initrd-") || n.starts_with("linux,uefi-") || n == "bootargs" || n == "stdout-path")
+            && (n.starts_with("xen,")
+                || n.starts_with("linux,initrd-")
+                || n.starts_with("linux,uefi-")
+                || n == "bootargs"
+                || n == "stdout-path")
         {
             continue;
         }
@@ -140,6 +161,11 @@ fn copy_node(
             || (is_root && (is_compatible(&child, PSCI_COMPATIBLE) || child.name == "hypervisor"))
             || (is_chosen && is_compatible(&child, MODULE_COMPATIBLE))
             || is_compatible(&child, PMU_COMPATIBLE)
+            || (path == "/cpus" && !keeps_cpu(&child, cfg, my_cells.0))
+            // serdev devices on Dom0's console UART (the Pi's `bluetooth`): Linux would hand the port
+            // to their driver instead of keeping it a console.
+            || cfg.stdout_path == Some(path.as_str())
+            || (path == "/cpus" && child.name == "cpu-map" && cfg.cpus.is_some())
             // Overlay metadata (`__symbols__`, `__overrides__`): Dom0 applies no overlays, and vm-fdt
             // rejects node names that do not start with a letter.
             || child.name.starts_with("__");
@@ -157,7 +183,8 @@ fn copy_node(
 
     if is_root {
         for bank in cfg.memory {
-            let h = w.begin_node(&alloc::format!("memory@{:x}", bank.base)).map_err(werr("memory"))?;
+            let h =
+                w.begin_node(&alloc::format!("memory@{:x}", bank.base)).map_err(werr("memory"))?;
             w.property_string("device_type", "memory").map_err(werr("memory"))?;
             let mut reg = Vec::new();
             encode_cells(&mut reg, bank.base, my_cells.0);
@@ -166,8 +193,11 @@ fn copy_node(
             w.end_node(h).map_err(werr("memory"))?;
         }
         let h = w.begin_node("psci").map_err(werr("psci"))?;
-        w.property_string_list("compatible", alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into(), "arm,psci".into()])
-            .map_err(werr("psci"))?;
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into(), "arm,psci".into()],
+        )
+        .map_err(werr("psci"))?;
         w.property_string("method", "hvc").map_err(werr("psci"))?;
         w.property_u32("cpu_off", crate::psci::CPU_OFF).map_err(werr("psci"))?;
         w.property_u32("cpu_on", crate::psci::CPU_ON_64).map_err(werr("psci"))?;
@@ -182,7 +212,9 @@ mod tests {
 
     /// A small host tree in the shape of QEMU virt's, with Xen-style /chosen modules.
     fn host_tree() -> Vec<u8> {
-        let mut w = FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(0x1000, 0x1000).unwrap()]).unwrap();
+        let mut w =
+            FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(0x1000, 0x1000).unwrap()])
+                .unwrap();
         let r = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
@@ -193,16 +225,25 @@ mod tests {
         let c = w.begin_node("chosen").unwrap();
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
-        w.property_string("xen,xen-bootargs", "console=dtuart dtuart=serial0 dom0_mem=512M").unwrap();
+        w.property_string("xen,xen-bootargs", "console=dtuart dtuart=serial0 dom0_mem=512M")
+            .unwrap();
         w.property_string("xen,dom0-bootargs", "console=ttyAMA0").unwrap();
         w.property_string("stdout-path", "/pl011@9000000").unwrap();
         w.property_string("u-boot,version", "2025.01").unwrap();
         let k = w.begin_node("module@40800000").unwrap();
-        w.property_string_list("compatible", alloc::vec!["multiboot,kernel".into(), "multiboot,module".into()]).unwrap();
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["multiboot,kernel".into(), "multiboot,module".into()],
+        )
+        .unwrap();
         w.property_array_u64("reg", &[0x4080_0000, 0x240_0000]).unwrap();
         w.end_node(k).unwrap();
         let d = w.begin_node("module@44000000").unwrap();
-        w.property_string_list("compatible", alloc::vec!["multiboot,ramdisk".into(), "multiboot,module".into()]).unwrap();
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["multiboot,ramdisk".into(), "multiboot,module".into()],
+        )
+        .unwrap();
         w.property_array_u64("reg", &[0x4400_0000, 0x10_0000]).unwrap();
         w.end_node(d).unwrap();
         w.end_node(c).unwrap();
@@ -224,13 +265,24 @@ mod tests {
         w.end_node(p).unwrap();
         let g = w.begin_node("intc@8000000").unwrap();
         w.property_string("compatible", "arm,cortex-a15-gic").unwrap();
-        w.property_array_u64("reg", &[0x800_0000, 0x1_0000, 0x801_0000, 0x1_0000, 0x803_0000, 0x1_0000, 0x804_0000, 0x1_0000]).unwrap();
+        w.property_array_u64(
+            "reg",
+            &[
+                0x800_0000, 0x1_0000, 0x801_0000, 0x1_0000, 0x803_0000, 0x1_0000, 0x804_0000,
+                0x1_0000,
+            ],
+        )
+        .unwrap();
         w.property_array_u32("interrupts", &[1, 9, 4]).unwrap();
         w.property_phandle(0x8002).unwrap();
         w.end_node(g).unwrap();
         let t = w.begin_node("timer").unwrap();
         w.property_string("compatible", "arm,armv8-timer").unwrap();
-        w.property_array_u32("interrupts", &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04]).unwrap();
+        w.property_array_u32(
+            "interrupts",
+            &[1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04, 1, 10, 0xf04],
+        )
+        .unwrap();
         w.end_node(t).unwrap();
         let pmu = w.begin_node("pmu").unwrap();
         w.property_string("compatible", "arm,armv8-pmuv3").unwrap();
@@ -258,7 +310,10 @@ mod tests {
         assert_eq!(info.ramdisk.as_ref().unwrap().region, Region::new(0x4400_0000, 0x10_0000));
         assert_eq!(info.gic.vcpu, Region::new(0x804_0000, 0x1_0000));
         assert_eq!(info.gic.maint_intid, 25);
-        assert_eq!(info.cpus[1].method, crate::hostdt::EnableMethod::SpinTable { release_addr: 0xe0 });
+        assert_eq!(
+            info.cpus[1].method,
+            crate::hostdt::EnableMethod::SpinTable { release_addr: 0xe0 }
+        );
         assert_eq!(info.psci_method, Some("smc"));
         let uart = crate::hostdt::find_uart(&fdt, "serial0").unwrap();
         assert_eq!((uart.base, uart.kind), (0x900_0000, crate::hostdt::UartKind::Pl011));
@@ -274,23 +329,37 @@ mod tests {
             initrd: Some(Region::new(0x6300_0000, 0x1000)),
             disable: &["/pmu", "/timer"],
             stdout_path: Some("/pl011@9000000"),
+            cpus: None,
         };
         let out = build(&blob, &cfg).unwrap();
         let fdt = Fdt::new(&out).unwrap();
-        let memory: Vec<_> = fdt.memory().regions().map(|r| (r.starting_address as u64, r.size.unwrap() as u64)).collect();
+        let memory: Vec<_> = fdt
+            .memory()
+            .regions()
+            .map(|r| (r.starting_address as u64, r.size.unwrap() as u64))
+            .collect();
         assert_eq!(memory, [(0x6000_0000, 0x2000_0000)]);
         let chosen = dt::node(&fdt, "/chosen").unwrap();
         assert_eq!(prop_str(&chosen, "bootargs"), Some("console=ttyAMA0 rdinit=/init"));
-        assert!(chosen.property("xen,xen-bootargs").is_none() && chosen.property("xen,dom0-bootargs").is_none());
+        assert!(
+            chosen.property("xen,xen-bootargs").is_none()
+                && chosen.property("xen,dom0-bootargs").is_none()
+        );
         assert_eq!(chosen.children().count(), 0, "module nodes removed");
-        assert_eq!(dt::read_cells(chosen.property("linux,initrd-end").unwrap().value, 2), Some(0x6300_1000));
+        assert_eq!(
+            dt::read_cells(chosen.property("linux,initrd-end").unwrap().value, 2),
+            Some(0x6300_1000)
+        );
         assert_eq!(prop_str(&chosen, "u-boot,version"), Some("2025.01"));
         let gic = dt::node(&fdt, "/intc@8000000").unwrap();
         assert_eq!(gic.property("reg").unwrap().value.len(), 32, "GICD + GICC only");
         assert!(gic.property("interrupts").is_none());
         assert!(gic.property("phandle").is_some());
         let timer = dt::node(&fdt, "/timer").unwrap();
-        assert_eq!(dt::u32s(timer.property("interrupts").unwrap().value).collect::<Vec<_>>(), [1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04]);
+        assert_eq!(
+            dt::u32s(timer.property("interrupts").unwrap().value).collect::<Vec<_>>(),
+            [1, 13, 0xf04, 1, 14, 0xf04, 1, 11, 0xf04]
+        );
         assert_eq!(prop_str(&timer, "status"), Some("disabled"));
         assert!(dt::node(&fdt, "/pmu").is_none());
         for cpu in dt::node(&fdt, "/cpus").unwrap().children() {
@@ -301,5 +370,27 @@ mod tests {
         assert_eq!(prop_str(&psci, "method"), Some("hvc"));
         assert_eq!(fdt.memory_reservations().count(), 1);
         assert!(dt::node(&fdt, "/hypervisor").is_none());
+    }
+
+    /// Defect 8: `dom0_max_vcpus` trims Dom0's `/cpus` (and drops `cpu-map`, which would name the
+    /// CPUs left out).
+    #[test]
+    fn defect8_dom0_max_vcpus_trims_cpus() {
+        let blob = host_tree();
+        let mem = [Region::new(0x6000_0000, 0x2000_0000)];
+        let keep = [0u64];
+        let cfg = Dom0DtConfig {
+            memory: &mem,
+            bootargs: "",
+            initrd: None,
+            disable: &[],
+            stdout_path: None,
+            cpus: Some(&keep),
+        };
+        let out = build(&blob, &cfg).unwrap();
+        let fdt = Fdt::new(&out).unwrap();
+        let names: Vec<&str> =
+            dt::node(&fdt, "/cpus").unwrap().children().map(|c| c.name).collect();
+        assert_eq!(names, ["cpu@0"]);
     }
 }

@@ -1,0 +1,27 @@
+//! rpixen hypervisor's pure core (no hardware access, no `unsafe`): everything the EL2 binary decides
+//! lives here and is tested on the host.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod addr;
+pub mod cmdline;
+pub mod cpus;
+pub mod dom0dt;
+pub mod dt;
+pub mod exit;
+pub mod gicv2;
+pub mod guard;
+pub mod hostdt;
+pub mod pagetable;
+pub mod placement;
+pub mod psci;
+pub mod ratelimit;
+pub mod region;
+pub mod stage2;
+pub mod vgicd;
+pub mod virq;
+pub mod vuart;
+
+pub use region::Region;

@@ -15,6 +15,8 @@
 //! namespace (where the kernel turns it into the end of that namespace).
 
 pub mod blockdev;
+pub mod coldplug;
+pub mod firstboot;
 pub mod log;
 pub mod logfile;
 pub mod modules;
@@ -132,6 +134,9 @@ pub fn run(t0: Instant) -> ! {
     let (config, errors) = load_config(&mode);
     trace!("config read");
     set_up_system(&config, &mut mode, isolated, &cmdline);
+    let device = (!mode.host && !mode.rescue)
+        .then(|| firstboot::identity_on_persist(&cmdline))
+        .flatten();
 
     let log_dir = config.log_dir.clone().map(PathBuf::from).or_else(|| {
         let persist = mounts::current_mounts()
@@ -173,11 +178,9 @@ pub fn run(t0: Instant) -> ! {
     } else {
         let uptime = std::fs::read_to_string("/proc/uptime").ok();
         let counts = (config.onboot.len(), onboot_ms, config.services.len());
-        log::line(&readiness_line(
-            t0.elapsed().as_millis(),
-            uptime.as_deref(),
-            counts,
-        ));
+        let line = readiness_line(t0.elapsed().as_millis(), uptime.as_deref(), counts);
+        let id = firstboot::readiness_part(device.as_ref());
+        log::line(&(line + &id));
     }
     if mode.host && std::env::var_os("RPIXEN_INIT_TEST_PANIC").is_some() && !mode.rescue {
         // Host tests only: proves that a bug in init leaves a working system (see the panic hook).
@@ -230,7 +233,9 @@ fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: 
         }
     }
     if !mode.host {
+        modules::install_kernel_helper();
         modules::load_all(&config.modules, false);
+        coldplug::start();
     } else if !config.modules.is_empty() {
         info!(
             "host mode: not loading modules {}",
@@ -246,6 +251,8 @@ fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: 
     trace!("loopback up");
     if !mode.host {
         if !mode.rescue {
+            firstboot::prepare_disk(cmdline);
+            trace!("first-boot disk steps done");
             rootswitch::try_switch(cmdline);
             trace!("no root switch");
         }

@@ -5,5 +5,9 @@ fn main() {
     if let Some(code) = dom0_init::modules::modprobe_main() {
         std::process::exit(code);
     }
+    // `dom0-init nocloud|network|sshd`: the helper roles PID 1 starts (see `roles`).
+    if let Some(code) = dom0_init::roles::dispatch() {
+        std::process::exit(code);
+    }
     dom0_init::run(std::time::Instant::now())
 }

@@ -4,10 +4,12 @@
 //! - `identity`: first-boot identity, power cuts and module coldplug, booted through the image's
 //!   U-Boot scripts on QEMU `virt`;
 //! - `modules`: module lookup and decompression on Debian's real module tree (dry runs);
+//! - `net`: network, NoCloud and SSH on `rpixen live` images booted through U-Boot and Xen;
 //! - `qemu`: init booted by Debian's arm64 kernel on QEMU `virt`.
 
 mod firstboot;
 mod host;
 mod identity;
 mod modules;
+mod net;
 mod qemu;

@@ -594,9 +594,10 @@ fn random_u32() -> u32 {
 }
 
 /// The readiness line's network part, from the service's status line (`None`: no address yet).
-pub fn readiness_part(status: Option<&str>, waited_ms: u128) -> String {
+pub fn readiness_part(status: Option<&str>, no_device: bool, waited_ms: u128) -> String {
     match status.map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => format!(", network {s}"),
+        None if no_device => ", network: no interface".to_owned(),
         None => format!(", network: no address after {waited_ms} ms"),
     }
 }
@@ -606,9 +607,17 @@ mod tests {
     #[test]
     fn readiness_part() {
         assert_eq!(
-            super::readiness_part(Some("eth0 10.0.2.15/24 dhcp from 10.0.2.2 in 812 ms\n"), 900),
+            super::readiness_part(
+                Some("eth0 10.0.2.15/24 dhcp from 10.0.2.2 in 812 ms\n"),
+                false,
+                900
+            ),
             ", network eth0 10.0.2.15/24 dhcp from 10.0.2.2 in 812 ms"
         );
-        assert_eq!(super::readiness_part(None, 20000), ", network: no address after 20000 ms");
+        assert_eq!(
+            super::readiness_part(None, false, 20000),
+            ", network: no address after 20000 ms"
+        );
+        assert_eq!(super::readiness_part(None, true, 2000), ", network: no interface");
     }
 }

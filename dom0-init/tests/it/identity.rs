@@ -33,13 +33,7 @@ fn build_image(fx: &Fixture) -> PathBuf {
         module_bytes = install_module_set(root, &module_set("qemu-virt")).1;
     });
     eprintln!("qemu-virt module set with indexes: {} KiB", module_bytes / 1024);
-    testkit::run(
-        testkit::rpixen_command()
-            .args(["pkg", "build", "pkg/e2fsprogs", "--cache"])
-            .arg(testkit::pkg_cache())
-            .arg("-o")
-            .arg(fx.dir.join("pkg/e2fsprogs")),
-    );
+    fx.e2fsprogs();
     let init = r#"
 hostname: rpixen-id
 services:

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rpixen::oci::layout::{Compression, ImageBuilder};
 
+use crate::modules::install_module_set;
+
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
 
@@ -71,6 +73,17 @@ impl Fixture {
             }
         });
         fx
+    }
+
+    /// Debian's e2fsprogs package (`pkg/e2fsprogs`), built into this fixture's package folder.
+    pub(crate) fn e2fsprogs(&self) {
+        testkit::run(
+            testkit::rpixen_command()
+                .args(["pkg", "build", "pkg/e2fsprogs", "--cache"])
+                .arg(testkit::pkg_cache())
+                .arg("-o")
+                .arg(self.dir.join("pkg/e2fsprogs")),
+        );
     }
 
     /// Writes an OCI layout at `name` whose single layer is the folder `fill` populates.
@@ -238,23 +251,30 @@ fn partition(disk: &Path, label: &str) -> (u64, u64) {
 #[test]
 fn initramfs_switches_into_the_squashfs_on_imga() {
     let fx = Fixture::new("squashfs");
-    // As depmod would write it: with modules.dep init lets the kernel decompress (finit_module).
-    fx.layout("moddep", |root| {
-        let release = kernel_release_dir();
-        let dir = root.join("lib/modules").join(release.file_name().unwrap());
-        std::fs::create_dir_all(&dir).unwrap();
-        let dep = "kernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz\nkernel/fs/fat/fat.ko.xz:\n\
-                   kernel/fs/nls/nls_cp437.ko.xz:\nkernel/fs/nls/nls_ascii.ko.xz:\n\
-                   kernel/fs/overlayfs/overlay.ko.xz:\nkernel/fs/squashfs/squashfs.ko.xz:\n\
-                   kernel/drivers/block/virtio_blk.ko.xz:\n";
-        std::fs::write(dir.join("modules.dep"), dep).unwrap();
+    // Stage 1's modules with the index files kmod-index writes: with modules.dep the kernel
+    // decompresses each module itself (finit_module); virtio_blk comes by coldplug, squashfs and
+    // overlay at the kernel's request (init is its modprobe helper).
+    fx.layout("stage1-modules", |root| {
+        let set = [
+            "virtio_blk",
+            "squashfs",
+            "overlay",
+            "vfat",
+            "nls_cp437",
+            "nls_ascii",
+            "ext4",
+            "crc32c_generic",
+        ];
+        install_module_set(root, &set.map(String::from));
     });
-    // Stage 1, the initramfs: only dom0-init (from the package) and the modules it needs.
+    fx.e2fsprogs();
+    // Stage 1, the initramfs: dom0-init (from the package), the modules and mkfs.ext4 for PERSIST's
+    // first boot. It loads the filesystems stage 2 mounts, whose squashfs carries no modules.
     let stage1 = fx.manifest(
         "stage1.yml",
         "cpio",
-        &["modules", "moddep"],
-        "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]",
+        &["stage1-modules", "pkg/e2fsprogs"],
+        "modules: [ext4, crc32c_generic, vfat, nls_cp437, nls_ascii]",
     );
     let initrd = fx.dir.join("stage1.cpio.gz");
     fx.rpixen(&[
@@ -299,14 +319,7 @@ services:
     );
     drop(head);
     assert!(size > 0);
-    // PERSIST is left unformatted by `rpixen live`; give it a FAT so the service logs have a home.
-    let (pstart, psize) = partition(&disk, "PERSIST");
-    testkit::run(
-        Command::new("mkfs.vfat")
-            .args(["-n", "PERSIST", "--offset", &pstart.to_string()])
-            .arg(&disk)
-            .arg((psize / 2).to_string()),
-    );
+    // PERSIST is left unformatted by `rpixen live`: the first boot makes it ext4.
 
     let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
     let mut qemu = start_qemu(
@@ -331,7 +344,8 @@ services:
     );
     assert_eq!(out.matches("dom0-init: starting (pid 1)").count(), 2, "two stages:\n{out}");
     assert!(out.contains("[check] overlay / overlay"), "/ is the overlay:\n{out}");
-    assert!(out.contains("/persist vfat"), "PERSIST mounted by label:\n{out}");
+    assert!(out.contains("first boot: ext4 made on PERSIST"), "{out}");
+    assert!(out.contains("/persist ext4"), "PERSIST mounted by label:\n{out}");
     assert!(out.contains("/config vfat"), "CONFIG mounted by label:\n{out}");
     assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
     // The worker printed check's log file from PERSIST: each line starts with init's ms timestamp.
@@ -346,7 +360,9 @@ services:
     assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
 
-    // After the orderly shutdown PERSIST is clean (fsck.fat: no dirty bit) and holds the logs.
+    // After the orderly shutdown PERSIST is clean (e2fsck: no journal to replay, no errors) and
+    // holds the logs.
+    let (pstart, psize) = partition(&disk, "PERSIST");
     let persist = fx.dir.join("persist.img");
     testkit::run(
         Command::new("dd")
@@ -354,14 +370,15 @@ services:
             .arg(format!("of={}", persist.display()))
             .args(["bs=512", &format!("skip={pstart}"), &format!("count={psize}"), "status=none"]),
     );
-    let fsck = Command::new("fsck.fat").arg("-n").arg(&persist).output().unwrap();
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&persist).output().unwrap();
     let fsck_out =
         String::from_utf8_lossy(&fsck.stdout).into_owned() + &String::from_utf8_lossy(&fsck.stderr);
     assert!(
-        fsck.status.success() && !fsck_out.contains("irty"),
+        fsck.status.success() && !fsck_out.contains("recover"),
         "PERSIST not cleanly unmounted:\n{fsck_out}"
     );
-    let log = testkit::run(Command::new("mtype").arg("-i").arg(&persist).arg("::/log/worker.log"));
+    let log =
+        testkit::run(Command::new("debugfs").args(["-R", "cat /log/worker.log"]).arg(&persist));
     assert!(log.contains("worker up") && log.contains("dom0-init: stopping"), "{log}");
 
     // A/B fallback: IMGA broken (its squashfs magic wiped), IMGB holding the same rootfs: the

@@ -248,8 +248,10 @@ fn sntp_server() -> u16 {
     port
 }
 
-fn boot(disk: &Path, ssh_port: u16) -> testkit::Qemu {
+/// Boots `disk` with user networking; the human monitor listens on the Unix socket `monitor`.
+fn boot(disk: &Path, ssh_port: u16, monitor: &Path) -> testkit::Qemu {
     let uboot = uboot();
+    let monitor = format!("unix:{},server=on,wait=off", monitor.display());
     let drive = format!("if=none,file={},format=raw,id=d", disk.display());
     // `-nic user,model=virtio-net-device` is refused on `virt` (no such NIC model): the same
     // netdev and device, spelled out.
@@ -273,8 +275,28 @@ fn boot(disk: &Path, ssh_port: u16) -> testkit::Qemu {
         &netdev,
         "-device",
         "virtio-net-device,netdev=n",
+        "-monitor",
+        &monitor,
     ];
     testkit::Qemu::start(&args, 1)
+}
+
+/// One command to QEMU's human monitor (e.g. `set_link n off`).
+fn monitor(socket: &Path, command: &str) {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    // The monitor acts on the line once it has read it; give it that moment before hanging up.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Waits until `text` appears `count` times on the console.
+fn wait_count(q: &testkit::Qemu, text: &str, count: usize, limit: Duration) {
+    let start = Instant::now();
+    while q.output().matches(text).count() < count {
+        assert!(start.elapsed() < limit, "{text:?} not seen {count} times:\n{}", q.output());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `ssh` with the test's key in batch mode (never a prompt), host keys not recorded.
@@ -369,7 +391,7 @@ fn nocloud_hostname_and_key_then_ssh_over_dhcp() {
     let ssh_port = free_tcp_port();
     let _turn = one_boot();
     let started = Instant::now();
-    let mut q = boot(&disk, ssh_port);
+    let mut q = boot(&disk, ssh_port, &fx.dir.join("monitor"));
     let ready =
         q.wait_for("rpixen: dom0 ready", FAILURES, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let (out, up_at) =
@@ -438,6 +460,16 @@ fn nocloud_hostname_and_key_then_ssh_over_dhcp() {
     // Root has no key from this configuration.
     let root = ssh(ssh_port, &key, "root", &[], "true");
     assert!(!root.status.success(), "root logged in with pi's key");
+
+    // The cable pulled and put back (QEMU's link state): the address goes, then a new lease.
+    let socket = fx.dir.join("monitor");
+    monitor(&socket, "set_link n off");
+    wait_count(&q, "[network] eth0: link down", 1, Duration::from_secs(60));
+    monitor(&socket, "set_link n on");
+    wait_count(&q, "[network] eth0: link up", 2, Duration::from_secs(60));
+    wait_count(&q, "[network] eth0: lease 10.0.2.15/24 from 10.0.2.2", 2, Duration::from_secs(60));
+    let (again, _) = ssh_until_up(&q, ssh_port, &key, "pi", "hostname");
+    assert_eq!(again, "fleet-dev-1\n");
 }
 
 #[test]
@@ -455,7 +487,7 @@ fn without_nocloud_dhcp_and_config_keys_bad_input_reported() {
     let ssh_port = free_tcp_port();
     {
         let _turn = one_boot();
-        let mut q = boot(&disk, ssh_port);
+        let mut q = boot(&disk, ssh_port, &fx.dir.join("monitor"));
         let ready = q
             .wait_for("rpixen: dom0 ready", FAILURES, BOOT_LIMIT)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -496,7 +528,7 @@ fn without_nocloud_dhcp_and_config_keys_bad_input_reported() {
         )],
     );
     let _turn = one_boot();
-    let mut q = boot(&disk, ssh_port);
+    let mut q = boot(&disk, ssh_port, &fx.dir.join("monitor"));
     q.wait_for("rpixen: dom0 ready", FAILURES, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let (out, _) = ssh_until_up(&q, ssh_port, &key, "root", "hostname");
     let console = q.output();

@@ -15,14 +15,20 @@
 //! namespace (where the kernel turns it into the end of that namespace).
 
 pub mod blockdev;
+pub mod coldplug;
+pub mod firstboot;
 pub mod log;
 pub mod logfile;
 pub mod modules;
 pub mod mounts;
+pub mod net;
+pub mod nocloud;
+pub mod roles;
 pub mod rootswitch;
 pub mod services;
 pub mod shutdown;
 pub mod signals;
+pub mod ssh;
 mod sys;
 
 use std::os::unix::fs::MetadataExt;
@@ -132,6 +138,9 @@ pub fn run(t0: Instant) -> ! {
     let (config, errors) = load_config(&mode);
     trace!("config read");
     set_up_system(&config, &mut mode, isolated, &cmdline);
+    let device = (!mode.host && !mode.rescue)
+        .then(|| firstboot::identity_on_persist(&cmdline))
+        .flatten();
 
     let log_dir = config.log_dir.clone().map(PathBuf::from).or_else(|| {
         let persist = mounts::current_mounts()
@@ -171,13 +180,12 @@ pub fn run(t0: Instant) -> ! {
     if mode.rescue {
         info!("rescue mode up");
     } else {
+        let network = wait_for_network(&config, &mut sup, &signals, &mode);
         let uptime = std::fs::read_to_string("/proc/uptime").ok();
         let counts = (config.onboot.len(), onboot_ms, config.services.len());
-        log::line(&readiness_line(
-            t0.elapsed().as_millis(),
-            uptime.as_deref(),
-            counts,
-        ));
+        let line = readiness_line(t0.elapsed().as_millis(), uptime.as_deref(), counts);
+        let id = firstboot::readiness_part(device.as_ref());
+        log::line(&(line + &network + &id));
     }
     if mode.host && std::env::var_os("RPIXEN_INIT_TEST_PANIC").is_some() && !mode.rescue {
         // Host tests only: proves that a bug in init leaves a working system (see the panic hook).
@@ -230,7 +238,9 @@ fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: 
         }
     }
     if !mode.host {
+        modules::install_kernel_helper();
         modules::load_all(&config.modules, false);
+        coldplug::start();
     } else if !config.modules.is_empty() {
         info!(
             "host mode: not loading modules {}",
@@ -246,6 +256,8 @@ fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: 
     trace!("loopback up");
     if !mode.host {
         if !mode.rescue {
+            firstboot::prepare_disk(cmdline);
+            trace!("first-boot disk steps done");
             rootswitch::try_switch(cmdline);
             trace!("no root switch");
         }
@@ -300,13 +312,44 @@ fn install_panic_hook(rescue: bool) {
     }));
 }
 
+/// With a service named `network`, the readiness line waits (supervising meanwhile) for its first
+/// address, at most `network.wait_ms` (default 20 s), and then tells the address and time to lease.
+fn wait_for_network(
+    config: &InitConfig,
+    sup: &mut Supervisor,
+    signals: &Signals,
+    mode: &Mode,
+) -> String {
+    if !config.services.iter().any(|s| s.name == "network") {
+        return String::new();
+    }
+    let limit = config.network.as_ref().and_then(|n| n.wait_ms).unwrap_or(20_000);
+    let start = Instant::now();
+    loop {
+        let status = std::fs::read_to_string(net::STATUS).ok();
+        let waited = start.elapsed();
+        // A board without any network device (QEMU with `-nic none`) is not kept waiting: drivers
+        // have had 2 s to bring one up.
+        let no_device = waited >= Duration::from_secs(2) && net::sys::interfaces().is_empty();
+        if status.is_some() || no_device || waited >= Duration::from_millis(limit) {
+            return net::readiness_part(status.as_deref(), no_device, waited.as_millis());
+        }
+        supervise_for(sup, signals, mode, Duration::from_millis(100));
+    }
+}
+
 /// One turn of the main loop: wait for a signal or the next restart, reap, restart, shut down.
 fn supervise_once(sup: &mut Supervisor, signals: &Signals, mode: &Mode) {
+    supervise_for(sup, signals, mode, Duration::from_secs(30));
+}
+
+/// One turn of the main loop that waits at most `cap`.
+fn supervise_for(sup: &mut Supervisor, signals: &Signals, mode: &Mode, cap: Duration) {
     let timeout = sup
         .next_deadline()
         .map(|t| t.saturating_duration_since(Instant::now()))
-        .unwrap_or(Duration::from_secs(30))
-        .min(Duration::from_secs(30));
+        .unwrap_or(cap)
+        .min(cap);
     for sig in signals.wait(timeout) {
         if let Some(action) = action_for(sig) {
             shutdown::shutdown(

@@ -1,23 +1,18 @@
 //! Loading kernel modules as `modprobe` would: resolve dependencies (from `modules.dep`, or from
 //! each module's own `.modinfo` `depends=` when depmod never ran, as in a rootfs unpacked from the
 //! Debian package), decompress `.ko.xz` in user space (pure-Rust `lzma-rs`) and `init_module(2)`.
+//! Names may be aliases (`fs-ext4`, a device's `modalias`): `modules.alias` resolves them.
+//!
+//! dom0-init is also the kernel's `modprobe` ([`install_kernel_helper`], [`modprobe_main`]): when the
+//! kernel needs a module itself (a filesystem type at mount(2), a crypto algorithm, a network
+//! protocol) it runs `/proc/sys/kernel/modprobe -q -- NAME`, so nothing has to list those either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::info;
 
-/// modprobe treats `-` and `_` in module names alike.
-pub fn normalize(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-/// The module name of a path such as `kernel/fs/squashfs/squashfs.ko.xz`.
-pub fn name_of(path: &str) -> Option<String> {
-    let file = path.rsplit('/').next()?;
-    let stem = file.split(".ko").next()?;
-    (file.contains(".ko") && !stem.is_empty()).then(|| normalize(stem))
-}
+pub use kmod_index::{modinfo, name_of, normalize};
 
 /// Where each module is and what it needs.
 #[derive(Debug, Default)]
@@ -43,67 +38,9 @@ pub fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Option<Vec<Str
     out
 }
 
-/// Reads `.modinfo` from a module's ELF image: the `key=value` strings the kernel build embeds.
-/// Hand-written (a few lines of ELF64 section walking) to keep an ELF crate out of PID 1.
-pub fn modinfo(elf: &[u8]) -> Vec<(String, String)> {
-    let u16_at = |o: usize| {
-        elf.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize)
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
-    };
-    let section = || -> Option<&[u8]> {
-        if !elf.starts_with(b"\x7fELF\x02\x01") {
-            return None; // only little-endian ELF64, which is what arm64 and x86_64 modules are
-        }
-        let (shoff, shentsize, shnum, shstrndx) =
-            (u64_at(0x28)?, u16_at(0x3A)?, u16_at(0x3C)?, u16_at(0x3E)?);
-        let header = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-        let strtab = u64_at(header(shstrndx)? + 0x18)?;
-        for i in 0..shnum {
-            let h = header(i)?;
-            let name_off = strtab.checked_add(u32_at(h)?)?;
-            let name = elf.get(name_off..)?.split(|b| *b == 0).next()?;
-            if name == b".modinfo" {
-                let (off, size) = (u64_at(h + 0x18)?, u64_at(h + 0x20)?);
-                return elf.get(off..off.checked_add(size)?);
-            }
-        }
-        None
-    };
-    section()
-        .unwrap_or(&[])
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = std::str::from_utf8(kv).ok()?;
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
 /// The module image, decompressed.
 pub fn read_module(path: &Path) -> Result<Vec<u8>, String> {
-    let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "xz") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        lzma_rs::xz_decompress(&mut &raw[..], &mut out)
-            .map_err(|e| format!("cannot decompress {}: {e:?}", path.display()))?;
-        Ok(out)
-    } else if path.extension().is_some_and(|e| e == "ko") {
-        Ok(raw)
-    } else {
-        Err(format!(
-            "{}: only .ko and .ko.xz modules are supported",
-            path.display()
-        ))
-    }
+    kmod_index::read_module(path).map_err(|e| e.to_string())
 }
 
 /// Builds the index of the module folder `dir` (`/lib/modules/<release>`).
@@ -129,9 +66,7 @@ pub fn index(dir: &Path) -> Index {
             } else if let (Some(name), Ok(rel)) =
                 (name_of(&p.to_string_lossy()), p.strip_prefix(dir))
             {
-                idx.modules
-                    .entry(name)
-                    .or_insert((rel.to_string_lossy().into_owned(), None));
+                idx.modules.entry(name).or_insert((rel.to_string_lossy().into_owned(), None));
             }
         }
     }
@@ -141,12 +76,7 @@ pub fn index(dir: &Path) -> Index {
 /// Names of the modules the kernel has loaded (from /proc/modules).
 pub fn loaded() -> BTreeSet<String> {
     std::fs::read_to_string("/proc/modules")
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| l.split(' ').next())
-                .map(normalize)
-                .collect()
-        })
+        .map(|t| t.lines().filter_map(|l| l.split(' ').next()).map(normalize).collect())
         .unwrap_or_default()
 }
 
@@ -154,17 +84,61 @@ pub struct Loader {
     dir: PathBuf,
     index: Index,
     loaded: BTreeSet<String>,
+    aliases: kmod_index::AliasIndex,
 }
 
 impl Loader {
     /// A loader for the module folder `dir` that assumes nothing is loaded yet.
     pub fn new(dir: PathBuf) -> Loader {
         let index = index(&dir);
-        Loader {
-            dir,
-            index,
-            loaded: BTreeSet::new(),
+        let aliases = std::fs::read_to_string(dir.join("modules.alias"))
+            .map(|t| kmod_index::AliasIndex::parse(&t))
+            .unwrap_or_default();
+        Loader { dir, index, loaded: BTreeSet::new(), aliases }
+    }
+
+    /// The module folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The aliases of `modules.alias` (empty when the folder has none).
+    pub fn aliases(&self) -> &kmod_index::AliasIndex {
+        &self.aliases
+    }
+
+    /// Whether `name` is a module of this folder (or built in), rather than an alias.
+    pub fn knows(&self, name: &str) -> bool {
+        let n = normalize(name);
+        self.index.modules.contains_key(&n) || self.index.builtin.contains(&n)
+    }
+
+    /// Loads a module name, or every module an alias (`fs-ext4`, a device's modalias) matches,
+    /// as `modprobe NAME` does. Returns the modules loaded, in order.
+    pub fn load_name_or_alias(&mut self, name: &str, dry: bool) -> Result<Vec<String>, String> {
+        if self.knows(name) {
+            return self.load(name, dry);
         }
+        let matches: Vec<String> =
+            self.aliases.lookup(name).into_iter().map(str::to_owned).collect();
+        if matches.is_empty() {
+            return Err(format!(
+                "module {name} not found in {} (no module or alias of that name)",
+                self.dir.display()
+            ));
+        }
+        let mut order = Vec::new();
+        let mut errors = Vec::new();
+        for m in matches {
+            match self.load(&m, dry) {
+                Ok(o) => order.extend(o),
+                Err(e) => errors.push(e),
+            }
+        }
+        if order.is_empty() && !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(order)
     }
 
     /// The kernel's module folder: `/lib/modules/$(uname -r)`.
@@ -216,10 +190,7 @@ impl Loader {
             None => {
                 let t = std::time::Instant::now();
                 let image = read_module(&path)?;
-                crate::trace!(
-                    "{rel}: read and decompressed in {} ms",
-                    t.elapsed().as_millis()
-                );
+                crate::trace!("{rel}: read and decompressed in {} ms", t.elapsed().as_millis());
                 (depends(&image), Some(image))
             }
         };
@@ -250,10 +221,7 @@ fn depends(image: &[u8]) -> Vec<String> {
         .into_iter()
         .filter(|(k, _)| k == "depends")
         .flat_map(|(_, v)| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(normalize)
-                .collect::<Vec<_>>()
+            v.split(',').filter(|s| !s.is_empty()).map(normalize).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -286,6 +254,76 @@ fn load_file(path: &Path) -> nix::Result<()> {
     }
 }
 
+/// Where the kernel finds its module helper (`/proc/sys/kernel/modprobe` names it).
+const HELPER_LINK: &str = "/run/rpixen/modprobe";
+
+/// Makes dom0-init the kernel's `modprobe`: a link named `modprobe` to this executable, and its path
+/// in `/proc/sys/kernel/modprobe`. Debian's kernel has ext4, vfat, squashfs and most crypto and
+/// network protocols as modules, which the kernel requests by alias (`fs-ext4`, `crypto-crc32c`).
+pub fn install_kernel_helper() {
+    let result = (|| -> std::io::Result<()> {
+        let exe = std::fs::read_link("/proc/self/exe")?;
+        std::fs::create_dir_all("/run/rpixen")?;
+        let _ = std::fs::remove_file(HELPER_LINK);
+        std::os::unix::fs::symlink(&exe, HELPER_LINK)?;
+        std::fs::write("/proc/sys/kernel/modprobe", HELPER_LINK)
+    })();
+    if let Err(e) = result {
+        info!("cannot install the kernel's module helper: {e}");
+    }
+}
+
+/// Run as `modprobe` (by the kernel: `modprobe -q -- NAME`, or by a user: `modprobe NAME...`):
+/// loads each name or alias and returns the exit code; None when this process is not `modprobe`.
+pub fn modprobe_main() -> Option<i32> {
+    let mut args = std::env::args();
+    let argv0 = args.next()?;
+    if Path::new(&argv0).file_name()? != "modprobe" {
+        return None;
+    }
+    let mut quiet = false;
+    let mut names = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "-q" | "--quiet" => quiet = true,
+            "--" => {}
+            "-b" | "--use-blacklist" => {}
+            _ => names.push(a),
+        }
+    }
+    let mut loader = match Loader::for_running_kernel() {
+        Ok(l) => l,
+        Err(e) => {
+            if !quiet {
+                eprintln!("modprobe: {e}");
+            }
+            return Some(1);
+        }
+    };
+    let mut code = 0;
+    for n in names {
+        match loader.load_name_or_alias(&n, false) {
+            Ok(order) if !order.is_empty() => {
+                // The kernel runs its helper without stdio: its log is where this line can go.
+                // Worth seeing on the console, as these loads explain boot time.
+                let line = format!("<6>modprobe: {n}: loaded {}\n", order.join(", "));
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/kmsg")
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !quiet {
+                    eprintln!("modprobe: {e}");
+                }
+                code = 1;
+            }
+        }
+    }
+    Some(code)
+}
+
 /// Loads the configured modules, logging each failure and going on.
 pub fn load_all(names: &[String], dry: bool) {
     if names.is_empty() {
@@ -299,7 +337,7 @@ pub fn load_all(names: &[String], dry: bool) {
         }
     };
     for n in names {
-        match loader.load(n, dry) {
+        match loader.load_name_or_alias(n, dry) {
             Ok(order) if order.is_empty() => {}
             Ok(order) => info!("module {n}: loaded {}", order.join(", ")),
             Err(e) => info!("module {n}: {e}"),
@@ -313,14 +351,8 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            name_of("kernel/fs/squashfs/squashfs.ko.xz").as_deref(),
-            Some("squashfs")
-        );
-        assert_eq!(
-            name_of("kernel/drivers/block/virtio-blk.ko").as_deref(),
-            Some("virtio_blk")
-        );
+        assert_eq!(name_of("kernel/fs/squashfs/squashfs.ko.xz").as_deref(), Some("squashfs"));
+        assert_eq!(name_of("kernel/drivers/block/virtio-blk.ko").as_deref(), Some("virtio_blk"));
         assert_eq!(name_of("modules.dep"), None);
     }
 
@@ -335,10 +367,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("modules.builtin"), "kernel/nls_base.ko\n").unwrap();
         let mut l = Loader::new(dir.clone());
-        assert_eq!(
-            l.load("vfat", true).unwrap(),
-            ["kernel/fat.ko.xz", "kernel/vfat.ko.xz"]
-        );
+        assert_eq!(l.load("vfat", true).unwrap(), ["kernel/fat.ko.xz", "kernel/vfat.ko.xz"]);
         assert!(l.load("nls-base", true).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -348,13 +377,7 @@ mod tests {
         let m = parse_modules_dep(
             "kernel/fs/overlayfs/overlay.ko.xz:\nkernel/fs/vfat.ko.xz: kernel/fs/fat.ko.xz\n",
         );
-        assert_eq!(
-            m["vfat"],
-            (
-                "kernel/fs/vfat.ko.xz".to_owned(),
-                Some(vec!["fat".to_owned()])
-            )
-        );
+        assert_eq!(m["vfat"], ("kernel/fs/vfat.ko.xz".to_owned(), Some(vec!["fat".to_owned()])));
         assert_eq!(m["overlay"].1, Some(vec![]));
     }
 }

@@ -20,6 +20,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod net;
+
 use serde::{Deserialize, Serialize};
 
 /// Where `rpixen` puts the file in the rootfs and where `dom0-init` looks for it.
@@ -61,6 +63,10 @@ pub struct InitConfig {
     /// Supervised for the life of the system.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
+    /// Dom0's network defaults (netplan v2 `ethernets`/`wifis`, SNTP servers, readiness wait); a
+    /// NoCloud or CONFIG `network-config` replaces the interfaces. See [`net::Network`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<net::Network>,
 }
 
 /// A filesystem to mount. `source` is a path, `PARTLABEL=NAME` (GPT label) or, for virtual
@@ -176,14 +182,23 @@ impl Service {
 
     /// Checks one service; `field` is where it sits (`services[2]`).
     pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let invalid = |sub: &str, message: String| ConfigError::Invalid { field: format!("{field}.{sub}"), message };
+        let invalid = |sub: &str, message: String| ConfigError::Invalid {
+            field: format!("{field}.{sub}"),
+            message,
+        };
         if self.name.is_empty()
             || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
-            return Err(invalid("name", format!("`{}` is not a name (letters, digits, `.`, `_`, `-`)", self.name)));
+            return Err(invalid(
+                "name",
+                format!("`{}` is not a name (letters, digits, `.`, `_`, `-`)", self.name),
+            ));
         }
         if self.command.first().is_none_or(|c| c.is_empty()) {
-            return Err(invalid("command", format!("service `{}` has no program to run", self.name)));
+            return Err(invalid(
+                "command",
+                format!("service `{}` has no program to run", self.name),
+            ));
         }
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
             return Err(invalid("env", format!("`{bad}` is not KEY=VALUE")));
@@ -205,7 +220,15 @@ impl Service {
 impl InitConfig {
     /// Strict parse: any unknown key or invalid value is an error.
     pub fn parse(text: &str) -> Result<InitConfig, ConfigError> {
-        let config: InitConfig = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        // The network types accept unknown keys (NoCloud files are read leniently); a manifest is not.
+        let mut ignored = Vec::new();
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: InitConfig =
+            serde_ignored::deserialize(de, |p| ignored.push(net::key_path(&p)))
+                .map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        if let Some(field) = ignored.into_iter().next() {
+            return Err(ConfigError::Invalid { field, message: "unknown field".into() });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -220,8 +243,15 @@ impl InitConfig {
         }
         if let Some(shell) = &self.console_shell {
             if shell.first().is_none_or(|c| c.is_empty()) {
-                return Err(ConfigError::Invalid { field: "console_shell".into(), message: "names no program".into() });
+                return Err(ConfigError::Invalid {
+                    field: "console_shell".into(),
+                    message: "names no program".into(),
+                });
             }
+        }
+        if let Some(n) = &self.network {
+            n.validate()
+                .map_err(|message| ConfigError::Invalid { field: "network".into(), message })?;
         }
         let mut names = std::collections::BTreeSet::new();
         for (section, list) in [("onboot", &self.onboot), ("services", &self.services)] {
@@ -231,7 +261,10 @@ impl InitConfig {
                 if !names.insert(s.name.as_str()) {
                     return Err(ConfigError::Invalid {
                         field: format!("{field}.name"),
-                        message: format!("`{}` is used twice (names must be unique: they name log files)", s.name),
+                        message: format!(
+                            "`{}` is used twice (names must be unique: they name log files)",
+                            s.name
+                        ),
                     });
                 }
             }
@@ -255,7 +288,12 @@ impl InitConfig {
         let map = match value {
             serde_norway::Value::Mapping(m) => m,
             serde_norway::Value::Null => return (config, errors),
-            _ => return (config, vec![ConfigError::Syntax("the file is not a mapping of fields".into())]),
+            _ => {
+                return (
+                    config,
+                    vec![ConfigError::Syntax("the file is not a mapping of fields".into())],
+                )
+            }
         };
         let mut names = std::collections::BTreeSet::new();
         for (key, value) in map {
@@ -263,7 +301,8 @@ impl InitConfig {
                 errors.push(ConfigError::Syntax(format!("a key is not a string: {key:?}")));
                 continue;
             };
-            let mut bad = |message: String| errors.push(ConfigError::Invalid { field: key.clone(), message });
+            let mut bad =
+                |message: String| errors.push(ConfigError::Invalid { field: key.clone(), message });
             match key.as_str() {
                 "hostname" => match from_value::<Option<String>>(value) {
                     Ok(h) => match h.as_deref().map(validate_hostname).transpose() {
@@ -285,6 +324,13 @@ impl InitConfig {
                 },
                 "log_dir" => match from_value(value) {
                     Ok(d) => config.log_dir = d,
+                    Err(m) => bad(m),
+                },
+                "network" => match from_value::<Option<net::Network>>(value) {
+                    Ok(n) => match n.as_ref().map(net::Network::validate).transpose() {
+                        Ok(_) => config.network = n,
+                        Err(m) => bad(m),
+                    },
                     Err(m) => bad(m),
                 },
                 "mounts" => {
@@ -339,12 +385,19 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_norway::Value) -> Res
     serde_norway::from_value(value).map_err(|e| e.to_string())
 }
 
-fn seq(value: serde_norway::Value, key: &str, errors: &mut Vec<ConfigError>) -> Vec<serde_norway::Value> {
+fn seq(
+    value: serde_norway::Value,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<serde_norway::Value> {
     match value {
         serde_norway::Value::Sequence(s) => s,
         serde_norway::Value::Null => Vec::new(),
         _ => {
-            errors.push(ConfigError::Invalid { field: key.into(), message: "expected a list".into() });
+            errors.push(ConfigError::Invalid {
+                field: key.into(),
+                message: "expected a list".into(),
+            });
             Vec::new()
         }
     }
@@ -352,7 +405,10 @@ fn seq(value: serde_norway::Value, key: &str, errors: &mut Vec<ConfigError>) -> 
 
 fn validate_hostname(h: &str) -> Result<(), ConfigError> {
     // sethostname(2) takes at most 64 bytes; RFC 1123 labels are letters, digits and `-`.
-    if h.is_empty() || h.len() > 64 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+    if h.is_empty()
+        || h.len() > 64
+        || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
         return Err(ConfigError::Invalid {
             field: "hostname".into(),
             message: format!("`{h}` is not a host name (1-64 letters, digits, `-`, `.`)"),
@@ -369,7 +425,10 @@ fn validate_mount(m: &Mount, field: &str) -> Result<(), ConfigError> {
         });
     }
     if m.fstype.is_empty() || m.source.is_empty() {
-        return Err(ConfigError::Invalid { field: field.into(), message: "needs `source` and `fstype`".into() });
+        return Err(ConfigError::Invalid {
+            field: field.into(),
+            message: "needs `source` and `fstype`".into(),
+        });
     }
     Ok(())
 }
@@ -420,14 +479,18 @@ services:
 
     #[test]
     fn strict_errors_name_the_field() {
-        let e = InitConfig::parse("services:\n  - {name: a, command: [x], colour: red}\n").unwrap_err();
+        let e =
+            InitConfig::parse("services:\n  - {name: a, command: [x], colour: red}\n").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
         let e = InitConfig::parse("services:\n  - {name: a, command: []}\n").unwrap_err();
         assert!(e.to_string().contains("services[0].command"), "{e}");
-        let e = InitConfig::parse("onboot:\n  - {name: a, command: [x]}\nservices:\n  - {name: a, command: [y]}\n")
-            .unwrap_err();
+        let e = InitConfig::parse(
+            "onboot:\n  - {name: a, command: [x]}\nservices:\n  - {name: a, command: [y]}\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("services[0].name"), "{e}");
-        let e = InitConfig::parse("services:\n  - {name: a, command: [x], env: [NOVALUE]}\n").unwrap_err();
+        let e = InitConfig::parse("services:\n  - {name: a, command: [x], env: [NOVALUE]}\n")
+            .unwrap_err();
         assert!(e.to_string().contains("env"), "{e}");
     }
 
@@ -443,6 +506,26 @@ services:
         assert!(text[0].contains("colour"));
         assert!(text[1].contains("services[1]") && text[1].contains("sometimes"), "{text:?}");
         assert!(text[2].contains("services[2]"), "{text:?}");
+    }
+
+    #[test]
+    fn network_section() {
+        let text = "network:\n  ethernets:\n    eth0: {addresses: [10.0.0.2/24], routes: [{to: default, via: 10.0.0.1}]}\n  ntp: [10.0.0.1]\n  wait_ms: 5000\n";
+        let c = InitConfig::parse(text).unwrap();
+        let n = c.network.as_ref().unwrap();
+        assert_eq!(n.ethernets["eth0"].addresses, ["10.0.0.2/24"]);
+        assert_eq!(InitConfig::parse(&c.to_yaml()).unwrap(), c);
+        let e = InitConfig::parse("network:\n  ethernets:\n    eth0: {dhcp: true}\n").unwrap_err();
+        assert!(e.to_string().contains("network.ethernets.eth0.dhcp"), "{e}");
+        let e =
+            InitConfig::parse("network:\n  ethernets:\n    eth0: {addresses: [10.0.0.300/24]}\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("ethernets.eth0.addresses[0]"), "{e}");
+        let (c, errors) = InitConfig::parse_lenient(
+            "hostname: h\nnetwork: {ethernets: {eth0: {addresses: [x]}}}\n",
+        );
+        assert_eq!((c.hostname.as_deref(), c.network), (Some("h"), None));
+        assert!(errors[0].to_string().contains("network"), "{errors:?}");
     }
 
     #[test]

@@ -19,9 +19,7 @@ struct Init {
 impl Init {
     /// Writes `config` (with `@DIR@` replaced by the test folder) and starts init on it.
     fn start(test: &str, config: &str) -> Init {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("dom0-init")
-            .join(test);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dom0-init").join(test);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("init.yml");
@@ -56,10 +54,7 @@ impl Init {
             if let Ok(Some(status)) = self.unshare.try_wait() {
                 panic!("init ended ({status}) before {what:?}:\n{out}");
             }
-            assert!(
-                start.elapsed() < limit,
-                "no {what:?} within {limit:?}:\n{out}"
-            );
+            assert!(start.elapsed() < limit, "no {what:?} within {limit:?}:\n{out}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -74,10 +69,7 @@ impl Init {
             if let Some(pid) = children.split_whitespace().next() {
                 return pid.parse().unwrap();
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "unshare started no child"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "unshare started no child");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -108,19 +100,13 @@ impl Init {
 
     /// (pid, state letter, command) of every process in init's PID namespace, seen from the host.
     fn processes(&self) -> Vec<(i32, char, String)> {
-        let ns = std::fs::metadata(format!("/proc/{}/ns/pid", self.init_pid()))
-            .unwrap()
-            .ino();
+        let ns = std::fs::metadata(format!("/proc/{}/ns/pid", self.init_pid())).unwrap().ino();
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            if std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-                .map(|m| m.ino())
-                .ok()
-                != Some(ns)
-            {
+            if std::fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino()).ok() != Some(ns) {
                 continue;
             }
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -141,9 +127,7 @@ impl Drop for Init {
     fn drop(&mut self) {
         if let Ok(None) = self.unshare.try_wait() {
             let pid = self.init_pid();
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
             let _ = self.unshare.kill();
             let _ = self.unshare.wait();
         }
@@ -184,10 +168,7 @@ services:
         if log_times(&log, "dom0-init: started").len() >= 7 {
             break log;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "too few restarts:\n{log}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "too few restarts:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     };
     let starts = log_times(&log, "dom0-init: started");
@@ -201,28 +182,16 @@ services:
         );
     }
     // Every run printed its line (the last one's may still be on its way through the pipe).
-    assert!(
-        log_times(&log, "crashing").len() >= starts.len() - 1,
-        "{log}"
-    );
-    assert!(
-        log.contains("exited (exit status 3); restart in 400 ms"),
-        "{log}"
-    );
+    assert!(log_times(&log, "crashing").len() >= starts.len() - 1, "{log}");
+    assert!(log.contains("exited (exit status 3); restart in 400 ms"), "{log}");
     let out = init.output();
-    assert!(
-        out.contains("[crash] crashing"),
-        "console lines carry the service name:\n{out}"
-    );
+    assert!(out.contains("[crash] crashing"), "console lines carry the service name:\n{out}");
     // on-failure after a clean exit, and never: started once, not restarted.
     let clean = std::fs::read_to_string(init.dir.join("log/clean.log")).unwrap();
     assert_eq!(log_times(&clean, "dom0-init: started").len(), 1, "{clean}");
     assert!(clean.contains("not restarted"), "{clean}");
     let once = std::fs::read_to_string(init.dir.join("log/once.log")).unwrap();
-    assert!(
-        once.contains("exited (exit status 1); not restarted"),
-        "{once}"
-    );
+    assert!(once.contains("exited (exit status 1); not restarted"), "{once}");
 }
 
 #[test]
@@ -245,10 +214,7 @@ fn orphans_are_reaped() {
     std::thread::sleep(Duration::from_millis(500));
     let out = init.output();
     let orphans = out.lines().filter(|l| l.contains("orphan-ppid=1")).count();
-    assert!(
-        orphans >= 18,
-        "expected 20 orphans re-parented to init, saw {orphans}:\n{out}"
-    );
+    assert!(orphans >= 18, "expected 20 orphans re-parented to init, saw {orphans}:\n{out}");
     let procs = init.processes();
     let zombies: Vec<_> = procs.iter().filter(|p| p.1 == 'Z').collect();
     assert!(zombies.is_empty(), "zombies left: {zombies:?}");
@@ -291,26 +257,12 @@ fn sigterm_stops_services_in_reverse_order_and_ends_the_namespace() {
     init.signal("TERM");
     let status = init.wait_end(Duration::from_secs(20));
     // busybox `reboot` sends SIGTERM: a reboot(2) restart, which ends a PID namespace with SIGHUP.
-    assert_eq!(
-        status.signal(),
-        Some(libc_sighup()),
-        "{status}\n{}",
-        init.output()
-    );
+    assert_eq!(status.signal(), Some(libc_sighup()), "{status}\n{}", init.output());
     let order = std::fs::read_to_string(init.dir.join("order")).unwrap();
-    assert_eq!(
-        order.split_whitespace().collect::<Vec<_>>(),
-        ["stop-c", "stop-b", "stop-a"]
-    );
+    assert_eq!(order.split_whitespace().collect::<Vec<_>>(), ["stop-c", "stop-b", "stop-a"]);
     let out = init.output();
-    assert!(
-        out.contains("[stubborn] did not stop within 300 ms: SIGKILL"),
-        "{out}"
-    );
-    let stop_lines: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("stopping (pid"))
-        .collect();
+    assert!(out.contains("[stubborn] did not stop within 300 ms: SIGKILL"), "{out}");
+    let stop_lines: Vec<&str> = out.lines().filter(|l| l.contains("stopping (pid")).collect();
     assert!(
         stop_lines[0].contains("[c]")
             && stop_lines[1].contains("[stubborn]")
@@ -328,11 +280,7 @@ fn busybox_poweroff_signal_powers_off_the_namespace() {
     let status = init.wait_end(Duration::from_secs(20));
     // A power-off reboot(2) ends a PID namespace with SIGINT.
     assert_eq!(status.signal(), Some(2), "{status}\n{}", init.output());
-    assert!(
-        init.output().contains("SIGUSR2 received: power-off"),
-        "{}",
-        init.output()
-    );
+    assert!(init.output().contains("SIGUSR2 received: power-off"), "{}", init.output());
 }
 
 fn libc_sighup() -> i32 {
@@ -341,10 +289,8 @@ fn libc_sighup() -> i32 {
 
 #[test]
 fn broken_config_is_reported_and_the_console_stays_usable() {
-    let mut init = Init::start(
-        "broken",
-        "services: [\n  - {name: a, command: [/bin/true]\n  nonsense: {{{\n",
-    );
+    let mut init =
+        Init::start("broken", "services: [\n  - {name: a, command: [/bin/true]\n  nonsense: {{{\n");
     let out = init.wait_for("rpixen: dom0 ready", Duration::from_secs(10));
     assert!(
         out.contains("init.yml") && out.contains("line"),
@@ -356,10 +302,7 @@ fn broken_config_is_reported_and_the_console_stays_usable() {
     stdin.flush().unwrap();
     init.wait_for("shell-alive-42", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        init.unshare.try_wait().unwrap().is_none(),
-        "init must keep running"
-    );
+    assert!(init.unshare.try_wait().unwrap().is_none(), "init must keep running");
     init.signal("TERM");
     init.wait_end(Duration::from_secs(20));
 }
@@ -380,14 +323,8 @@ services:
     let out = init.wait_for("[good] good-is-running", Duration::from_secs(10));
     assert!(out.contains("field `hostname`"), "{out}");
     assert!(out.contains("field `colour`: unknown field"), "{out}");
-    assert!(
-        out.contains("field `services[0]`") && out.contains("comand"),
-        "{out}"
-    );
-    assert!(
-        out.contains("[missing] cannot start `/does/not/exist`"),
-        "{out}"
-    );
+    assert!(out.contains("field `services[0]`") && out.contains("comand"), "{out}");
+    assert!(out.contains("[missing] cannot start `/does/not/exist`"), "{out}");
     assert!(out.contains("rpixen: dom0 ready"), "{out}");
     init.signal("TERM");
     init.wait_end(Duration::from_secs(20));
@@ -441,10 +378,7 @@ fn a_panic_in_init_leaves_a_rescue_console() {
     let mut init = Init { unshare, dir, out };
     init.wait_for("rescue mode up", Duration::from_secs(10));
     let text = init.output();
-    assert!(
-        text.contains("dom0-init: BUG:") && text.contains("RPIXEN_INIT_TEST_PANIC"),
-        "{text}"
-    );
+    assert!(text.contains("dom0-init: BUG:") && text.contains("RPIXEN_INIT_TEST_PANIC"), "{text}");
     assert_eq!(text.matches("rpixen: dom0 ready").count(), 1, "{text}");
     let stdin = init.unshare.stdin.as_mut().unwrap();
     stdin.write_all(b"echo rescued-$((40+2))\n").unwrap();
@@ -452,19 +386,10 @@ fn a_panic_in_init_leaves_a_rescue_console() {
     init.wait_for("rescued-42", Duration::from_secs(10));
     // The service from before the panic is still there (same PID 1, same children). Its output pipe
     // closed with the old image, so a service that writes after a rescue gets SIGPIPE.
-    assert!(
-        init.processes().iter().any(|p| p.2 == "sleep"),
-        "{:?}",
-        init.processes()
-    );
+    assert!(init.processes().iter().any(|p| p.2 == "sleep"), "{:?}", init.processes());
     init.signal("TERM");
     let status = init.wait_end(Duration::from_secs(20));
-    assert_eq!(
-        status.signal(),
-        Some(libc_sighup()),
-        "{status}\n{}",
-        init.output()
-    );
+    assert_eq!(status.signal(), Some(libc_sighup()), "{status}\n{}", init.output());
 }
 
 #[test]
@@ -481,20 +406,11 @@ onboot:
     );
     let out = init.wait_for("rpixen: dom0 ready", Duration::from_secs(10));
     let dir = init.dir.display().to_string();
-    assert!(
-        out.contains(&format!("[look] tmpfs {dir}/mnt tmpfs rw,nosuid")),
-        "{out}"
-    );
-    assert!(
-        out.contains("size=1024k") && out.contains("[look] mode=700"),
-        "{out}"
-    );
+    assert!(out.contains(&format!("[look] tmpfs {dir}/mnt tmpfs rw,nosuid")), "{out}");
+    assert!(out.contains("size=1024k") && out.contains("[look] mode=700"), "{out}");
     // The host never sees it: init made its own mount namespace.
     let host_mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(
-        !host_mounts.contains(&format!("{dir}/mnt")),
-        "{host_mounts}"
-    );
+    assert!(!host_mounts.contains(&format!("{dir}/mnt")), "{host_mounts}");
     init.signal("TERM");
     init.wait_end(Duration::from_secs(20));
 }
@@ -525,16 +441,9 @@ services:
     );
     init.wait_for("[chatty] after", Duration::from_secs(10));
     let out = init.output();
-    let pieces: Vec<usize> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("[chatty] x"))
-        .map(|l| l.len() + 1)
-        .collect();
-    assert_eq!(
-        pieces,
-        [65536, 65536, 65536, 200000 - 3 * 65536],
-        "{pieces:?}"
-    );
+    let pieces: Vec<usize> =
+        out.lines().filter_map(|l| l.strip_prefix("[chatty] x")).map(|l| l.len() + 1).collect();
+    assert_eq!(pieces, [65536, 65536, 65536, 200000 - 3 * 65536], "{pieces:?}");
     init.signal("TERM");
     init.wait_end(Duration::from_secs(20));
 }

@@ -11,35 +11,30 @@ use std::time::Duration;
 
 use rpixen::oci::layout::{Compression, ImageBuilder};
 
+use crate::modules::install_module_set;
+
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
 
-fn kernel_release_dir() -> PathBuf {
+pub(crate) fn kernel_release_dir() -> PathBuf {
     let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
-    std::fs::read_dir(&modules)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path()
+    std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path()
 }
 
-fn kernel() -> PathBuf {
+pub(crate) fn kernel() -> PathBuf {
     let release = kernel_release_dir();
     let name = release.file_name().unwrap().to_string_lossy().into_owned();
     testkit::debian_package(KERNEL_PKG).join(format!("boot/vmlinuz-{name}"))
 }
 
 /// OCI layouts made with rpixen's layout writer, and the package folder holding `dom0-init`.
-struct Fixture {
-    dir: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
 }
 
 impl Fixture {
-    fn new(name: &str) -> Fixture {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("dom0-init-qemu")
-            .join(name);
+    pub(crate) fn new(name: &str) -> Fixture {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dom0-init-qemu").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let fx = Fixture { dir };
@@ -53,9 +48,9 @@ impl Fixture {
             std::fs::create_dir_all(root.join("bin")).unwrap();
             let busybox = testkit::debian_package("busybox-static").join("usr/bin/busybox");
             std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-            for applet in [
-                "sh", "poweroff", "reboot", "cat", "echo", "sleep", "hostname", "grep", "ls",
-            ] {
+            for applet in
+                ["sh", "poweroff", "reboot", "cat", "echo", "sleep", "hostname", "grep", "ls"]
+            {
                 std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
             }
         });
@@ -80,8 +75,19 @@ impl Fixture {
         fx
     }
 
+    /// Debian's e2fsprogs package (`pkg/e2fsprogs`), built into this fixture's package folder.
+    pub(crate) fn e2fsprogs(&self) {
+        testkit::run(
+            testkit::rpixen_command()
+                .args(["pkg", "build", "pkg/e2fsprogs", "--cache"])
+                .arg(testkit::pkg_cache())
+                .arg("-o")
+                .arg(self.dir.join("pkg/e2fsprogs")),
+        );
+    }
+
     /// Writes an OCI layout at `name` whose single layer is the folder `fill` populates.
-    fn layout(&self, name: &str, fill: impl FnOnce(&Path)) {
+    pub(crate) fn layout(&self, name: &str, fill: impl FnOnce(&Path)) {
         let staging = self.dir.join("staging").join(name);
         std::fs::create_dir_all(&staging).unwrap();
         fill(&staging);
@@ -94,10 +100,8 @@ impl Fixture {
 
     /// An image manifest with host-file boot parts, `rootfs:` from our layouts and `init:` as given.
     fn manifest(&self, name: &str, format: &str, images: &[&str], init: &str) -> PathBuf {
-        let images: Vec<String> = images
-            .iter()
-            .map(|i| format!("\"oci:{}\"", self.dir.join(i).display()))
-            .collect();
+        let images: Vec<String> =
+            images.iter().map(|i| format!("\"oci:{}\"", self.dir.join(i).display())).collect();
         let text = format!(
             "board:\n  kind: qemu-virt\n  uboot: {{file: {uboot}}}\n  console: serial0\n\
              hypervisor:\n  kind: xen\n  binary: {{file: {xen}}}\n  cmdline: \"console=dtuart dtuart=serial0\"\n\
@@ -117,7 +121,7 @@ impl Fixture {
     }
 
     /// `rpixen ARGS` with this fixture's package folder and a private cache.
-    fn rpixen(&self, args: &[&str]) -> String {
+    pub(crate) fn rpixen(&self, args: &[&str]) -> String {
         let mut cmd = testkit::rpixen_command();
         cmd.args(args)
             .env("RPIXEN_PKG_DIR", self.dir.join("pkg"))
@@ -126,26 +130,14 @@ impl Fixture {
     }
 }
 
-fn indent(text: &str) -> String {
-    text.trim_matches('\n')
-        .lines()
-        .map(|l| format!("  {l}\n"))
-        .collect()
+pub(crate) fn indent(text: &str) -> String {
+    text.trim_matches('\n').lines().map(|l| format!("  {l}\n")).collect()
 }
 
 fn start_qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
     let kernel = kernel();
-    let mut args = vec![
-        "-M",
-        "virt",
-        "-cpu",
-        "cortex-a72",
-        "-m",
-        "1G",
-        "-no-reboot",
-        "-nic",
-        "none",
-    ];
+    let mut args =
+        vec!["-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none"];
     args.extend(["-kernel", kernel.to_str().unwrap()]);
     args.extend(kernel_args);
     args.extend(extra);
@@ -154,21 +146,13 @@ fn start_qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
 
 /// (ms since exec, ms since kernel start) from the readiness line.
 fn readiness(output: &str) -> (u64, u64) {
-    let line = output
-        .lines()
-        .find(|l| l.contains("rpixen: dom0 ready"))
-        .unwrap();
+    let line = output.lines().find(|l| l.contains("rpixen: dom0 ready")).unwrap();
     let after = |marker: &str| -> u64 {
         let rest = &line[line.find(marker).unwrap() + marker.len()..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
-    let kernel_ms = line
-        .split(", ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let kernel_ms =
+        line.split(", ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap().parse().unwrap();
     (after("ready in "), kernel_ms)
 }
 
@@ -220,52 +204,30 @@ services:
     ]);
     let listing = cpio_list(&initrd);
     for f in ["init", "etc/rpixen/init.yml", "bin/busybox"] {
-        assert!(
-            listing.lines().any(|l| l == f),
-            "{f} in the initramfs:\n{listing}"
-        );
+        assert!(listing.lines().any(|l| l == f), "{f} in the initramfs:\n{listing}");
     }
 
     let initrd_s = initrd.to_str().unwrap();
-    let mut qemu = start_qemu(
-        &[
-            "-initrd",
-            initrd_s,
-            "-append",
-            "console=ttyAMA0 panic=-1 rpixen.trace",
-        ],
-        &[],
-    );
-    let ready = qemu
-        .wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240))
-        .unwrap();
+    let mut qemu =
+        start_qemu(&["-initrd", initrd_s, "-append", "console=ttyAMA0 panic=-1 rpixen.trace"], &[]);
+    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("readiness: {exec_ms} ms after exec, {kernel_ms} ms after kernel start");
-    qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60))
-        .unwrap();
+    qemu.wait_for("power-off now", FAILURES, Duration::from_secs(60)).unwrap();
     let status = qemu.wait_exit(Duration::from_secs(60)).unwrap();
     let out = qemu.output();
     print_from_init(&out);
     assert!(status.success(), "QEMU exit status {status}");
     for m in ["vfat", "fat", "overlay"] {
-        assert!(
-            out.contains(&format!("[mods] {m} ")),
-            "module {m} loaded:\n{out}"
-        );
+        assert!(out.contains(&format!("[mods] {m} ")), "module {m} loaded:\n{out}");
     }
     assert!(
         out.find("[mods]").unwrap() < out.find("[check]").unwrap(),
         "onboot steps run in order"
     );
-    assert!(
-        out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"),
-        "{out}"
-    );
+    assert!(out.contains("[check] onboot host=rpixen-qemu lo=0x9 pid1=init"), "{out}");
     assert!(out.contains("[worker] worker up"), "{out}");
-    assert!(
-        out.contains("SIGUSR2 received: power-off"),
-        "busybox poweroff signals PID 1:\n{out}"
-    );
+    assert!(out.contains("SIGUSR2 received: power-off"), "busybox poweroff signals PID 1:\n{out}");
     assert!(
         out.contains("[idler] idler stopping"),
         "services are stopped before power-off:\n{out}"
@@ -289,23 +251,30 @@ fn partition(disk: &Path, label: &str) -> (u64, u64) {
 #[test]
 fn initramfs_switches_into_the_squashfs_on_imga() {
     let fx = Fixture::new("squashfs");
-    // As depmod would write it: with modules.dep init lets the kernel decompress (finit_module).
-    fx.layout("moddep", |root| {
-        let release = kernel_release_dir();
-        let dir = root.join("lib/modules").join(release.file_name().unwrap());
-        std::fs::create_dir_all(&dir).unwrap();
-        let dep = "kernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz\nkernel/fs/fat/fat.ko.xz:\n\
-                   kernel/fs/nls/nls_cp437.ko.xz:\nkernel/fs/nls/nls_ascii.ko.xz:\n\
-                   kernel/fs/overlayfs/overlay.ko.xz:\nkernel/fs/squashfs/squashfs.ko.xz:\n\
-                   kernel/drivers/block/virtio_blk.ko.xz:\n";
-        std::fs::write(dir.join("modules.dep"), dep).unwrap();
+    // Stage 1's modules with the index files kmod-index writes: with modules.dep the kernel
+    // decompresses each module itself (finit_module); virtio_blk comes by coldplug, squashfs and
+    // overlay at the kernel's request (init is its modprobe helper).
+    fx.layout("stage1-modules", |root| {
+        let set = [
+            "virtio_blk",
+            "squashfs",
+            "overlay",
+            "vfat",
+            "nls_cp437",
+            "nls_ascii",
+            "ext4",
+            "crc32c_generic",
+        ];
+        install_module_set(root, &set.map(String::from));
     });
-    // Stage 1, the initramfs: only dom0-init (from the package) and the modules it needs.
+    fx.e2fsprogs();
+    // Stage 1, the initramfs: dom0-init (from the package), the modules and mkfs.ext4 for PERSIST's
+    // first boot. It loads the filesystems stage 2 mounts, whose squashfs carries no modules.
     let stage1 = fx.manifest(
         "stage1.yml",
         "cpio",
-        &["modules", "moddep"],
-        "modules: [virtio_blk, squashfs, overlay, vfat, nls_cp437, nls_ascii]",
+        &["stage1-modules", "pkg/e2fsprogs"],
+        "modules: [ext4, crc32c_generic, vfat, nls_cp437, nls_ascii]",
     );
     let initrd = fx.dir.join("stage1.cpio.gz");
     fx.rpixen(&[
@@ -350,14 +319,7 @@ services:
     );
     drop(head);
     assert!(size > 0);
-    // PERSIST is left unformatted by `rpixen live`; give it a FAT so the service logs have a home.
-    let (pstart, psize) = partition(&disk, "PERSIST");
-    testkit::run(
-        Command::new("mkfs.vfat")
-            .args(["-n", "PERSIST", "--offset", &pstart.to_string()])
-            .arg(&disk)
-            .arg((psize / 2).to_string()),
-    );
+    // PERSIST is left unformatted by `rpixen live`: the first boot makes it ext4.
 
     let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
     let mut qemu = start_qemu(
@@ -369,9 +331,7 @@ services:
         ],
         &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
     );
-    let ready = qemu
-        .wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240))
-        .unwrap();
+    let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("stage-2 readiness: {exec_ms} ms after its exec, {kernel_ms} ms after kernel start");
     let status = qemu.wait_exit(Duration::from_secs(90)).unwrap();
@@ -382,29 +342,15 @@ services:
         out.contains("root switch: /dev/vda2 (squashfs) + tmpfs overlay is /; exec /sbin/init"),
         "{out}"
     );
-    assert_eq!(
-        out.matches("dom0-init: starting (pid 1)").count(),
-        2,
-        "two stages:\n{out}"
-    );
-    assert!(
-        out.contains("[check] overlay / overlay"),
-        "/ is the overlay:\n{out}"
-    );
-    assert!(
-        out.contains("/persist vfat"),
-        "PERSIST mounted by label:\n{out}"
-    );
-    assert!(
-        out.contains("/config vfat"),
-        "CONFIG mounted by label:\n{out}"
-    );
+    assert_eq!(out.matches("dom0-init: starting (pid 1)").count(), 2, "two stages:\n{out}");
+    assert!(out.contains("[check] overlay / overlay"), "/ is the overlay:\n{out}");
+    assert!(out.contains("first boot: ext4 made on PERSIST"), "{out}");
+    assert!(out.contains("/persist ext4"), "PERSIST mounted by label:\n{out}");
+    assert!(out.contains("/config vfat"), "CONFIG mounted by label:\n{out}");
     assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
     // The worker printed check's log file from PERSIST: each line starts with init's ms timestamp.
-    let from_log = out
-        .lines()
-        .filter_map(|l| l.split_once("[worker] "))
-        .map(|(_, rest)| rest.trim_start());
+    let from_log =
+        out.lines().filter_map(|l| l.split_once("[worker] ")).map(|(_, rest)| rest.trim_start());
     assert!(
         from_log.clone().any(|l| l
             .split_once(' ')
@@ -414,51 +360,33 @@ services:
     assert!(out.contains("reboot: Power down"), "{out}");
     assert_eq!(out.matches("rpixen: dom0 ready").count(), 1, "{out}");
 
-    // After the orderly shutdown PERSIST is clean (fsck.fat: no dirty bit) and holds the logs.
+    // After the orderly shutdown PERSIST is clean (e2fsck: no journal to replay, no errors) and
+    // holds the logs.
+    let (pstart, psize) = partition(&disk, "PERSIST");
     let persist = fx.dir.join("persist.img");
     testkit::run(
         Command::new("dd")
             .arg(format!("if={}", disk.display()))
             .arg(format!("of={}", persist.display()))
-            .args([
-                "bs=512",
-                &format!("skip={pstart}"),
-                &format!("count={psize}"),
-                "status=none",
-            ]),
+            .args(["bs=512", &format!("skip={pstart}"), &format!("count={psize}"), "status=none"]),
     );
-    let fsck = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&persist)
-        .output()
-        .unwrap();
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&persist).output().unwrap();
     let fsck_out =
         String::from_utf8_lossy(&fsck.stdout).into_owned() + &String::from_utf8_lossy(&fsck.stderr);
     assert!(
-        fsck.status.success() && !fsck_out.contains("irty"),
+        fsck.status.success() && !fsck_out.contains("recover"),
         "PERSIST not cleanly unmounted:\n{fsck_out}"
     );
-    let log = testkit::run(
-        Command::new("mtype")
-            .arg("-i")
-            .arg(&persist)
-            .arg("::/log/worker.log"),
-    );
-    assert!(
-        log.contains("worker up") && log.contains("dom0-init: stopping"),
-        "{log}"
-    );
+    let log =
+        testkit::run(Command::new("debugfs").args(["-R", "cat /log/worker.log"]).arg(&persist));
+    assert!(log.contains("worker up") && log.contains("dom0-init: stopping"), "{log}");
 
     // A/B fallback: IMGA broken (its squashfs magic wiped), IMGB holding the same rootfs: the
     // initramfs says why IMGA is unusable and switches into IMGB.
     let (bstart, bsize) = partition(&disk, "IMGB");
     assert!(bsize >= size);
     let dd = |args: &[String]| {
-        testkit::run(
-            Command::new("dd")
-                .args(args)
-                .args(["conv=notrunc", "status=none"]),
-        )
+        testkit::run(Command::new("dd").args(args).args(["conv=notrunc", "status=none"]))
     };
     let d = disk.display();
     dd(&[
@@ -485,18 +413,11 @@ services:
         ],
         &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
     );
-    qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240))
-        .unwrap();
+    qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let status = qemu.wait_exit(Duration::from_secs(90)).unwrap();
     let out = qemu.output();
     assert!(status.success(), "QEMU exit status {status}");
-    assert!(
-        out.contains("root switch: /dev/vda2 (IMGA) holds no squashfs; trying IMGB"),
-        "{out}"
-    );
-    assert!(
-        out.contains("root switch: /dev/vda3 (squashfs) + tmpfs overlay is /"),
-        "{out}"
-    );
+    assert!(out.contains("root switch: /dev/vda2 (IMGA) holds no squashfs; trying IMGB"), "{out}");
+    assert!(out.contains("root switch: /dev/vda3 (squashfs) + tmpfs overlay is /"), "{out}");
     assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
 }

@@ -1,0 +1,15 @@
+//! dom0-init's integration tests, one binary (one link, one `cargo test` target):
+//! - `firstboot`: first boot's GPT steps and power cuts on `sgdisk`-made disk images;
+//! - `host`: init as PID 1 of fresh namespaces on the host;
+//! - `identity`: first-boot identity, power cuts and module coldplug, booted through the image's
+//!   U-Boot scripts on QEMU `virt`;
+//! - `modules`: module lookup and decompression on Debian's real module tree (dry runs);
+//! - `net`: network, NoCloud and SSH on `rpixen live` images booted through U-Boot and Xen;
+//! - `qemu`: init booted by Debian's arm64 kernel on QEMU `virt`.
+
+mod firstboot;
+mod host;
+mod identity;
+mod modules;
+mod net;
+mod qemu;

@@ -31,7 +31,8 @@ BACKPORTS_PKGS=(qemu-system-arm qemu-user qemu-utils)
 PKGS=(gdisk fdisk dosfstools mtools u-boot-tools cpio squashfs-tools device-tree-compiler
       docker-registry gcc-aarch64-linux-gnu xz-utils zstd curl ca-certificates skopeo
       debian-archive-keyring util-linux hyperfine
-      docker.io musl-tools git make)
+      docker.io musl-tools git make
+      openssh-client openssl e2fsprogs debootstrap bmap-tools)
 
 main() {
     need_root

@@ -98,35 +98,22 @@ fn run_command(me: usize, c: u32, arg: u64) -> u64 {
             0
         }
         CMD_TIMER_THEN_OFF => {
-            gic::clear_counts(me);
+            // The handler switches this vCPU off at the (arg >> 32)th tick; still here after a
+            // second means it never got there.
             gic::TIMER_OFF_AT[me].store((arg >> 32) as u32, Ordering::Release);
-            gic::TIMER_PERIOD[me].store(arch::us_to_ticks(arg & 0xFFFF_FFFF), Ordering::Release);
-            gic::timer_in(arg & 0xFFFF_FFFF);
-            let end = arch::now() + arch::freq();
-            while arch::now() < end {}
-            // Still here after a second: the handler never reached its CPU_OFF.
-            gic::TIMER_PERIOD[me].store(0, Ordering::Release);
-            gic::timer_stop();
-            u64::MAX
+            let (ticks, _) = run_timer(me, arg & 0xFFFF_FFFF, 1_000_000, u32::MAX);
+            gic::TIMER_OFF_AT[me].store(0, Ordering::Release);
+            u64::from(ticks) | (1 << 63)
         }
         CMD_COUNT_TICKS => {
-            gic::clear_counts(me);
-            gic::TIMER_PERIOD[me].store(arch::us_to_ticks(arg & 0xFFFF_FFFF), Ordering::Release);
-            gic::timer_in(arg & 0xFFFF_FFFF);
-            // Until TICKS_WANTED ticks or the time limit, whichever first.
-            let start = arch::now();
-            let end = start + arch::us_to_ticks(arg >> 32);
-            while gic::taken(me, cfg().vtimer) < TICKS_WANTED && arch::now() < end {}
-            let us = (arch::now() - start) * 1_000_000 / arch::freq();
-            if gic::taken(me, cfg().vtimer) < TICKS_WANTED {
-                // What a lost timer interrupt leaves behind, for whoever debugs the hypervisor.
+            let (ticks, us) = run_timer(me, arg & 0xFFFF_FFFF, arg >> 32, TICKS_WANTED);
+            if ticks < TICKS_WANTED {
+                // What a lost timer interrupt leaves behind, for whoever debugs it.
                 crate::console::println!(
-                    "DIAG vCPU {} ticks {} CNTV_CTL {:#x} CVAL-now {} period {} RPR {:#x} HPPIR {:#x} ISACTIVER0 {:#x} ISPENDR0 {:#x} ISENABLER0 {:#x} DAIF {:#x}",
+                    "DIAG vCPU {} ticks {} CNTV_CTL {:#x} RPR {:#x} HPPIR {:#x} ISACTIVER0 {:#x} ISPENDR0 {:#x} ISENABLER0 {:#x} DAIF {:#x}",
                     me,
-                    gic::taken(me, cfg().vtimer),
+                    ticks,
                     arch::mrs!("cntv_ctl_el0"),
-                    arch::mrs!("cntv_cval_el0") as i64 - arch::now() as i64,
-                    gic::TIMER_PERIOD[me].load(Ordering::Acquire),
                     gic::read32(cfg().gicc + 0x14),
                     gic::read32(cfg().gicc + 0x18),
                     gic::read32(gic::gicd(gic::ISACTIVER)),
@@ -135,14 +122,35 @@ fn run_command(me: usize, c: u32, arg: u64) -> u64 {
                     arch::mrs!("daif")
                 );
             }
-            gic::TIMER_PERIOD[me].store(0, Ordering::Release);
-            gic::timer_stop();
             // Ticks in the low half, microseconds taken in the high half.
-            u64::from(gic::taken(me, cfg().vtimer)) | (us << 32)
+            u64::from(ticks) | (us << 32)
         }
         CMD_OFF => platform::cpu_off(),
         _ => u64::MAX,
     }
+}
+
+/// Runs this vCPU's timer every `period_us` (re-armed here, after each interrupt's EOI: see
+/// `gic::handle_irq`) until `wanted` interrupts or `limit_us`; returns the interrupts taken and the
+/// microseconds it took.
+fn run_timer(me: usize, period_us: u64, limit_us: u64, wanted: u32) -> (u32, u64) {
+    gic::clear_counts(me);
+    let vtimer = cfg().vtimer;
+    let start = arch::now();
+    let end = start + arch::us_to_ticks(limit_us);
+    let mut armed_for = u32::MAX;
+    loop {
+        let n = gic::taken(me, vtimer);
+        if n >= wanted || arch::now() >= end {
+            break;
+        }
+        if n != armed_for {
+            armed_for = n;
+            gic::timer_in(period_us);
+        }
+    }
+    gic::timer_stop();
+    (gic::taken(me, vtimer), (arch::now() - start) * 1_000_000 / arch::freq())
 }
 
 /// Posts a command to worker `cpu` and rings its doorbell.
@@ -644,6 +652,13 @@ fn cpu_off_active_timer() -> Outcome {
     let alive = ALIVE[cpu].load(Ordering::Acquire);
     // The same count before the attack, as the control.
     let before = run_on(cpu, CMD_COUNT_TICKS, 2000 | (1_000_000 << 32), 3_000_000).unwrap_or(0);
+    ensure!(
+        before & 0xFFFF_FFFF >= u64::from(TICKS_WANTED),
+        "before the attack vCPU {} took {} timer interrupts in {} us at a 2 ms period",
+        cpu,
+        before & 0xFFFF_FFFF,
+        before >> 32
+    );
     let d = post(cpu, CMD_TIMER_THEN_OFF, 2000 | (5 << 32));
     ensure!(
         wait_off(cpu, 2_000_000),

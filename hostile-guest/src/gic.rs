@@ -2,7 +2,7 @@
 //! the virtual CPU interface (GICV, mapped by the hypervisor where the tree puts GICC), SGIs, the
 //! virtual timer, and per-vCPU counts of every interrupt taken.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::arch::{self, msr, MAX_CPUS};
 use crate::platform::{self, cfg, cpu_index};
@@ -36,9 +36,8 @@ pub static SGI_FROM: [[[AtomicU32; 8]; 16]; MAX_CPUS] =
 /// vCPU 0's interrupts in the order it took them.
 pub static ORDER: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
 pub static ORDER_LEN: AtomicUsize = AtomicUsize::new(0);
-/// Timer mode per vCPU: period in counter ticks (0: one-shot, disabled when taken), and the tick at
-/// which the handler calls CPU_OFF before EOI (0: never).
-pub static TIMER_PERIOD: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The timer interrupt (counted since `clear_counts`) at which the handler calls CPU_OFF before its
+/// EOI (0: never).
 pub static TIMER_OFF_AT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 pub fn read32(addr: u64) -> u32 {
@@ -127,20 +126,19 @@ pub fn handle_irq() {
             }
         }
         if id == c.vtimer {
-            let period = TIMER_PERIOD[me].load(Ordering::Acquire);
-            if period == 0 {
-                timer_stop();
-            } else {
-                msr!("cntv_cval_el0", arch::now() + period);
-                let off_at = TIMER_OFF_AT[me].load(Ordering::Acquire);
-                if off_at != 0 && taken(me, id) >= off_at {
-                    // The attack: switch this vCPU off while its timer interrupt is active (not
-                    // yet EOId): the hypervisor must deactivate it and forget its priority.
-                    TIMER_OFF_AT[me].store(0, Ordering::Release);
-                    TIMER_PERIOD[me].store(0, Ordering::Release);
-                    timer_stop();
-                    platform::cpu_off();
-                }
+            // One-shot: the line drops here, before the EOI, and the next deadline is set by the
+            // interrupted code, after it. A deadline re-armed inside the handler can expire while
+            // the physical interrupt is still active (this vCPU's thread descheduled between
+            // acknowledge and EOI), and QEMU's GICv2 does not signal a level interrupt that became
+            // pending while active when the guest's EOI deactivates it through the list register's
+            // HW bit: the tick would be lost until some other GIC access.
+            timer_stop();
+            let off_at = TIMER_OFF_AT[me].load(Ordering::Acquire);
+            if off_at != 0 && taken(me, id) >= off_at {
+                // The attack: switch this vCPU off while its timer interrupt is active (not yet
+                // EOId): the hypervisor must deactivate it and forget its priority.
+                TIMER_OFF_AT[me].store(0, Ordering::Release);
+                platform::cpu_off();
             }
         }
         write32(c.gicc + GICC_EOIR, iar);

@@ -78,25 +78,6 @@ const FAILURES: &[&str] = &["hv: PANIC", "hv: FATAL", "HOSTILE-PANIC"];
 /// since 235026c fixed defects 1-4 and 6-9 (before it, 11 of the 15 cases failed: see the issue notes).
 const KNOWN_OPEN: &[(&str, &str)] = &[];
 
-/// Hypervisor defects that fail a case only sometimes, so that neither PASS nor FAIL can be asserted:
-/// (case, a text every such failure's detail contains, the defect). Such a failure is reported and
-/// tolerated; any other failure of the case is not. Open since 235026c: a worker vCPU's virtual timer
-/// interrupt is lost about one run in ten (the guest sees its timer condition met for a second, PPI 27
-/// enabled and nothing pending), before or after CPU_OFF.
-const KNOWN_INTERMITTENT: &[(&str, &[&str], &str)] = &[(
-    "cpu_off_active_timer",
-    &["did not reach OFF", "timer interrupts in"],
-    "lost HW-bit timer interrupt on a worker vCPU",
-)];
-
-/// A failure matching a KNOWN_INTERMITTENT entry: its defect.
-fn known_intermittent(r: &CaseResult) -> Option<&'static str> {
-    KNOWN_INTERMITTENT
-        .iter()
-        .find(|(name, signs, _)| *name == r.name && signs.iter().any(|s| r.detail.contains(s)))
-        .map(|k| k.2)
-}
-
 fn hv_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HOSTILE_HV_BIN") {
         return PathBuf::from(p);
@@ -356,12 +337,7 @@ fn attack(board: &Board) {
         wrong.push(format!("main boot printed {} CASE lines, expected {want}", main.cases.len()));
     }
     for r in main.cases.iter().filter(|r| !r.pass) {
-        match known_intermittent(r) {
-            Some(defect) => {
-                eprintln!("KNOWN INTERMITTENT ({defect}): {} FAIL {}", r.name, r.detail)
-            }
-            None => wrong.push(format!("{} FAIL {}", r.name, r.detail)),
-        }
+        wrong.push(format!("{} FAIL {}", r.name, r.detail));
     }
 
     // Each known-open case alone: it must still fail (a FAIL line, or a hypervisor that died).

@@ -142,6 +142,14 @@ pub fn print_limited(now: u64, args: fmt::Arguments<'_>) {
     }
 }
 
+/// Reports what the rate limit held back (before power-off or reset, when no later message would).
+pub fn flush_suppressed() {
+    let n = GUEST_CAUSED.lock().take_suppressed();
+    if n != 0 {
+        print_line(format_args!("hv: {} messages suppressed", n));
+    }
+}
+
 macro_rules! hvprintln {
     ($($t:tt)*) => { $crate::console::print_line(format_args!($($t)*)) };
 }

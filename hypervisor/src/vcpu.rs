@@ -4,7 +4,7 @@
 use rpixen_hv_core::psci::{self, Call};
 
 use crate::arch::entry::{enter_guest, Frame};
-use crate::console::{guest_caused, hvprintln};
+use crate::console::{self, guest_caused, hvprintln};
 use crate::state::Hv;
 use crate::{arch, guest_console, platform, virq};
 
@@ -44,11 +44,13 @@ pub fn smccc(hv: &Hv, cpu: usize, f: &mut Frame) {
         Call::MigrateInfoType => 2, // no trusted OS
         Call::SystemOff => {
             guest_console::flush();
+            console::flush_suppressed();
             hvprintln!("hv: dom0 system_off");
             platform::power_off(hv.power)
         }
         Call::SystemReset => {
             guest_console::flush();
+            console::flush_suppressed();
             hvprintln!("hv: dom0 system_reset");
             platform::reset(hv.power)
         }

@@ -47,6 +47,14 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// The count of messages suppressed since the last one printed, reset (for a last report before
+    /// the machine powers off).
+    pub fn take_suppressed(&mut self) -> u32 {
+        core::mem::take(&mut self.suppressed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +72,9 @@ mod tests {
         assert_eq!(r.check(1001), Verdict::Suppress);
         assert_eq!(r.check(5000), Verdict::Print { suppressed: 1 });
         assert_eq!(r.check(u64::MAX), Verdict::Print { suppressed: 0 });
+        let mut r = RateLimit::new(1, 1000);
+        r.check(0);
+        r.check(1);
+        assert_eq!((r.take_suppressed(), r.take_suppressed()), (1, 0));
     }
 }

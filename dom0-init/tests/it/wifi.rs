@@ -206,6 +206,8 @@ fn rpi4_rootfs_has_wifi_firmware_and_a_runnable_wpa_supplicant() {
         firmware_bytes += entry.size;
     }
 
+    fs.regular_file("usr/share/doc/firmware-brcm80211/copyright");
+
     // wpa_supplicant: on PATH for dom0-init, with its interpreter and the NEEDED closure in /lib.
     fs.regular_file("usr/sbin/wpa_supplicant");
     let mut todo = vec![fs.root.join("usr/sbin/wpa_supplicant")];

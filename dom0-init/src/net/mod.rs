@@ -7,7 +7,8 @@
 //! - Wi-Fi interfaces get a `wpa_supplicant.conf` rendered from netplan `wifis` (`wpa`), or CONFIG's
 //!   own, and the supplicant is started when the image has one;
 //! - the clock: set forward to the image's build time (the mtime of `/etc/rpixen/init.yml`, which
-//!   the builder stamps with `SOURCE_DATE_EPOCH`) or the last time saved on PERSIST, whichever is
+//!   the builder is to stamp with `SOURCE_DATE_EPOCH`; today it writes 0) or the last time saved on
+//!   PERSIST after an SNTP sync, whichever is
 //!   later; then set by SNTP when a server answers, never to a time before that floor (`sntp`).
 //!
 //! The first address is written to [`STATUS`], which PID 1 puts in the readiness line.
@@ -65,6 +66,9 @@ pub fn main(init_yml: &Path) -> i32 {
     });
     let mut running: Vec<String> = Vec::new();
     let mut first = true;
+    // The floor for the next boot is refreshed hourly once the clock is right (PERSIST is flash:
+    // no more writes than that).
+    let mut saved_at = Instant::now();
     // Interfaces can appear late (modules loading, USB adapters): look again every 2 s.
     loop {
         let found = sys::interfaces();
@@ -95,9 +99,10 @@ pub fn main(init_yml: &Path) -> i32 {
         }
         std::thread::sleep(Duration::from_secs(2));
         if shared.clock_synced.load(Ordering::Relaxed)
-            && started.elapsed() > Duration::from_secs(3600)
+            && saved_at.elapsed() > Duration::from_secs(3600)
         {
             save_clock();
+            saved_at = Instant::now();
         }
     }
 }

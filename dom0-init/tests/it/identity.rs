@@ -355,3 +355,35 @@ fn copies_of_one_image_become_devices_of_their_own_across_power_cuts() {
         assert_ne!(x, y);
     }
 }
+
+/// A device that appears after boot gets its driver from the uevent thread: a virtio RNG
+/// hot-plugged into a PCIe root port (QEMU monitor `device_add`) loads virtio_rng. Booted with
+/// `-kernel` (no hypervisor) for PCIe hotplug; the initramfs has the qemu-virt module set.
+#[test]
+fn a_device_plugged_in_later_gets_its_driver() {
+    let fx = Fixture::new("hotplug");
+    fx.layout("virt-modules", |root| {
+        install_module_set(root, &module_set("qemu-virt"));
+    });
+    let manifest = fx.manifest("m.yml", "cpio", &["busybox", "virt-modules"], "hostname: hotplug");
+    let initrd = fx.dir.join("initrd.cpio.gz");
+    fx.rpixen(&["rootfs", s(&manifest), "-o", s(&initrd), "--format", "cpio"]);
+    let monitor = fx.dir.join("monitor.sock");
+    let chardev = format!("unix:{},server=on,wait=off", monitor.display());
+    let mut q = crate::qemu::start_qemu(
+        &["-initrd", s(&initrd), "-append", "console=ttyAMA0 panic=-1"],
+        &["-device", "pcie-root-port,id=rp1,chassis=1", "-monitor", &chardev],
+    );
+    q.wait_for("rpixen: dom0 ready", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let before = q.output();
+    assert!(!before.contains("virtio-rng"), "no RNG yet:\n{before}");
+    let mut m = std::os::unix::net::UnixStream::connect(&monitor).unwrap();
+    std::io::Write::write_all(&mut m, b"device_add virtio-rng-pci,bus=rp1,id=rng1\n").unwrap();
+    let loaded = "loaded kernel/drivers/char/hw_random/virtio-rng.ko.xz";
+    let out = q
+        .wait_for(loaded, FAILURES, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .output;
+    let line = out.lines().find(|l| l.contains(loaded)).unwrap();
+    assert!(line.contains("modules for virtio:d00000004v00001AF4"), "{line}");
+}

@@ -5,7 +5,8 @@
 //!   U-Boot scripts on QEMU `virt`;
 //! - `modules`: module lookup and decompression on Debian's real module tree (dry runs);
 //! - `net`: network, NoCloud and SSH on `rpixen live` images booted through U-Boot and Xen;
-//! - `qemu`: init booted by Debian's arm64 kernel on QEMU `virt`.
+//! - `qemu`: init booted by Debian's arm64 kernel on QEMU `virt`;
+//! - `wifi`: the rpi4 rootfs's Wi-Fi firmware and wpa_supplicant, read by cpio and run by qemu-aarch64.
 
 mod firstboot;
 mod host;
@@ -13,3 +14,4 @@ mod identity;
 mod modules;
 mod net;
 mod qemu;
+mod wifi;

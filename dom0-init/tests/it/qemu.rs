@@ -99,7 +99,13 @@ impl Fixture {
     }
 
     /// An image manifest with host-file boot parts, `rootfs:` from our layouts and `init:` as given.
-    fn manifest(&self, name: &str, format: &str, images: &[&str], init: &str) -> PathBuf {
+    pub(crate) fn manifest(
+        &self,
+        name: &str,
+        format: &str,
+        images: &[&str],
+        init: &str,
+    ) -> PathBuf {
         let images: Vec<String> =
             images.iter().map(|i| format!("\"oci:{}\"", self.dir.join(i).display())).collect();
         let text = format!(
@@ -134,7 +140,7 @@ pub(crate) fn indent(text: &str) -> String {
     text.trim_matches('\n').lines().map(|l| format!("  {l}\n")).collect()
 }
 
-fn start_qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
+pub(crate) fn start_qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
     let kernel = kernel();
     let mut args =
         vec!["-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none"];

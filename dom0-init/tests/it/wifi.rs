@@ -1,10 +1,13 @@
 //! The rpi4 image's Wi-Fi, checked without a Pi: QEMU's raspi4b has no Wi-Fi chip, so nothing here
 //! boots. `rpixen rootfs images/rpi4.yml` is built from the real packages (`pkg/firmware-brcm`,
-//! `pkg/wpasupplicant` next to busybox, dom0-init and dropbear), then independent tools read it:
+//! `pkg/wireless-regdb`, `pkg/wpasupplicant` next to busybox, dom0-init and dropbear), then
+//! independent tools read it:
 //! - `cpio` lists the archive: the firmware files brcmfmac asks for (names from the driver's own
 //!   `.modinfo` and the board name from the Pi 4's device tree, read with `fdtget`) are regular files
 //!   with the bytes Debian ships, and wpa_supplicant with its interpreter and every library its ELF
 //!   `NEEDED` entries name, transitively (`aarch64-linux-gnu-readelf`), is there;
+//! - cfg80211's regulatory database: `openssl cms` verifies its signature over its bytes, and the
+//!   signer is one of the keys built into Debian's cfg80211;
 //! - `qemu-aarch64` runs the packaged wpa_supplicant with the rootfs's own loader and libraries, and
 //!   the driver dom0-init passes (`-D nl80211`, `src/net/wpa.rs`) is built in. The same run with one
 //!   library taken away must fail, so the check cannot pass on libraries found elsewhere.
@@ -41,7 +44,7 @@ fn build_rootfs() -> Rootfs {
     let _ = std::fs::remove_dir_all(&dir);
     let pkgs = dir.join("pkg");
     std::fs::create_dir_all(&pkgs).unwrap();
-    for name in ["busybox", "dropbear", "firmware-brcm", "wpasupplicant"] {
+    for name in ["busybox", "dropbear", "firmware-brcm", "wireless-regdb", "wpasupplicant"] {
         testkit::run(
             testkit::rpixen_command()
                 .args(["pkg", "build"])
@@ -138,14 +141,19 @@ fn elf_needs(file: &Path) -> (Vec<String>, Option<String>) {
     (needed, interp)
 }
 
-/// brcmfmac's `firmware=` entries from its `.modinfo` in Debian's kernel package.
-fn brcmfmac_firmware() -> Vec<String> {
+/// A module of Debian's kernel package, decompressed (`rel` below `kernel/`, without `.ko.xz`).
+fn kernel_module(rel: &str) -> Vec<u8> {
     let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
     let release = std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path();
-    let ko = release.join("kernel/drivers/net/wireless/broadcom/brcm80211/brcmfmac/brcmfmac.ko.xz");
+    let ko = release.join(format!("kernel/{rel}.ko.xz"));
     let out = Command::new("xz").arg("-dc").arg(&ko).output().unwrap();
     assert!(out.status.success(), "xz -dc {}", ko.display());
     out.stdout
+}
+
+/// A module's `firmware=` entries from its `.modinfo`.
+fn module_firmware(module: &[u8]) -> Vec<String> {
+    module
         .split(|&b| b == 0)
         .filter_map(|s| s.strip_prefix(b"firmware="))
         .map(|s| String::from_utf8_lossy(s).into_owned())
@@ -177,7 +185,9 @@ fn rpi4_rootfs_has_wifi_firmware_and_a_runnable_wpa_supplicant() {
     let fs = build_rootfs();
 
     // Firmware: the 43455's names as the driver declares them, the nvram under the Pi 4's board name.
-    let declared = brcmfmac_firmware();
+    let declared = module_firmware(&kernel_module(
+        "drivers/net/wireless/broadcom/brcm80211/brcmfmac/brcmfmac",
+    ));
     let board = pi4_board_name();
     assert_eq!(board, "raspberrypi,4-model-b", "bcm2711-rpi-4-b.dtb's first root compatible");
     let chip = "brcm/brcmfmac43455-sdio";
@@ -207,6 +217,53 @@ fn rpi4_rootfs_has_wifi_firmware_and_a_runnable_wpa_supplicant() {
     }
 
     fs.regular_file("usr/share/doc/firmware-brcm80211/copyright");
+
+    // The regulatory database, under the names cfg80211 asks for, signed by a key it has built in
+    // (cfg80211 carries its regdb certificates, `net/wireless/certs/*.hex`, as DER: the signer's
+    // common name is there as an X.509 CN attribute).
+    let cfg80211 = kernel_module("net/wireless/cfg80211");
+    let asked = module_firmware(&cfg80211);
+    for name in ["regulatory.db", "regulatory.db.p7s"] {
+        assert!(
+            asked.iter().any(|f| f == name),
+            "cfg80211's modinfo declares firmware={name}: {asked:?}"
+        );
+        fs.regular_file(&format!("lib/firmware/{name}"));
+    }
+    let verify = Command::new("openssl")
+        .args(["cms", "-verify", "-binary", "-noverify", "-inform", "DER", "-in"])
+        .arg(fs.root.join("lib/firmware/regulatory.db.p7s"))
+        .arg("-content")
+        .arg(fs.root.join("lib/firmware/regulatory.db"))
+        .args(["-out", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl cms -verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let signer = testkit::run(
+        Command::new("openssl")
+            .args(["pkcs7", "-inform", "DER", "-print_certs", "-noout", "-in"])
+            .arg(fs.root.join("lib/firmware/regulatory.db.p7s")),
+    );
+    let cn = signer
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("subject=")?.rsplit_once("CN = ").map(|(_, cn)| cn.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no signer CN in regulatory.db.p7s: {signer}"));
+    let carried = [0x0c, 0x13].iter().any(|&tag| {
+        // OID 2.5.4.3 (commonName), then a UTF8String or PrintableString holding the name.
+        let mut attr = vec![0x06, 0x03, 0x55, 0x04, 0x03, tag, cn.len() as u8];
+        attr.extend_from_slice(cn.as_bytes());
+        cfg80211.windows(attr.len()).any(|w| w == attr)
+    });
+    assert!(
+        carried,
+        "regulatory.db is signed by {cn}, a certificate Debian's cfg80211 does not carry"
+    );
 
     // wpa_supplicant: on PATH for dom0-init, with its interpreter and the NEEDED closure in /lib.
     fs.regular_file("usr/sbin/wpa_supplicant");

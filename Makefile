@@ -9,7 +9,7 @@ DOCKER ?= /usr/bin/docker
 DOCKER_TAG ?= rpixen
 # Packages made of pinned .debs are rebuilt when their pkg.yml changes; those built from this
 # repository are rebuilt every time (cargo and the build script decide what is stale).
-PKG_DEBS  := busybox dropbear e2fsprogs firmware kernel u-boot xen
+PKG_DEBS  := busybox dropbear e2fsprogs firmware firmware-brcm kernel u-boot wireless-regdb wpasupplicant xen
 PKG_BUILT := dom0-init hypervisor
 
 .PHONY: help setup build test bench live run pkgs pkgs-built docker docker-bin clean

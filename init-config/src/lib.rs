@@ -176,14 +176,23 @@ impl Service {
 
     /// Checks one service; `field` is where it sits (`services[2]`).
     pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let invalid = |sub: &str, message: String| ConfigError::Invalid { field: format!("{field}.{sub}"), message };
+        let invalid = |sub: &str, message: String| ConfigError::Invalid {
+            field: format!("{field}.{sub}"),
+            message,
+        };
         if self.name.is_empty()
             || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
-            return Err(invalid("name", format!("`{}` is not a name (letters, digits, `.`, `_`, `-`)", self.name)));
+            return Err(invalid(
+                "name",
+                format!("`{}` is not a name (letters, digits, `.`, `_`, `-`)", self.name),
+            ));
         }
         if self.command.first().is_none_or(|c| c.is_empty()) {
-            return Err(invalid("command", format!("service `{}` has no program to run", self.name)));
+            return Err(invalid(
+                "command",
+                format!("service `{}` has no program to run", self.name),
+            ));
         }
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
             return Err(invalid("env", format!("`{bad}` is not KEY=VALUE")));
@@ -205,7 +214,8 @@ impl Service {
 impl InitConfig {
     /// Strict parse: any unknown key or invalid value is an error.
     pub fn parse(text: &str) -> Result<InitConfig, ConfigError> {
-        let config: InitConfig = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: InitConfig =
+            serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -220,7 +230,10 @@ impl InitConfig {
         }
         if let Some(shell) = &self.console_shell {
             if shell.first().is_none_or(|c| c.is_empty()) {
-                return Err(ConfigError::Invalid { field: "console_shell".into(), message: "names no program".into() });
+                return Err(ConfigError::Invalid {
+                    field: "console_shell".into(),
+                    message: "names no program".into(),
+                });
             }
         }
         let mut names = std::collections::BTreeSet::new();
@@ -231,7 +244,10 @@ impl InitConfig {
                 if !names.insert(s.name.as_str()) {
                     return Err(ConfigError::Invalid {
                         field: format!("{field}.name"),
-                        message: format!("`{}` is used twice (names must be unique: they name log files)", s.name),
+                        message: format!(
+                            "`{}` is used twice (names must be unique: they name log files)",
+                            s.name
+                        ),
                     });
                 }
             }
@@ -255,7 +271,12 @@ impl InitConfig {
         let map = match value {
             serde_norway::Value::Mapping(m) => m,
             serde_norway::Value::Null => return (config, errors),
-            _ => return (config, vec![ConfigError::Syntax("the file is not a mapping of fields".into())]),
+            _ => {
+                return (
+                    config,
+                    vec![ConfigError::Syntax("the file is not a mapping of fields".into())],
+                )
+            }
         };
         let mut names = std::collections::BTreeSet::new();
         for (key, value) in map {
@@ -263,7 +284,8 @@ impl InitConfig {
                 errors.push(ConfigError::Syntax(format!("a key is not a string: {key:?}")));
                 continue;
             };
-            let mut bad = |message: String| errors.push(ConfigError::Invalid { field: key.clone(), message });
+            let mut bad =
+                |message: String| errors.push(ConfigError::Invalid { field: key.clone(), message });
             match key.as_str() {
                 "hostname" => match from_value::<Option<String>>(value) {
                     Ok(h) => match h.as_deref().map(validate_hostname).transpose() {
@@ -339,12 +361,19 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_norway::Value) -> Res
     serde_norway::from_value(value).map_err(|e| e.to_string())
 }
 
-fn seq(value: serde_norway::Value, key: &str, errors: &mut Vec<ConfigError>) -> Vec<serde_norway::Value> {
+fn seq(
+    value: serde_norway::Value,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<serde_norway::Value> {
     match value {
         serde_norway::Value::Sequence(s) => s,
         serde_norway::Value::Null => Vec::new(),
         _ => {
-            errors.push(ConfigError::Invalid { field: key.into(), message: "expected a list".into() });
+            errors.push(ConfigError::Invalid {
+                field: key.into(),
+                message: "expected a list".into(),
+            });
             Vec::new()
         }
     }
@@ -352,7 +381,10 @@ fn seq(value: serde_norway::Value, key: &str, errors: &mut Vec<ConfigError>) -> 
 
 fn validate_hostname(h: &str) -> Result<(), ConfigError> {
     // sethostname(2) takes at most 64 bytes; RFC 1123 labels are letters, digits and `-`.
-    if h.is_empty() || h.len() > 64 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+    if h.is_empty()
+        || h.len() > 64
+        || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
         return Err(ConfigError::Invalid {
             field: "hostname".into(),
             message: format!("`{h}` is not a host name (1-64 letters, digits, `-`, `.`)"),
@@ -369,7 +401,10 @@ fn validate_mount(m: &Mount, field: &str) -> Result<(), ConfigError> {
         });
     }
     if m.fstype.is_empty() || m.source.is_empty() {
-        return Err(ConfigError::Invalid { field: field.into(), message: "needs `source` and `fstype`".into() });
+        return Err(ConfigError::Invalid {
+            field: field.into(),
+            message: "needs `source` and `fstype`".into(),
+        });
     }
     Ok(())
 }
@@ -420,14 +455,18 @@ services:
 
     #[test]
     fn strict_errors_name_the_field() {
-        let e = InitConfig::parse("services:\n  - {name: a, command: [x], colour: red}\n").unwrap_err();
+        let e =
+            InitConfig::parse("services:\n  - {name: a, command: [x], colour: red}\n").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
         let e = InitConfig::parse("services:\n  - {name: a, command: []}\n").unwrap_err();
         assert!(e.to_string().contains("services[0].command"), "{e}");
-        let e = InitConfig::parse("onboot:\n  - {name: a, command: [x]}\nservices:\n  - {name: a, command: [y]}\n")
-            .unwrap_err();
+        let e = InitConfig::parse(
+            "onboot:\n  - {name: a, command: [x]}\nservices:\n  - {name: a, command: [y]}\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("services[0].name"), "{e}");
-        let e = InitConfig::parse("services:\n  - {name: a, command: [x], env: [NOVALUE]}\n").unwrap_err();
+        let e = InitConfig::parse("services:\n  - {name: a, command: [x], env: [NOVALUE]}\n")
+            .unwrap_err();
         assert!(e.to_string().contains("env"), "{e}");
     }
 

@@ -316,7 +316,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// divides it exactly, else plain bytes.
 pub fn size_text(bytes: u64) -> String {
     for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
-        if bytes != 0 && bytes % (1 << shift) == 0 {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -12,7 +12,7 @@ DOCKER_TAG ?= rpixen
 PKG_DEBS  := busybox dropbear e2fsprogs firmware firmware-brcm kernel u-boot wireless-regdb wpasupplicant xen
 PKG_BUILT := dom0-init hypervisor
 
-.PHONY: help setup build test bench live run pkgs pkgs-built docker docker-bin clean
+.PHONY: help setup build lint test bench live run pkgs pkgs-built docker docker-bin clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ docker-bin: ## Build the static x86_64 rpixen the container carries (dist/docker
 docker: pkgs docker-bin ## Build the rpixen container image (docker run rpixen live > live.raw)
 	DOCKER_BUILDKIT=1 $(DOCKER) build --network=host --build-arg ARTIFACTS=context -t $(DOCKER_TAG) .
 
+lint: ## Check formatting (rustfmt.toml) and clippy warnings for the whole workspace
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+# TODO(issue 9): `test: lint` once clippy passes for the whole workspace (rpixen still has
+# clippy::result_large_err from OciError); until then CI would stop before the tests.
 test: ## Run every test (unit, tool-checked, QEMU boots)
 	$(CARGO) test --workspace --release --no-fail-fast
 

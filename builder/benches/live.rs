@@ -3,7 +3,9 @@
 //! timed in one run, plus a plain `cp` of the same payload bytes as the floor.
 //! Targets: at least 5x faster than the shell pipeline, within 1.5x of `cp`.
 
-#[path = "../tests/image_support/mod.rs"]
+// A bench uses a few of the tests' fixtures; the rest are the tests' own.
+#[allow(dead_code)]
+#[path = "../tests/it/image_support.rs"]
 mod image_support;
 
 use std::path::Path;
@@ -48,7 +50,14 @@ fn main() {
     let manifest = xen_virt_manifest(d);
     let initrd = busybox_initramfs(d);
     let ours = d.join("ours.raw");
-    let live_args = ["live", manifest.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "-o", ours.to_str().unwrap()];
+    let live_args = [
+        "live",
+        manifest.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "-o",
+        ours.to_str().unwrap(),
+    ];
     let o = run_rpixen(&live_args, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
@@ -56,7 +65,8 @@ fn main() {
     let payload = d.join("payload");
     std::fs::create_dir(&payload).unwrap();
     sh(&format!("mcopy -s -i '{}@@1M' '::*' payload/", ours.display()), d);
-    let bytes: u64 = std::fs::read_dir(&payload).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let bytes: u64 =
+        std::fs::read_dir(&payload).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     let size_mib = std::fs::metadata(&ours).unwrap().len() >> 20;
 
     // Same partition layout and FAT geometry (FAT32, 512-byte clusters) as ours.
@@ -85,13 +95,24 @@ fn main() {
     let rate = |t: Duration| mb / t.as_secs_f64();
     println!("live bench: {size_mib} MiB image, {mb:.1} MB boot payload, median of {RUNS} interleaved rounds");
     println!("  shell (truncate+sgdisk+mkfs.vfat+mcopy): {:>8.1} ms", t_shell.as_secs_f64() * 1e3);
-    println!("  rpixen live -o                          : {:>8.1} ms  ({:.0} MB/s)", t_ours.as_secs_f64() * 1e3, rate(t_ours));
-    println!("  cp of the payload                       : {:>8.1} ms  ({:.0} MB/s)", t_cp.as_secs_f64() * 1e3, rate(t_cp));
+    println!(
+        "  rpixen live -o                          : {:>8.1} ms  ({:.0} MB/s)",
+        t_ours.as_secs_f64() * 1e3,
+        rate(t_ours)
+    );
+    println!(
+        "  cp of the payload                       : {:>8.1} ms  ({:.0} MB/s)",
+        t_cp.as_secs_f64() * 1e3,
+        rate(t_cp)
+    );
     let speedup = t_shell.as_secs_f64() / t_ours.as_secs_f64();
     let vs_cp = t_ours.as_secs_f64() / t_cp.as_secs_f64();
     println!(
         "  rpixen is {speedup:.1}x faster than the shell pipeline (target >= 5x: {})",
         if speedup >= 5.0 { "met" } else { "MISSED" }
     );
-    println!("  rpixen takes {vs_cp:.2}x the time of cp (target <= 1.5x: {})", if vs_cp <= 1.5 { "met" } else { "MISSED" });
+    println!(
+        "  rpixen takes {vs_cp:.2}x the time of cp (target <= 1.5x: {})",
+        if vs_cp <= 1.5 { "met" } else { "MISSED" }
+    );
 }

@@ -8,14 +8,16 @@
 //!
 //! Each figure is the best of a few runs (the machine is shared). Target: at least 1.5x faster.
 
-#[path = "../tests/common/mod.rs"]
+// A bench uses a few of the tests' fixtures; the rest are the tests' own.
+#[allow(dead_code)]
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rpixen::manifest::{Manifest, RootfsFormat};
+use rpixen::manifest::{self, RootfsFormat};
 use rpixen::oci::layout::{Compression, ImageBuilder, LayerTar};
 use rpixen::oci::registry::push_layout;
 use rpixen::oci::{self, OciOptions};
@@ -52,12 +54,16 @@ fn report(what: &str, ours: Duration, theirs: Duration, peer: &str) {
         ours.as_secs_f64(),
         theirs.as_secs_f64(),
         theirs.as_secs_f64() / ours.as_secs_f64(),
-        if theirs.as_secs_f64() / ours.as_secs_f64() >= 1.5 { "" } else { "  (below the 1.5x target)" }
+        if theirs.as_secs_f64() / ours.as_secs_f64() >= 1.5 {
+            ""
+        } else {
+            "  (below the 1.5x target)"
+        }
     );
 }
 
 fn main() {
-    let kernel = testkit::debian_package("linux-image-6.12.117+deb13-arm64");
+    let kernel = testkit::test_kernel_package();
     let busybox = testkit::debian_package("busybox-static");
     let work = testkit::cache_dir().join("bench-rootfs");
     let _ = std::fs::remove_dir_all(&work);
@@ -65,13 +71,23 @@ fn main() {
 
     // Three gzip layers, as a package build would make them.
     let mut l1 = LayerTar::new();
-    l1.host_dir(&kernel.join("boot"), "boot").unwrap().host_dir(&busybox.join("usr"), "usr").unwrap();
+    l1.host_dir(&kernel.join("boot"), "boot")
+        .unwrap()
+        .host_dir(&busybox.join("usr"), "usr")
+        .unwrap();
     let mut l2 = LayerTar::new();
     l2.host_dir(&kernel.join("usr/lib/modules"), "usr/lib/modules").unwrap();
     let mut l3 = LayerTar::new();
-    let dtbs = std::fs::read_dir(kernel.join("usr/lib")).unwrap().map(|e| e.unwrap().file_name()).find(|n| n.to_string_lossy().starts_with("linux-image")).unwrap();
+    let dtbs = std::fs::read_dir(kernel.join("usr/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .find(|n| n.to_string_lossy().starts_with("linux-image"))
+        .unwrap();
     let dtbs = dtbs.to_string_lossy().into_owned();
-    l3.host_dir(&kernel.join("usr/lib").join(&dtbs), &format!("usr/lib/{dtbs}")).unwrap().host_dir(&kernel.join("usr/share"), "usr/share").unwrap();
+    l3.host_dir(&kernel.join("usr/lib").join(&dtbs), &format!("usr/lib/{dtbs}"))
+        .unwrap()
+        .host_dir(&kernel.join("usr/share"), "usr/share")
+        .unwrap();
     let tars: Vec<Vec<u8>> = vec![l1.finish(), l2.finish(), l3.finish()];
     let unpacked: usize = tars.iter().map(Vec::len).sum();
     let mut b = ImageBuilder::new();
@@ -117,7 +133,11 @@ fn main() {
     let ours_sq = work.join("ours.squashfs");
     let t_ours_sq = best(RUNS, || {
         let tree = build_tree(&opts);
-        write_squashfs(&tree, &mut std::io::BufWriter::new(std::fs::File::create(&ours_sq).unwrap())).unwrap();
+        write_squashfs(
+            &tree,
+            &mut std::io::BufWriter::new(std::fs::File::create(&ours_sq).unwrap()),
+        )
+        .unwrap();
     });
     let dir = work.join("extract");
     let theirs_sq = work.join("theirs.squashfs");
@@ -130,7 +150,12 @@ fn main() {
         ))
     });
     report("layers -> squashfs", t_ours_sq, t_theirs_sq, "tar -xzf + mksquashfs (zstd 3)");
-    println!("{:<22} ours {} MB, mksquashfs {} MB", "  squashfs size", du(&ours_sq) >> 20, du(&theirs_sq) >> 20);
+    println!(
+        "{:<22} ours {} MB, mksquashfs {} MB",
+        "  squashfs size",
+        du(&ours_sq) >> 20,
+        du(&theirs_sq) >> 20
+    );
     // Same content: the listings (type, mode, owner, size, name) read back by unsquashfs agree.
     let listing = |f: &Path| {
         let out = Command::new("unsquashfs").arg("-lln").arg(f).output().unwrap();
@@ -139,7 +164,13 @@ fn main() {
             .filter(|l| l.contains("squashfs-root/"))
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                format!("{} {} {} {}", f[0], f[1], if f[0].starts_with('d') { "-" } else { f[2] }, f[5..].join(" "))
+                format!(
+                    "{} {} {} {}",
+                    f[0],
+                    f[1],
+                    if f[0].starts_with('d') { "-" } else { f[2] },
+                    f[5..].join(" ")
+                )
             })
             .collect();
         lines.sort();
@@ -148,7 +179,11 @@ fn main() {
     let (a, b) = (listing(&ours_sq), listing(&theirs_sq));
     assert_eq!(a.len(), b.len(), "squashfs entry counts differ");
     assert!(a == b, "squashfs listings differ, e.g. {:?}", a.iter().zip(&b).find(|(x, y)| x != y));
-    println!("{:<22} {} entries, identical listings (unsquashfs -lln)", "  squashfs check", a.len());
+    println!(
+        "{:<22} {} entries, identical listings (unsquashfs -lln)",
+        "  squashfs check",
+        a.len()
+    );
 
     // layers -> cpio.gz
     let ours_cpio = work.join("ours.cpio.gz");
@@ -167,9 +202,21 @@ fn main() {
         ))
     });
     report("layers -> cpio.gz", t_ours_cpio, t_theirs_cpio, "tar -xzf + find|cpio -o|gzip");
-    println!("{:<22} ours {} MB, cpio|gzip {} MB", "  cpio.gz size", du(&ours_cpio) >> 20, du(&theirs_cpio) >> 20);
+    println!(
+        "{:<22} ours {} MB, cpio|gzip {} MB",
+        "  cpio.gz size",
+        du(&ours_cpio) >> 20,
+        du(&theirs_cpio) >> 20
+    );
     let names = |f: &Path| {
-        let out = Command::new("bash").arg("-c").arg(format!("gzip -dc {} | cpio -it --quiet | sed 's|^\\./||' | grep -vx '\\.' | sort", f.display())).output().unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "gzip -dc {} | cpio -it --quiet | sed 's|^\\./||' | grep -vx '\\.' | sort",
+                f.display()
+            ))
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let (a, b) = (names(&ours_cpio), names(&theirs_cpio));
@@ -198,16 +245,31 @@ fn main() {
 
     // cached rebuild of an unchanged manifest
     let manifest_path = work.join("m.yml");
-    std::fs::write(&manifest_path, common::manifest_with_rootfs(&format!("rootfs:\n  format: cpio\n  images: [\"{r}\"]\n"))).unwrap();
-    let manifest = Manifest::load(&manifest_path).unwrap();
+    std::fs::write(
+        &manifest_path,
+        common::manifest_with_rootfs(&format!("rootfs:\n  format: cpio\n  images: [\"{r}\"]\n")),
+    )
+    .unwrap();
+    let manifest = manifest::load(&manifest_path).unwrap();
     let out = work.join("built.cpio.gz");
     let first = Instant::now();
-    let rep = rpixen::rootfs::build(&opts, &manifest, &work, RootfsFormat::Cpio, &mut std::fs::File::create(&out).unwrap()).unwrap();
+    let rep = rpixen::rootfs::build(
+        &opts,
+        &manifest,
+        RootfsFormat::Cpio,
+        &mut std::fs::File::create(&out).unwrap(),
+    )
+    .unwrap();
     let t_first = first.elapsed();
     assert!(!rep.cached);
     let t_cached = best(RUNS, || {
-        let rep =
-            rpixen::rootfs::build(&opts, &manifest, &work, RootfsFormat::Cpio, &mut std::fs::File::create(&out).unwrap()).unwrap();
+        let rep = rpixen::rootfs::build(
+            &opts,
+            &manifest,
+            RootfsFormat::Cpio,
+            &mut std::fs::File::create(&out).unwrap(),
+        )
+        .unwrap();
         assert!(rep.cached);
     });
     println!(

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use cli as cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "rpixen", version, about = "Builds flashable edge-OS images for the Raspberry Pi 4 and QEMU virt")]
+#[command(
+    name = "rpixen",
+    version,
+    about = "Builds flashable edge-OS images for the Raspberry Pi 4 and QEMU virt"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,11 +43,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Live(mut a) => {
-            // In the container: /in overrides CONFIG files, /out receives the image.
-            match cmd::container::prepare_live(&mut a) {
-                Ok(_keep) => cmd::live::run(a),
-                Err(e) => Err(e),
-            }
+            // In the container: /out receives the image.
+            cmd::container::prepare_live(&mut a);
+            cmd::live::run(a)
         }
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Netboot(a) => cmd::netboot::run(a),

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit sits in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits in the workspace")
+        .to_owned()
 }
 
 /// Where tests keep downloads and build outputs that outlive one test run.
@@ -81,12 +84,18 @@ impl Qemu {
 
     /// The output of one serial port.
     pub fn serial(&self, port: usize) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.serial_logs[port]).unwrap_or_default()).into_owned()
+        String::from_utf8_lossy(&std::fs::read(&self.serial_logs[port]).unwrap_or_default())
+            .into_owned()
     }
 
     /// Waits until `marker` appears on a serial port. Fails early when one of `failures` appears or
     /// QEMU exits, and after `limit` of wall-clock time.
-    pub fn wait_for(&mut self, marker: &str, failures: &[&str], limit: Duration) -> Result<BootOutcome, String> {
+    pub fn wait_for(
+        &mut self,
+        marker: &str,
+        failures: &[&str],
+        limit: Duration,
+    ) -> Result<BootOutcome, String> {
         let start = Instant::now();
         loop {
             let output = self.output();
@@ -101,7 +110,11 @@ impl Qemu {
                 if output.contains(marker) {
                     return Ok(BootOutcome { output, elapsed: start.elapsed() });
                 }
-                return Err(format!("QEMU exited ({status}) before {marker:?}:\n{}\n{}", tail(&output), self.stderr()));
+                return Err(format!(
+                    "QEMU exited ({status}) before {marker:?}:\n{}\n{}",
+                    tail(&output),
+                    self.stderr()
+                ));
             }
             if start.elapsed() > limit {
                 return Err(format!("no {marker:?} within {limit:?}:\n{}", tail(&output)));
@@ -118,7 +131,10 @@ impl Qemu {
                 return Ok(status);
             }
             if start.elapsed() > limit {
-                return Err(format!("QEMU still running after {limit:?}:\n{}", tail(&self.output())));
+                return Err(format!(
+                    "QEMU still running after {limit:?}:\n{}",
+                    tail(&self.output())
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -156,7 +172,11 @@ pub fn debian_package(name: &str) -> PathBuf {
     let dest = cache_dir().join("debs");
     let dir = dest.join(name);
     if !dir.join(".done").exists() {
-        run(rpixen_command().args(["pkg", "fetch", "--deb", name, "--unpack"]).arg(&dest).arg("--cache").arg(pkg_cache()));
+        run(rpixen_command()
+            .args(["pkg", "fetch", "--deb", name, "--unpack"])
+            .arg(&dest)
+            .arg("--cache")
+            .arg(pkg_cache()));
     }
     dir
 }
@@ -192,6 +212,130 @@ pub fn aarch64_dom0_init() -> PathBuf {
         "--profile",
         "release-small",
     ]));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
     target.join("aarch64-unknown-linux-musl/release-small/dom0-init")
+}
+
+/// The Debian kernel package every test and bench boots or reads DTBs from (pinned by `pkg/kernel`).
+pub const TEST_KERNEL: &str = "linux-image-6.12.117+deb13-arm64";
+
+/// The unpacked [`TEST_KERNEL`] package.
+pub fn test_kernel_package() -> PathBuf {
+    debian_package(TEST_KERNEL)
+}
+
+/// The arm64 kernel Image of [`TEST_KERNEL`] (gzip-compressed, as Debian ships it).
+pub fn test_kernel_image() -> PathBuf {
+    let version = TEST_KERNEL.trim_start_matches("linux-image-");
+    test_kernel_package().join(format!("boot/vmlinuz-{version}"))
+}
+
+/// The Raspberry Pi 4 device tree of [`TEST_KERNEL`].
+pub fn test_kernel_rpi4_dtb() -> PathBuf {
+    test_kernel_package().join(format!("usr/lib/{TEST_KERNEL}/broadcom/bcm2711-rpi-4-b.dtb"))
+}
+
+/// A board manifest (`images/qemu-virt.yml`) whose `rootfs:` section is replaced by `rootfs_yaml`.
+pub fn qemu_virt_manifest_with_rootfs(rootfs_yaml: &str) -> String {
+    let base = std::fs::read_to_string(repo_root().join("images/qemu-virt.yml"))
+        .expect("images/qemu-virt.yml");
+    let start = base.find("\nrootfs:\n").expect("qemu-virt.yml has a rootfs section") + 1;
+    let end = start + base[start..].find("\ninit:").expect("init follows rootfs") + 1;
+    format!("{}{}{}", &base[..start], rootfs_yaml, &base[end..])
+}
+
+/// A `docker-registry` (Debian's distribution registry) on 127.0.0.1 with its storage in a temp dir;
+/// killed by PID when dropped.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_with_htpasswd(None)
+    }
+
+    /// With `Some((user, bcrypt_hash))`, the registry requires HTTP basic auth against that htpasswd
+    /// line.
+    pub fn start_with_htpasswd(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth_yaml = match auth {
+            Some((user, hash)) => {
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: rpixen-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+            None => String::new(),
+        };
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("registry storage");
+        // The kernel picks a free port; we release it and give it to the registry (a small race,
+        // retried).
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+                     delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+                    storage.display()
+                ),
+            )
+            .expect("registry config");
+            let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("registry log"))
+                .stderr(log)
+                .spawn()
+                .expect("docker-registry (Debian package docker-registry) must be installed");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Registry { child, port, storage, _dir: dir };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "docker-registry did not start:\n{}",
+            std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The stored file of a blob, as the filesystem driver lays it out.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.storage.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -10,47 +10,36 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::cli::live::LiveArgs;
-use rpixen::manifest::{FileRef, InlineFile};
+use rpixen::manifest::{FileContent, FileSource, PlacedFile, Plan};
 
 fn mounted(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).map(PathBuf::from).filter(|d| d.is_dir())
 }
 
-/// Applies `/in` and `/out` to `rpixen live`'s arguments. The returned file is the manifest with the
-/// `/in` files added, written beside the original (so its relative paths still resolve); keep it until
-/// the image is written.
-pub fn prepare_live(args: &mut LiveArgs) -> anyhow::Result<Option<tempfile::NamedTempFile>> {
+/// Applies `/out` to `rpixen live`'s arguments: the image goes to `/out/live.raw` unless `-o` says
+/// otherwise.
+pub fn prepare_live(args: &mut LiveArgs) {
     if args.output.is_none() {
         if let Some(out) = mounted("RPIXEN_OUT_DIR") {
             args.output = Some(out.join("live.raw"));
         }
     }
-    let Some(in_dir) = mounted("RPIXEN_IN_DIR") else { return Ok(None) };
-    let files = files_under(&in_dir)?;
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let (mut manifest, dir) = crate::cli::live::load_target(&args.target)?;
-    for rel in files {
+}
+
+/// Applies `/in` to a plan: each file below it replaces (or adds) the CONFIG file of that path.
+pub fn override_config_files(plan: &mut Plan) -> anyhow::Result<()> {
+    let Some(in_dir) = mounted("RPIXEN_IN_DIR") else { return Ok(()) };
+    for rel in files_under(&in_dir)? {
         let path = format!("/{rel}");
         eprintln!("rpixen: CONFIG{path} from {}", in_dir.join(&rel).display());
-        manifest.config_files.retain(|f| f.path.trim_start_matches('/') != rel);
-        manifest.config_files.push(InlineFile {
+        plan.config_files.retain(|f| f.path.trim_start_matches('/') != rel);
+        plan.config_files.push(PlacedFile {
             path,
-            contents: None,
-            source: Some(FileRef::Host { file: in_dir.join(&rel) }),
-            mode: None,
+            content: FileContent::From(FileSource::Host(in_dir.join(&rel))),
+            mode: 0o644,
         });
     }
-    let text = serde_norway::to_string(&manifest).context("serializing the manifest with /in files")?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".rpixen-in-")
-        .suffix(".yml")
-        .tempfile_in(&dir)
-        .with_context(|| format!("writing a manifest beside {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-    args.target = tmp.path().display().to_string();
-    Ok(Some(tmp))
+    Ok(())
 }
 
 /// Regular files below `dir`, as sorted `/`-separated relative paths.
@@ -64,7 +53,12 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<String>> {
                 stack.push(p);
             } else if p.is_file() {
                 let rel = p.strip_prefix(dir).expect("below dir");
-                out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+                out.push(
+                    rel.components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                );
             }
         }
     }

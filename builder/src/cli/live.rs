@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use rpixen::disk::{ids, output};
 use rpixen::live;
-use rpixen::manifest::Manifest;
+use rpixen::manifest::{self, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -36,8 +36,8 @@ pub fn images_dir() -> PathBuf {
     PathBuf::from("/usr/share/rpixen/images")
 }
 
-/// Resolves a board name or a manifest path and loads it.
-pub fn load_target(target: &str) -> anyhow::Result<(Manifest, PathBuf)> {
+/// Resolves a board name or a manifest path and loads it into a checked plan.
+pub fn load_target(target: &str) -> anyhow::Result<Plan> {
     let path = if target.ends_with(".yml") || target.ends_with(".yaml") || target.contains('/') {
         PathBuf::from(target)
     } else {
@@ -47,18 +47,25 @@ pub fn load_target(target: &str) -> anyhow::Result<(Manifest, PathBuf)> {
             let mut known: Vec<String> = std::fs::read_dir(&dir)
                 .map(|r| {
                     r.filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".yml")).map(str::to_owned))
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|n| n.strip_suffix(".yml"))
+                                .map(str::to_owned)
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
             known.sort();
-            anyhow::bail!("unknown board `{target}` (known in {}: {})", dir.display(), known.join(", "));
+            anyhow::bail!(
+                "unknown board `{target}` (known in {}: {})",
+                dir.display(),
+                known.join(", ")
+            );
         }
         p
     };
-    let manifest = Manifest::load(&path)?;
-    let dir = path.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."));
-    Ok((manifest, dir))
+    Ok(manifest::load(&path)?)
 }
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {
@@ -67,15 +74,17 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         // Checked before the work, so a user who forgot `>` learns it at once.
         return Err(output::OutputError::Terminal.into());
     }
-    let (manifest, dir) = load_target(&args.target)?;
+    let mut plan = load_target(&args.target)?;
+    // In the container: /in overrides CONFIG files.
+    super::container::override_config_files(&mut plan)?;
     let inputs = live::Inputs {
-        manifest: &manifest,
-        manifest_dir: &dir,
+        plan: &plan,
         seed: args.seed.as_deref(),
         initrd: args.initrd.as_deref(),
         epoch,
     };
-    let disk = live::live(&inputs).with_context(|| format!("building the image for {}", args.target))?;
+    let disk =
+        live::live(&inputs).with_context(|| format!("building the image for {}", args.target))?;
     match &args.output {
         Some(p) => output::to_file(&disk, p)?,
         None => output::to_stdout(&disk)?,

@@ -30,10 +30,9 @@ pub struct NetbootArgs {
 
 pub fn run(args: NetbootArgs) -> anyhow::Result<()> {
     let epoch = ids::source_date_epoch().map_err(anyhow::Error::msg)?;
-    let (manifest, dir) = super::live::load_target(&args.target)?;
+    let plan = super::live::load_target(&args.target)?;
     let inputs = live::Inputs {
-        manifest: &manifest,
-        manifest_dir: &dir,
+        plan: &plan,
         seed: args.seed.as_deref(),
         initrd: args.initrd.as_deref(),
         epoch,

@@ -95,7 +95,8 @@ pub fn run(cmd: PkgCommand) -> anyhow::Result<()> {
                         rpixen_pkg::build::repo_root(&dir)?.join("dist/pkg").join(&def.name)
                     }
                 };
-                rpixen_pkg::build(&dir, &out, &opts).with_context(|| format!("building {}", dir.display()))?;
+                rpixen_pkg::build(&dir, &out, &opts)
+                    .with_context(|| format!("building {}", dir.display()))?;
             }
             Ok(())
         }
@@ -108,20 +109,34 @@ pub fn run(cmd: PkgCommand) -> anyhow::Result<()> {
                 for d in def.debs.iter().filter(|d| deb.as_deref().is_none_or(|n| n == d.package)) {
                     found = true;
                     let file = rpixen_pkg::fetch_deb(&def, d, &opts, &mut apt)?;
-                    eprintln!("rpixen: pkg {}: {}={} ok ({})", def.name, d.package, d.version, file.display());
+                    eprintln!(
+                        "rpixen: pkg {}: {}={} ok ({})",
+                        def.name,
+                        d.package,
+                        d.version,
+                        file.display()
+                    );
                     if let Some(root) = &unpack {
                         unpack_once(&file, &root.join(&d.package))?;
                     }
                 }
             }
-            anyhow::ensure!(found || deb.is_none(), "no package pins a .deb named {}", deb.unwrap_or_default());
+            anyhow::ensure!(
+                found || deb.is_none(),
+                "no package pins a .deb named {}",
+                deb.unwrap_or_default()
+            );
             Ok(())
         }
         PkgCommand::Cat { image, path, output } => {
-            let bytes = rpixen::rootfs::read_file(&rpixen::oci::OciOptions::from_env(), &image, &path)?;
+            let bytes =
+                rpixen::rootfs::read_file(&rpixen::oci::OciOptions::from_env(), &image, &path)?;
             match output {
-                Some(file) => std::fs::write(&file, bytes).with_context(|| file.display().to_string()),
-                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes).context("stdout"),
+                Some(file) => {
+                    std::fs::write(&file, bytes).with_context(|| file.display().to_string())
+                }
+                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes)
+                    .context("stdout"),
             }
         }
         PkgCommand::Update { dirs, cache } => {

@@ -40,7 +40,12 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
     let total: u64 = image.layers.iter().map(|l| l.descriptor.size()).sum();
     println!("{}@{}", args.reference, image.manifest_digest);
     for l in &image.layers {
-        println!("  {} {:>12} {}", l.descriptor.digest(), l.descriptor.size(), l.descriptor.media_type());
+        println!(
+            "  {} {:>12} {}",
+            l.descriptor.digest(),
+            l.descriptor.size(),
+            l.descriptor.media_type()
+        );
     }
     eprintln!("{} layers, {total} bytes, in {}", image.layers.len(), opts.cache_dir.display());
     Ok(())

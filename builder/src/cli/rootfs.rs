@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::pull::OciArgs;
-use rpixen::manifest::{Manifest, RootfsFormat};
+use rpixen::manifest::{self, RootfsFormat};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum FormatArg {
@@ -28,21 +28,20 @@ pub struct RootfsArgs {
 }
 
 pub fn run(args: RootfsArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let plan = manifest::load(&args.manifest)?;
     let format = match args.format {
         Some(FormatArg::Cpio) => RootfsFormat::Cpio,
         Some(FormatArg::Squashfs) => RootfsFormat::Squashfs,
-        None => manifest.rootfs.format,
+        None => plan.rootfs.format,
     };
-    let dir = args.manifest.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_owned() });
-    let dir = dir.unwrap_or_else(|| PathBuf::from("."));
     let out_dir = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
     // A temporary file beside the output: on any error it is removed, so nothing half-written remains.
-    let mut tmp = tempfile::NamedTempFile::new_in(&out_dir).with_context(|| format!("cannot write in {}", out_dir.display()))?;
-    let report = rpixen::rootfs::build(&args.oci.options(), &manifest, &dir, format, tmp.as_file_mut())?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&out_dir)
+        .with_context(|| format!("cannot write in {}", out_dir.display()))?;
+    let report = rpixen::rootfs::build(&args.oci.options(), &plan, format, tmp.as_file_mut())?;
     for w in &report.warnings {
         eprintln!("rpixen: warning: {w}");
     }

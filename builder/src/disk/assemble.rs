@@ -107,7 +107,12 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
             last_lba: (offset + size) / SECTOR - 1,
             attrs: p.attrs,
         });
-        chunks.extend(p.content.into_iter().filter(|c| !c.is_empty()).map(|c| Chunk { offset: offset + c.offset, ..c }));
+        chunks.extend(
+            p.content
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .map(|c| Chunk { offset: offset + c.offset, ..c }),
+        );
         offset += size;
     }
     chunks.sort_by_key(|c| c.offset);
@@ -129,13 +134,23 @@ mod tests {
     #[test]
     fn layout_is_mib_aligned() {
         let ids = Ids::new([0; 32], None);
-        let p = |n: &str, size| Partition { name: n.into(), type_guid: Uuid::nil(), size, attrs: 0, content: vec![Chunk::bytes(0, vec![1; 10])] };
+        let p = |n: &str, size| Partition {
+            name: n.into(),
+            type_guid: Uuid::nil(),
+            size,
+            attrs: 0,
+            content: vec![Chunk::bytes(0, vec![1; 10])],
+        };
         let d = assemble(vec![p("A", 3 * MIB + 1), p("B", MIB)], &ids).unwrap();
         assert_eq!(d.parts[0].first_lba, 2048);
         assert_eq!(d.parts[1].first_lba, 2048 + 4 * 2048);
         assert_eq!(d.len, 7 * MIB);
         assert!(d.chunks.windows(2).all(|w| w[0].end() <= w[1].offset));
-        let err = assemble(vec![Partition { content: vec![Chunk::bytes(0, vec![0; 2 << 20])], ..p("C", MIB) }], &ids).unwrap_err();
+        let err = assemble(
+            vec![Partition { content: vec![Chunk::bytes(0, vec![0; 2 << 20])], ..p("C", MIB) }],
+            &ids,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("partition C"), "{err}");
     }
 }

@@ -10,7 +10,9 @@ use std::cell::RefCell;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
 
-use fatfs::{Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
+use fatfs::{
+    Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
+};
 
 use super::source::Shared;
 
@@ -69,7 +71,8 @@ impl Volume {
             v[*off as usize..*off as usize + data.len()].copy_from_slice(data);
         }
         for e in &self.extents {
-            let mut w = std::io::Cursor::new(&mut v[e.offset as usize..(e.offset + e.len) as usize]);
+            let mut w =
+                std::io::Cursor::new(&mut v[e.offset as usize..(e.offset + e.len) as usize]);
             e.source.copy_range(e.source_offset, e.len, &mut w)?;
         }
         Ok(v)
@@ -107,7 +110,12 @@ pub fn dos_time(epoch: u64) -> DateTime {
     let year = (yoe + era * 400 + i64::from(month <= 2)).min(2107) as u16;
     DateTime {
         date: Date { year, month, day },
-        time: Time { hour: (secs / 3600) as u16, min: (secs / 60 % 60) as u16, sec: (secs % 60) as u16, millis: 0 },
+        time: Time {
+            hour: (secs / 3600) as u16,
+            min: (secs / 60 % 60) as u16,
+            sec: (secs % 60) as u16,
+            millis: 0,
+        },
     }
 }
 
@@ -207,7 +215,10 @@ impl Write for Pages {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let end = self.pos + buf.len() as u64;
         if end > self.len {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "No space left on the volume"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "No space left on the volume",
+            ));
         }
         let mut cap = self.capture.borrow_mut();
         if cap.active && self.pos >= cap.data_offset {
@@ -247,20 +258,25 @@ pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
     }
     let mut disk = Pages::new(spec.size);
     let capture = disk.capture.clone();
-    let mut opts = FormatVolumeOptions::new().volume_id(spec.volume_id).volume_label(label_bytes(spec.label));
+    let mut opts =
+        FormatVolumeOptions::new().volume_id(spec.volume_id).volume_label(label_bytes(spec.label));
     if spec.fat32 {
         opts = opts.fat_type(FatType::Fat32);
     }
     fatfs::format_volume(&mut disk, opts).map_err(io("format".into()))?;
     disk.seek(SeekFrom::Start(0)).map_err(io("seek".into()))?;
-    capture.borrow_mut().data_offset = geometry(&disk).map_err(io("read back the boot sector".into()))?.data_offset as u64;
+    capture.borrow_mut().data_offset =
+        geometry(&disk).map_err(io("read back the boot sector".into()))?.data_offset as u64;
 
     // TimeProvider must be 'static in fatfs 0.3; one small leak per volume built.
     let clock: &'static FixedTime = Box::leak(Box::new(FixedTime(dos_time(spec.epoch))));
     let mut extents = Vec::new();
     {
-        let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(clock).update_accessed_date(false))
-            .map_err(io("mount".into()))?;
+        let fs = FileSystem::new(
+            &mut disk,
+            FsOptions::new().time_provider(clock).update_accessed_date(false),
+        )
+        .map_err(io("mount".into()))?;
         for f in files {
             let path = f.path.trim_start_matches('/');
             if path.is_empty() || path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
@@ -271,13 +287,16 @@ pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
                 Some((d, n)) => {
                     let mut cur = root;
                     for part in d.split('/') {
-                        cur = cur.create_dir(part).map_err(|e| full_or(e, &label, payload, spec.size, d))?;
+                        cur = cur
+                            .create_dir(part)
+                            .map_err(|e| full_or(e, &label, payload, spec.size, d))?;
                     }
                     (cur, n)
                 }
                 None => (root, path),
             };
-            let mut file = dir.create_file(name).map_err(|e| full_or(e, &label, payload, spec.size, path))?;
+            let mut file =
+                dir.create_file(name).map_err(|e| full_or(e, &label, payload, spec.size, path))?;
             file.truncate().map_err(io(format!("truncate {path}")))?;
             // Write zeros of the right length: fatfs allocates the clusters and chains them; the
             // runs it writes to are recorded and later filled from the source.
@@ -313,7 +332,9 @@ pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
             let off = (i * PAGE) as u64;
             let n = (spec.size - off).min(PAGE as u64) as usize;
             match meta.last_mut() {
-                Some((start, data)) if *start + data.len() as u64 == off => data.extend_from_slice(&page[..n]),
+                Some((start, data)) if *start + data.len() as u64 == off => {
+                    data.extend_from_slice(&page[..n])
+                }
                 _ => meta.push((off, page[..n].to_vec())),
             }
         }
@@ -322,7 +343,9 @@ pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
 }
 
 fn full_or(e: std::io::Error, label: &str, need: u64, have: u64, path: &str) -> FatError {
-    if e.to_string().to_ascii_lowercase().contains("no space") || e.kind() == std::io::ErrorKind::WriteZero {
+    if e.to_string().to_ascii_lowercase().contains("no space")
+        || e.kind() == std::io::ErrorKind::WriteZero
+    {
         FatError::Full { label: label.to_owned(), need, have }
     } else {
         FatError::Io { label: label.to_owned(), what: format!("write {path}"), source: e }
@@ -473,7 +496,8 @@ fn entries(m: &impl Medium, ranges: &[std::ops::Range<usize>]) -> Vec<[u8; 32]> 
 }
 
 fn first_cluster(e: &[u8; 32]) -> u32 {
-    (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16) | u32::from(u16::from_le_bytes([e[26], e[27]]))
+    (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16)
+        | u32::from(u16::from_le_bytes([e[26], e[27]]))
 }
 
 fn is_dot(e: &[u8; 32]) -> bool {
@@ -585,9 +609,16 @@ mod tests {
 
     #[test]
     fn build_and_list_round_trip() {
-        let spec = Spec { label: "boot", size: 64 << 20, fat32: true, volume_id: 0x1234_5678, epoch: 1_700_000_000 };
+        let spec = Spec {
+            label: "boot",
+            size: 64 << 20,
+            fat32: true,
+            volume_id: 0x1234_5678,
+            epoch: 1_700_000_000,
+        };
         let src = |v: Vec<u8>| std::sync::Arc::new(Source::Memory(v));
-        let (a, b, c) = (src(b"arm_64bit=1\n".to_vec()), src(b"x".to_vec()), src(vec![7u8; 3 << 20]));
+        let (a, b, c) =
+            (src(b"arm_64bit=1\n".to_vec()), src(b"x".to_vec()), src(vec![7u8; 3 << 20]));
         let files = [
             Entry { path: "config.txt", source: &a },
             Entry { path: "overlays/a.dtbo", source: &b },

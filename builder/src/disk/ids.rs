@@ -42,7 +42,11 @@ impl ContentHash {
     }
 
     /// Adds a named source, streaming host files through a reused buffer.
-    pub fn add_source(&mut self, name: &str, source: &super::source::Source) -> std::io::Result<()> {
+    pub fn add_source(
+        &mut self,
+        name: &str,
+        source: &super::source::Source,
+    ) -> std::io::Result<()> {
         self.0.update(&(name.len() as u64).to_le_bytes());
         self.0.update(name.as_bytes());
         self.0.update(&source.len().to_le_bytes());

@@ -61,13 +61,17 @@ pub fn inspect(path: &Path) -> Result<Report, InspectError> {
     for p in &partitions {
         let mut head = [0u8; 512];
         f.seek(SeekFrom::Start(p.offset)).map_err(|e| bad(e.to_string()))?;
-        if f.read_exact(&mut head).is_err() || head[510..] != [0x55, 0xAA] || !(head[0] == 0xEB || head[0] == 0xE9) {
+        if f.read_exact(&mut head).is_err()
+            || head[510..] != [0x55, 0xAA]
+            || !(head[0] == 0xEB || head[0] == 0xE9)
+        {
             continue;
         }
         let mut data = vec![0u8; p.size as usize];
         f.seek(SeekFrom::Start(p.offset)).map_err(|e| bad(e.to_string()))?;
         f.read_exact(&mut data).map_err(|e| bad(format!("partition {}: {e}", p.number)))?;
-        let (label, files) = fat::list(Cursor::new(data)).map_err(|e| bad(format!("partition {} FAT: {e}", p.number)))?;
+        let (label, files) = fat::list(Cursor::new(data))
+            .map_err(|e| bad(format!("partition {} FAT: {e}", p.number)))?;
         filesystems.push(FatListing { partition: p.number, label, files });
     }
     Ok(Report { size, disk_guid, partitions, mbr: mbr_entries, filesystems })
@@ -77,7 +81,10 @@ pub fn inspect(path: &Path) -> Result<Report, InspectError> {
 pub fn render(r: &Report) -> String {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let mut out = format!("disk: {:.1} MiB, GUID {}\n", mib(r.size), r.disk_guid);
-    out.push_str(&format!("{:>2}  {:<8} {:>10} {:>10}  {:<36}  {}\n", "#", "name", "start MiB", "size MiB", "type", "guid"));
+    out.push_str(&format!(
+        "{:>2}  {:<8} {:>10} {:>10}  {:<36}  {}\n",
+        "#", "name", "start MiB", "size MiB", "type", "guid"
+    ));
     for p in &r.partitions {
         out.push_str(&format!(
             "{:>2}  {:<8} {:>10.1} {:>10.1}  {:<36}  {}{}\n",

@@ -15,7 +15,12 @@ pub use assemble::{assemble, volume_chunks, Chunk, Data, Disk, DiskError, Partit
 
 /// Where a `Seek` on an in-memory stand-in for a `len`-byte device lands; `what` names the device
 /// in the error for a position before its start.
-pub(crate) fn seek_position(pos: u64, len: u64, to: std::io::SeekFrom, what: &str) -> std::io::Result<u64> {
+pub(crate) fn seek_position(
+    pos: u64,
+    len: u64,
+    to: std::io::SeekFrom,
+    what: &str,
+) -> std::io::Result<u64> {
     let p = match to {
         std::io::SeekFrom::Start(p) => p as i128,
         std::io::SeekFrom::End(d) => len as i128 + d as i128,

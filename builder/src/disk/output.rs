@@ -167,7 +167,8 @@ pub fn write_sparse(disk: &Disk, file: &std::fs::File) -> std::io::Result<()> {
 fn is_zero(b: &[u8]) -> bool {
     // OR-folding fixed 64-byte lanes vectorises; a plain `all` would stop at every byte.
     let mut lanes = b.chunks_exact(64);
-    lanes.all(|c| c.iter().fold(0u8, |a, x| a | x) == 0) && lanes.remainder().iter().all(|x| *x == 0)
+    lanes.all(|c| c.iter().fold(0u8, |a, x| a | x) == 0)
+        && lanes.remainder().iter().all(|x| *x == 0)
 }
 
 #[cfg(test)]
@@ -187,7 +188,10 @@ mod tests {
                 Chunk {
                     offset: 512 << 10,
                     data: crate::disk::assemble::Data::Source {
-                        source: std::sync::Arc::new(crate::disk::source::Source::Memory(vec![3; 1000])),
+                        source: std::sync::Arc::new(crate::disk::source::Source::Memory(vec![
+                            3;
+                            1000
+                        ])),
                         offset: 10,
                         len: 900,
                     },

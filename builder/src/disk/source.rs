@@ -11,7 +11,10 @@ use std::sync::Arc;
 pub enum Source {
     Memory(Vec<u8>),
     /// A host file; `len` is its size when it was planned (checked again when copied).
-    Host { path: PathBuf, len: u64 },
+    Host {
+        path: PathBuf,
+        len: u64,
+    },
 }
 
 /// A shared source.
@@ -33,7 +36,10 @@ impl Source {
     pub fn host(path: PathBuf) -> std::io::Result<Source> {
         let meta = std::fs::metadata(&path)?;
         if !meta.is_file() {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
         }
         Ok(Source::Host { path, len: meta.len() })
     }

@@ -60,7 +60,12 @@ pub struct HeadTail {
 
 impl HeadTail {
     fn new(len: u64) -> HeadTail {
-        HeadTail { len, pos: 0, head: vec![0; END_BYTES as usize], tail: vec![0; END_BYTES as usize] }
+        HeadTail {
+            len,
+            pos: 0,
+            head: vec![0; END_BYTES as usize],
+            tail: vec![0; END_BYTES as usize],
+        }
     }
     fn tail_start(&self) -> u64 {
         self.len - END_BYTES
@@ -94,7 +99,10 @@ impl Write for HeadTail {
             let s = (self.pos - self.tail_start()) as usize;
             self.tail[s..s + buf.len()].copy_from_slice(buf);
         } else {
-            return Err(std::io::Error::other(format!("table write outside the disk ends at {}", self.pos)));
+            return Err(std::io::Error::other(format!(
+                "table write outside the disk ends at {}",
+                self.pos
+            )));
         }
         self.pos = end;
         Ok(buf.len())
@@ -138,7 +146,11 @@ pub fn write(len: u64, disk_guid: Uuid, parts: &[Part]) -> Result<Tables, TableE
     let mut dev = disk.write()?;
     let sectors = len / SECTOR;
     let boot = &parts[0];
-    dev.head[..512].copy_from_slice(&hybrid_mbr(boot.first_lba, boot.last_lba - boot.first_lba + 1, sectors));
+    dev.head[..512].copy_from_slice(&hybrid_mbr(
+        boot.first_lba,
+        boot.last_lba - boot.first_lba + 1,
+        sectors,
+    ));
     Ok(Tables { head: dev.head, tail: dev.tail })
 }
 

@@ -42,9 +42,14 @@ pub fn disable_nodes(what: &str, dtb: &[u8], paths: &[String]) -> Result<Vec<u8>
     let h = |i: usize| be32(dtb, i * 4).ok_or(bad("short header")).map(|v| v as usize);
     let (off_struct, off_strings, off_rsvmap) = (h(2)?, h(3)?, h(4)?);
     let (size_strings, size_struct) = (h(8)?, h(9)?);
-    let structs = dtb.get(off_struct..off_struct + size_struct).ok_or(bad("structure block out of range"))?;
-    let mut strings = dtb.get(off_strings..off_strings + size_strings).ok_or(bad("strings block out of range"))?.to_vec();
-    let rsvmap = dtb.get(off_rsvmap..off_struct.min(off_strings)).ok_or(bad("reserve map out of range"))?;
+    let structs =
+        dtb.get(off_struct..off_struct + size_struct).ok_or(bad("structure block out of range"))?;
+    let mut strings = dtb
+        .get(off_strings..off_strings + size_strings)
+        .ok_or(bad("strings block out of range"))?
+        .to_vec();
+    let rsvmap =
+        dtb.get(off_rsvmap..off_struct.min(off_strings)).ok_or(bad("reserve map out of range"))?;
 
     let status_off = match find_string(&strings, b"status") {
         Some(o) => o,
@@ -87,8 +92,15 @@ pub fn disable_nodes(what: &str, dtb: &[u8], paths: &[String]) -> Result<Vec<u8>
                 out.extend_from_slice(&structs[i..next]);
                 i = next;
                 path.push(name);
-                let full = if path.len() == 1 { "/".to_owned() } else { path[1..].iter().map(|p| format!("/{p}")).collect() };
-                if let Some(k) = paths.iter().position(|p| p.trim_end_matches('/') == full || (full == "/" && p == "/")) {
+                let full = if path.len() == 1 {
+                    "/".to_owned()
+                } else {
+                    path[1..].iter().map(|p| format!("/{p}")).collect()
+                };
+                if let Some(k) = paths
+                    .iter()
+                    .position(|p| p.trim_end_matches('/') == full || (full == "/" && p == "/"))
+                {
                     found[k] = true;
                     pending_status = true;
                 }
@@ -139,7 +151,9 @@ pub fn disable_nodes(what: &str, dtb: &[u8], paths: &[String]) -> Result<Vec<u8>
     let total = strings_off + strings.len();
     let mut dtb_out = Vec::with_capacity(total);
     let mut header = dtb[..header_len].to_vec();
-    let put = |hdr: &mut Vec<u8>, idx: usize, v: usize| hdr[idx * 4..idx * 4 + 4].copy_from_slice(&(v as u32).to_be_bytes());
+    let put = |hdr: &mut Vec<u8>, idx: usize, v: usize| {
+        hdr[idx * 4..idx * 4 + 4].copy_from_slice(&(v as u32).to_be_bytes())
+    };
     put(&mut header, 1, total);
     put(&mut header, 2, struct_off);
     put(&mut header, 3, strings_off);

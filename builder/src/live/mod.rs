@@ -15,11 +15,11 @@ use crate::disk::fat::{self, Entry, FatError, Spec};
 use crate::disk::ids::{ContentHash, Ids};
 use crate::disk::source::{Shared, Source};
 use crate::disk::{self, table, Chunk, Disk, Partition};
+use crate::manifest::{size_text, BoardKind, FileContent, HypervisorKind, Plan, RootfsFormat};
 use crate::uboot::bootscript::{self, DtbSource, SecondStage, SECOND_STAGE};
 use crate::uboot::configtxt::{self, UBOOT_NAME};
 use crate::uboot::load::{self as layout, LayoutError, Sizes, Window};
 use crate::uboot::uimage::{self, ScriptImage};
-use crate::manifest::{parse_size, BoardKind, HypervisorKind, Manifest, RootfsFormat};
 
 pub const BOOT_SCRIPT: &str = "boot.scr";
 pub const KERNEL_NAME: &str = "Image";
@@ -50,9 +50,8 @@ pub enum LiveError {
 /// What `rpixen live` and `rpixen netboot` start from.
 #[derive(Debug, Clone)]
 pub struct Inputs<'a> {
-    pub manifest: &'a Manifest,
-    /// Host-file references are relative to this folder.
-    pub manifest_dir: &'a Path,
+    /// The checked manifest.
+    pub plan: &'a Plan,
     pub seed: Option<&'a str>,
     /// An initramfs to use instead of building one from `rootfs:`.
     pub initrd: Option<&'a Path>,
@@ -105,7 +104,7 @@ fn build_rootfs(inputs: &Inputs<'_>, format: RootfsFormat) -> Result<Vec<u8>, Li
     let rootfs_err = |e: &dyn std::fmt::Display| LiveError::Rootfs(e.to_string());
     let mut tmp = tempfile::tempfile().map_err(|e| rootfs_err(&e))?;
     let opts = crate::oci::OciOptions::from_env();
-    crate::rootfs::build(&opts, inputs.manifest, inputs.manifest_dir, format, &mut tmp).map_err(|e| rootfs_err(&e))?;
+    crate::rootfs::build(&opts, inputs.plan, format, &mut tmp).map_err(|e| rootfs_err(&e))?;
     let mut bytes = Vec::new();
     tmp.rewind().and_then(|_| tmp.read_to_end(&mut bytes)).map_err(|e| rootfs_err(&e))?;
     Ok(bytes)
@@ -113,7 +112,7 @@ fn build_rootfs(inputs: &Inputs<'_>, format: RootfsFormat) -> Result<Vec<u8>, Li
 
 /// Dom0's initramfs: the `--initrd` file, or (for `rootfs.format: cpio`) one built from `rootfs:`.
 fn initrd(inputs: &Inputs<'_>) -> Result<Shared, LiveError> {
-    match (inputs.initrd, inputs.manifest.rootfs.format) {
+    match (inputs.initrd, inputs.plan.rootfs.format) {
         (Some(p), _) => Ok(files::host(p, "--initrd")?),
         (None, RootfsFormat::Cpio) => Ok(Shared::new(Source::Memory(build_rootfs(inputs, RootfsFormat::Cpio)?))),
         (None, RootfsFormat::Squashfs) => Err(field(
@@ -125,16 +124,16 @@ fn initrd(inputs: &Inputs<'_>) -> Result<Shared, LiveError> {
 
 /// Reads every input and writes the scripts.
 pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
-    let m = inputs.manifest;
-    let dir = inputs.manifest_dir;
-    let hv = files::open(&m.hypervisor.binary, dir, "hypervisor.binary")?;
-    let kernel = files::open(&m.dom0.kernel, dir, "dom0.kernel")?;
+    let m = inputs.plan;
+    let hv = files::open(&m.hypervisor.binary, "hypervisor.binary")?;
+    let kernel = files::open(&m.dom0.kernel, "dom0.kernel")?;
     let initrd = initrd(inputs)?;
     let head = |s: &Shared, field: &str| {
         s.head(64).map_err(|e| field_err(field, format!("cannot read the Image header: {e}")))
     };
-    let hv_footprint = layout::arm64_image_footprint("hypervisor.binary", &head(&hv, "hypervisor.binary")?)?
-        .max(hv.len());
+    let hv_footprint =
+        layout::arm64_image_footprint("hypervisor.binary", &head(&hv, "hypervisor.binary")?)?
+            .max(hv.len());
     layout::check_dom0_kernel("dom0.kernel", &head(&kernel, "dom0.kernel")?)?;
     let plan = layout::plan(
         Window::for_board(m.board.kind),
@@ -143,23 +142,18 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
 
     let hv_name = hypervisor_name(m.hypervisor.kind);
     let mut loaded = Vec::new();
-    let dtb_source = match (&m.board.dtb, m.board.kind) {
-        (Some(r), _) => {
-            let name = files::base_name(r);
-            let raw = files::read(r, dir, "board.dtb")?;
+    let dtb_source = match &m.board.dtb {
+        Some(r) => {
+            let name = r.base_name();
+            let raw = files::read(r, "board.dtb")?;
             let data = dtb::disable_nodes(&name, &raw, &m.board.dtb_disable)?;
             loaded.push(NamedFile::memory(name.clone(), data));
             DtbSource::File(name)
         }
-        (None, BoardKind::QemuVirt) => {
-            if !m.board.dtb_disable.is_empty() {
-                return Err(field("board.dtb_disable", "needs `board.dtb` (QEMU virt's own DTB is not on the disk)"));
-            }
-            DtbSource::Firmware
-        }
-        (None, BoardKind::Rpi4) => return Err(field("board.dtb", "the Raspberry Pi 4 needs a device tree")),
+        // The plan allows no DTB only on qemu-virt, whose firmware (QEMU) provides one.
+        None => DtbSource::Firmware,
     };
-    let hv_args = bootscript::hypervisor_args(&m.hypervisor.cmdline, &m.dom0.memory);
+    let hv_args = bootscript::hypervisor_args(&m.hypervisor.cmdline, &size_text(m.dom0.memory));
     let text = bootscript::second_stage(&SecondStage {
         plan,
         hypervisor_file: hv_name,
@@ -177,14 +171,18 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
 
     let mut card = Vec::new();
     if m.board.kind == BoardKind::Rpi4 {
-        card.push(NamedFile::memory("config.txt", configtxt::config_txt(&m.config_txt).into_bytes()));
-    } else if !m.config_txt.is_empty() {
-        return Err(field("config_txt", "only the Raspberry Pi reads config.txt"));
+        card.push(NamedFile::memory(
+            "config.txt",
+            configtxt::config_txt(&m.config_txt).into_bytes(),
+        ));
     }
-    card.push(NamedFile { name: UBOOT_NAME.into(), data: files::open(&m.board.uboot, dir, "board.uboot")? });
+    card.push(NamedFile {
+        name: UBOOT_NAME.into(),
+        data: files::open(&m.board.uboot, "board.uboot")?,
+    });
     for (i, f) in m.firmware.iter().enumerate() {
-        let data = files::open(&f.source, dir, &format!("firmware[{i}]"))?;
-        card.push(NamedFile { name: f.dest.trim_start_matches('/').to_owned(), data });
+        let data = files::open(&f.source, &format!("firmware[{i}]"))?;
+        card.push(NamedFile { name: f.dest.clone(), data });
     }
     Ok(BootSet { plan, loaded, card })
 }
@@ -195,43 +193,33 @@ fn entries(v: &[NamedFile]) -> Vec<Entry<'_>> {
 
 fn script_image(name: &str, addr: u64, text: &str, epoch: u64) -> Vec<u8> {
     let addr = u32::try_from(addr).expect("load plans stay below 4 GiB");
-    uimage::script(&ScriptImage { name, load: addr, entry: addr, time: epoch as u32 }, text.as_bytes())
-}
-
-fn size(name: &str, value: &str) -> Result<u64, LiveError> {
-    parse_size(value).map_err(|e| field(&format!("partitions.{name}"), e))
+    uimage::script(
+        &ScriptImage { name, load: addr, entry: addr, time: epoch as u32 },
+        text.as_bytes(),
+    )
 }
 
 /// Builds the whole disk.
 pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
-    let m = inputs.manifest;
+    let m = inputs.plan;
     let set = boot_set(inputs)?;
-    let boot_scr = script_image("rpixen boot", 0, &bootscript::disk_boot(set.plan.script), inputs.epoch);
+    let boot_scr =
+        script_image("rpixen boot", 0, &bootscript::disk_boot(set.plan.script), inputs.epoch);
     let mut boot_files: Vec<NamedFile> = vec![NamedFile::memory(BOOT_SCRIPT, boot_scr)];
     boot_files.extend(set.card);
     boot_files.extend(set.loaded);
 
     let mut config_files = Vec::new();
     for (i, f) in m.config_files.iter().enumerate() {
-        let data = match (&f.contents, &f.source) {
-            (Some(c), _) => c.clone().into_bytes(),
-            (None, Some(r)) => files::read(r, inputs.manifest_dir, &format!("config_files[{i}].source"))?,
-            (None, None) => return Err(field(&format!("config_files[{i}]"), "needs `contents` or `source`")),
+        let data = match &f.content {
+            FileContent::Inline(bytes) => bytes.clone(),
+            FileContent::From(r) => files::read(r, &format!("config_files[{i}].source"))?,
         };
         config_files.push(NamedFile::memory(f.path.trim_start_matches('/'), data));
     }
 
     let p = &m.partitions;
-    let sizes = [
-        size("boot", &p.boot)?,
-        size("imga", &p.imga)?,
-        size("imgb", &p.imgb)?,
-        size("config", &p.config)?,
-        size("persist", &p.persist)?,
-    ];
-    if sizes[0] < 33 << 20 {
-        return Err(field("partitions.boot", "the boot FAT is FAT32, which needs at least 33M"));
-    }
+    let sizes = [p.boot, p.imga, p.imgb, p.config, p.persist];
 
     let imga = match m.rootfs.format {
         RootfsFormat::Squashfs => build_rootfs(inputs, RootfsFormat::Squashfs)?,
@@ -293,7 +281,13 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     };
     Ok(disk::assemble(
         vec![
-            part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, disk::volume_chunks(boot)),
+            part(
+                "BOOT",
+                table::TYPE_EFI,
+                sizes[0],
+                table::ATTR_LEGACY_BOOTABLE,
+                disk::volume_chunks(boot),
+            ),
             part("IMGA", table::TYPE_IMG, sizes[1], 0, vec![Chunk::bytes(0, imga)]),
             part("IMGB", table::TYPE_IMG, sizes[2], 0, Vec::new()),
             part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, disk::volume_chunks(config)),
@@ -314,12 +308,17 @@ pub fn netboot(
 ) -> Result<Vec<NamedFile>, LiveError> {
     for (name, ip) in [("--serverip", Some(server_ip)), ("--ipaddr", ip_addr)] {
         if let Some(ip) = ip {
-            ip.parse::<std::net::Ipv4Addr>().map_err(|_| field(name, format!("`{ip}` is not an IPv4 address")))?;
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| field(name, format!("`{ip}` is not an IPv4 address")))?;
         }
     }
     let set = boot_set(inputs)?;
-    let boot_scr =
-        script_image("rpixen netboot", 0, &bootscript::net_boot(set.plan.script, server_ip, ip_addr), inputs.epoch);
+    let boot_scr = script_image(
+        "rpixen netboot",
+        0,
+        &bootscript::net_boot(set.plan.script, server_ip, ip_addr),
+        inputs.epoch,
+    );
     let mut card = vec![NamedFile::memory(BOOT_SCRIPT, boot_scr)];
     card.extend(set.card);
     let write = |sub: &str, files: &[NamedFile]| -> Result<(), LiveError> {

@@ -65,7 +65,13 @@ impl BlobCache {
     }
 
     /// Stores a small blob after checking it against `desc`.
-    pub fn put_small(&self, image: &str, what: &str, desc: &Descriptor, bytes: &[u8]) -> Result<PathBuf, OciError> {
+    pub fn put_small(
+        &self,
+        image: &str,
+        what: &str,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<PathBuf, OciError> {
         let actual = sha256(bytes);
         if actual != desc.digest().to_string() || bytes.len() as u64 != desc.size() {
             return Err(mismatch(image, what, desc, actual, bytes.len() as u64));
@@ -78,7 +84,13 @@ impl BlobCache {
 
     /// Moves a finished download into place once it verifies; a download that does not is deleted, so a
     /// bad blob is never kept.
-    pub fn commit_partial(&self, image: &str, what: &str, desc: &Descriptor, partial: &Path) -> Result<PathBuf, OciError> {
+    pub fn commit_partial(
+        &self,
+        image: &str,
+        what: &str,
+        desc: &Descriptor,
+        partial: &Path,
+    ) -> Result<PathBuf, OciError> {
         let (actual, size) = file_digest(partial).map_err(OciError::io(partial))?;
         self.commit_hashed(image, what, desc, partial, actual, size)
     }
@@ -101,7 +113,8 @@ impl BlobCache {
             }
             return Err(err);
         }
-        let path = self.blob_path(desc.digest().as_ref()).expect("partial paths exist only for sha256");
+        let path =
+            self.blob_path(desc.digest().as_ref()).expect("partial paths exist only for sha256");
         self.dir("blobs/sha256")?;
         std::fs::rename(partial, &path).map_err(OciError::io(&path))?;
         Ok(path)
@@ -112,7 +125,13 @@ impl BlobCache {
     }
 
     /// Remembers which manifest digest a tag resolved to.
-    pub fn set_ref(&self, registry: &str, repository: &str, tag: &str, digest: &str) -> Result<(), OciError> {
+    pub fn set_ref(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        digest: &str,
+    ) -> Result<(), OciError> {
         let path = self.ref_path(registry, repository, tag);
         let dir = path.parent().expect("has a parent");
         std::fs::create_dir_all(dir).map_err(OciError::io(dir))?;
@@ -120,7 +139,9 @@ impl BlobCache {
     }
 
     pub fn get_ref(&self, registry: &str, repository: &str, tag: &str) -> Option<String> {
-        std::fs::read_to_string(self.ref_path(registry, repository, tag)).ok().filter(|d| sha256_hex(d).is_some())
+        std::fs::read_to_string(self.ref_path(registry, repository, tag))
+            .ok()
+            .filter(|d| sha256_hex(d).is_some())
     }
 
     /// The folder for finished root filesystems.

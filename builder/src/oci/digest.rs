@@ -13,7 +13,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// The hex part of a `sha256:` digest, checked to be 64 lowercase hex digits (it names cache files).
 pub fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then_some(hex)
 }
 
 /// Hashes and counts everything read through it.

@@ -11,17 +11,21 @@ const BLOCK: usize = 1 << 20;
 
 /// Compresses `data` as one gzip member (mtime 0, no name) at `level`, blocks in parallel.
 pub fn parallel_gzip(data: &[u8], level: u32, out: &mut impl Write) -> io::Result<()> {
-    let blocks: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(BLOCK).collect() };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(blocks.len());
+    let blocks: Vec<&[u8]> =
+        if data.is_empty() { vec![data] } else { data.chunks(BLOCK).collect() };
+    let threads =
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(blocks.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Vec<u8>>> = blocks.iter().map(|_| Default::default()).collect();
+    let results: Vec<std::sync::Mutex<Vec<u8>>> =
+        blocks.iter().map(|_| Default::default()).collect();
     let crc = std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(block) = blocks.get(i) else { break };
                 let last = i + 1 == blocks.len();
-                *results[i].lock().expect("no panics while held") = deflate_block(block, level, last);
+                *results[i].lock().expect("no panics while held") =
+                    deflate_block(block, level, last);
             });
         }
         let mut crc = crc32fast::Hasher::new();
@@ -43,7 +47,9 @@ fn deflate_block(block: &[u8], level: u32, last: bool) -> Vec<u8> {
     let flush = if last { flate2::FlushCompress::Finish } else { flate2::FlushCompress::Sync };
     loop {
         let consumed = c.total_in() as usize;
-        let status = c.compress_vec(&block[consumed..], &mut out, flush).expect("deflate on memory cannot fail");
+        let status = c
+            .compress_vec(&block[consumed..], &mut out, flush)
+            .expect("deflate on memory cannot fail");
         let done = c.total_in() as usize == block.len()
             && match flush {
                 flate2::FlushCompress::Finish => status == flate2::Status::StreamEnd,
@@ -63,7 +69,8 @@ mod tests {
 
     #[test]
     fn parallel_gzip_is_one_valid_member() {
-        let data: Vec<u8> = (0..3 * BLOCK + 12345).map(|i| (i % 251) as u8 ^ (i / 7000) as u8).collect();
+        let data: Vec<u8> =
+            (0..3 * BLOCK + 12345).map(|i| (i % 251) as u8 ^ (i / 7000) as u8).collect();
         let mut gz = Vec::new();
         parallel_gzip(&data, 6, &mut gz).unwrap();
         let mut back = Vec::new();

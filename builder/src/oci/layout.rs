@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageIndex,
-    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFsBuilder,
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, PlatformBuilder, RootFsBuilder,
 };
 
 use super::digest::{file_digest, sha256, sha256_hex};
@@ -36,7 +37,8 @@ impl Layout {
             return Err(OciError::Invalid {
                 image: name,
                 what: "oci-layout".into(),
-                message: "missing: not an OCI image layout (for a package, run `make pkgs` first)".into(),
+                message: "missing: not an OCI image layout (for a package, run `make pkgs` first)"
+                    .into(),
             });
         }
         let path = dir.join("index.json");
@@ -51,7 +53,12 @@ impl Layout {
     }
 
     /// A small blob (manifest, index, config), read whole and verified.
-    pub fn read_blob(&self, image: &str, what: &str, desc: &Descriptor) -> Result<Vec<u8>, OciError> {
+    pub fn read_blob(
+        &self,
+        image: &str,
+        what: &str,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, OciError> {
         let path = self.checked_blob_path(image, what, desc)?;
         let bytes = std::fs::read(&path).map_err(OciError::io(&path))?;
         let actual = sha256(&bytes);
@@ -61,7 +68,12 @@ impl Layout {
         Ok(bytes)
     }
 
-    fn checked_blob_path(&self, image: &str, what: &str, desc: &Descriptor) -> Result<PathBuf, OciError> {
+    fn checked_blob_path(
+        &self,
+        image: &str,
+        what: &str,
+        desc: &Descriptor,
+    ) -> Result<PathBuf, OciError> {
         self.blob_path(desc.digest().as_ref()).ok_or_else(|| OciError::Invalid {
             image: image.to_owned(),
             what: what.to_owned(),
@@ -73,20 +85,26 @@ impl Layout {
     pub fn find(&self, image: &str, tag: &str) -> Result<Descriptor, OciError> {
         let entries = self.index.manifests();
         let by_digest = entries.iter().find(|d| d.digest().as_ref() == tag);
-        let by_tag = entries
-            .iter()
-            .find(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(tag));
+        let by_tag = entries.iter().find(|d| {
+            d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(tag)
+        });
         // A layout holding one untagged image is that image for `latest`, as skopeo writes them.
         let lone = (tag == "latest" && entries.len() == 1).then(|| &entries[0]);
         by_digest.or(by_tag).or(lone).cloned().ok_or_else(|| {
             let tags: Vec<&str> = entries
                 .iter()
-                .filter_map(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str))
+                .filter_map(|d| {
+                    d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str)
+                })
                 .collect();
             OciError::Invalid {
                 image: image.to_owned(),
                 what: format!("tag `{tag}`"),
-                message: format!("not in {}/index.json (tags: {})", self.dir.display(), tags.join(", ")),
+                message: format!(
+                    "not in {}/index.json (tags: {})",
+                    self.dir.display(),
+                    tags.join(", ")
+                ),
             }
         })
     }
@@ -100,7 +118,8 @@ impl Layout {
                 break;
             }
             let bytes = self.read_blob(image, "image index", &desc)?;
-            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_err(image, "image index"))?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(json_err(image, "image index"))?;
             desc = platform
                 .select(index.manifests())
                 .map_err(|available| OciError::Platform {
@@ -111,7 +130,8 @@ impl Layout {
                 .clone();
         }
         let bytes = self.read_blob(image, "manifest", &desc)?;
-        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_err(image, "manifest"))?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(json_err(image, "manifest"))?;
         let config_bytes = self.read_blob(image, "config", manifest.config())?;
         let config: ImageConfiguration =
             serde_json::from_slice(&config_bytes).map_err(json_err(image, "config"))?;
@@ -123,13 +143,29 @@ impl Layout {
             if actual != layer.digest().to_string() || size != layer.size() {
                 return Err(mismatch(image, &what, layer, actual, size));
             }
-            layers.push(LayerBlob { descriptor: layer.clone(), path, diff_id: config.rootfs().diff_ids().get(i).cloned() });
+            layers.push(LayerBlob {
+                descriptor: layer.clone(),
+                path,
+                diff_id: config.rootfs().diff_ids().get(i).cloned(),
+            });
         }
-        Ok(Image { name: image.to_owned(), manifest_digest: desc.digest().to_string(), manifest, config, layers })
+        Ok(Image {
+            name: image.to_owned(),
+            manifest_digest: desc.digest().to_string(),
+            manifest,
+            config,
+            layers,
+        })
     }
 }
 
-pub(crate) fn mismatch(image: &str, what: &str, desc: &Descriptor, actual: String, actual_size: u64) -> OciError {
+pub(crate) fn mismatch(
+    image: &str,
+    what: &str,
+    desc: &Descriptor,
+    actual: String,
+    actual_size: u64,
+) -> OciError {
     OciError::DigestMismatch {
         image: image.to_owned(),
         what: what.to_owned(),
@@ -262,11 +298,25 @@ impl LayerTar {
     }
 
     pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
-        self.entry(tar::EntryType::Directory, path.as_bytes(), None, b"", &EntryMeta::mode(mode), None)
+        self.entry(
+            tar::EntryType::Directory,
+            path.as_bytes(),
+            None,
+            b"",
+            &EntryMeta::mode(mode),
+            None,
+        )
     }
 
     pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> &mut Self {
-        self.entry(tar::EntryType::Regular, path.as_bytes(), None, data, &EntryMeta::mode(mode), None)
+        self.entry(
+            tar::EntryType::Regular,
+            path.as_bytes(),
+            None,
+            data,
+            &EntryMeta::mode(mode),
+            None,
+        )
     }
 
     pub fn file_with(&mut self, path: &str, data: &[u8], meta: &EntryMeta) -> &mut Self {
@@ -275,7 +325,14 @@ impl LayerTar {
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         let meta = EntryMeta::mode(0o777);
-        self.entry(tar::EntryType::Symlink, path.as_bytes(), Some(target.as_bytes()), b"", &meta, None)
+        self.entry(
+            tar::EntryType::Symlink,
+            path.as_bytes(),
+            Some(target.as_bytes()),
+            b"",
+            &meta,
+            None,
+        )
     }
 
     pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
@@ -299,7 +356,10 @@ impl LayerTar {
 
     /// A whiteout: deletes `path` from lower layers.
     pub fn whiteout(&mut self, path: &str) -> &mut Self {
-        let (dir, name) = path.rsplit_once('/').map(|(d, n)| (format!("{d}/"), n)).unwrap_or((String::new(), path));
+        let (dir, name) = path
+            .rsplit_once('/')
+            .map(|(d, n)| (format!("{d}/"), n))
+            .unwrap_or((String::new(), path));
         self.file(&format!("{dir}.wh.{name}"), b"", 0o644)
     }
 
@@ -316,15 +376,29 @@ impl LayerTar {
         for e in entries {
             let name = e.file_name();
             let name = name.to_str().ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: not UTF-8", e.path().display()))
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not UTF-8", e.path().display()),
+                )
             })?;
-            let path = if prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", prefix.trim_end_matches('/')) };
+            let path = if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{}/{name}", prefix.trim_end_matches('/'))
+            };
             let meta = std::fs::symlink_metadata(e.path())?;
             let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(e.path())?;
                 let target = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec();
-                self.entry(tar::EntryType::Symlink, path.as_bytes(), Some(&target), b"", &EntryMeta::mode(0o777), None);
+                self.entry(
+                    tar::EntryType::Symlink,
+                    path.as_bytes(),
+                    Some(&target),
+                    b"",
+                    &EntryMeta::mode(0o777),
+                    None,
+                );
             } else if meta.is_dir() {
                 self.dir(&path, mode);
                 self.host_dir(&e.path(), &path)?;
@@ -334,7 +408,10 @@ impl LayerTar {
             } else {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("{}: only files, directories and symlinks can be packed", e.path().display()),
+                    format!(
+                        "{}: only files, directories and symlinks can be packed",
+                        e.path().display()
+                    ),
                 ));
             }
         }
@@ -409,7 +486,11 @@ impl ImageBuilder {
     /// Adds a layer from an uncompressed tar.
     pub fn layer(mut self, tar: &[u8], compression: Compression) -> std::io::Result<Self> {
         let blob = compression.compress(tar)?;
-        self.layers.push(LayerData { media_type: compression.media_type(), blob, diff_id: sha256(tar) });
+        self.layers.push(LayerData {
+            media_type: compression.media_type(),
+            blob,
+            diff_id: sha256(tar),
+        });
         Ok(self)
     }
 
@@ -451,12 +532,17 @@ impl ImageBuilder {
         }
         let config = serde_json::to_vec(&config.build().expect("complete")).expect("serializable");
         let mut blobs = Vec::new();
-        let config_desc = Descriptor::new(MediaType::ImageConfig, config.len() as u64, digest_of(&config));
+        let config_desc =
+            Descriptor::new(MediaType::ImageConfig, config.len() as u64, digest_of(&config));
         blobs.push((sha256(&config), config));
         let mut layer_descs = Vec::new();
         for l in &self.layers {
             let digest = sha256(&l.blob);
-            layer_descs.push(Descriptor::new(l.media_type.clone(), l.blob.len() as u64, digest_of(&l.blob)));
+            layer_descs.push(Descriptor::new(
+                l.media_type.clone(),
+                l.blob.len() as u64,
+                digest_of(&l.blob),
+            ));
             blobs.push((digest, l.blob.clone()));
         }
         let mut manifest = ImageManifestBuilder::default()
@@ -467,7 +553,8 @@ impl ImageBuilder {
         if !self.annotations.is_empty() {
             manifest = manifest.annotations(self.annotations.clone());
         }
-        let manifest = serde_json::to_vec(&manifest.build().expect("complete")).expect("serializable");
+        let manifest =
+            serde_json::to_vec(&manifest.build().expect("complete")).expect("serializable");
         let mut platform = PlatformBuilder::default()
             .architecture(Arch::from(self.platform.architecture.as_str()))
             .os(Os::from(self.platform.os.as_str()));
@@ -548,12 +635,15 @@ pub fn tag_manifest(layout: &Path, tag: &str, desc: &Descriptor) -> Result<(), O
     let path = layout.join("index.json");
     let mut manifests: Vec<Descriptor> = if path.exists() {
         let bytes = std::fs::read(&path).map_err(OciError::io(&path))?;
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_err(&layout.display().to_string(), "index.json"))?;
+        let index: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(json_err(&layout.display().to_string(), "index.json"))?;
         index.manifests().clone()
     } else {
         Vec::new()
     };
-    manifests.retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) != Some(tag));
+    manifests.retain(|d| {
+        d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) != Some(tag)
+    });
     let mut desc = desc.clone();
     let mut ann = desc.annotations().clone().unwrap_or_default();
     ann.insert(REF_NAME.into(), tag.into());
@@ -575,7 +665,11 @@ fn image_index(manifests: Vec<Descriptor>) -> ImageIndex {
 
 /// Writes an image index (multi-arch image) naming `manifests` (descriptors with platforms, from
 /// [`ImageBuilder::write_blobs`]) and tags it. Returns the index's descriptor.
-pub fn write_index(layout: &Path, tag: &str, manifests: Vec<Descriptor>) -> Result<Descriptor, OciError> {
+pub fn write_index(
+    layout: &Path,
+    tag: &str,
+    manifests: Vec<Descriptor>,
+) -> Result<Descriptor, OciError> {
     let index = image_index(manifests);
     let bytes = serde_json::to_vec(&index).expect("serializable");
     init_layout(layout)?;

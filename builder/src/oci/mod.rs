@@ -50,7 +50,9 @@ pub enum OciError {
         /// What became of the bad bytes (e.g. "; the download was deleted").
         note: String,
     },
-    #[error("image {image}: {what} {digest} is not in the cache and --offline forbids the network")]
+    #[error(
+        "image {image}: {what} {digest} is not in the cache and --offline forbids the network"
+    )]
     Offline { image: String, what: String, digest: String },
     #[error("image {image}: no manifest for platform {wanted} (the index has: {available})")]
     Platform { image: String, wanted: String, available: String },
@@ -158,7 +160,9 @@ pub struct Image {
 /// pulling into the cache where needed.
 pub fn resolve(opts: &OciOptions, image: &str) -> Result<Image, OciError> {
     match ImageRef::parse(image, opts)? {
-        ImageRef::Layout { dir, tag } => layout::Layout::open(&dir)?.image(image, &tag, &opts.platform),
+        ImageRef::Layout { dir, tag } => {
+            layout::Layout::open(&dir)?.image(image, &tag, &opts.platform)
+        }
         ImageRef::Registry(reference) => registry::pull(opts, image, &reference),
     }
 }

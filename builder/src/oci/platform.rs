@@ -38,12 +38,16 @@ impl std::str::FromStr for Platform {
             [os, arch] if !os.is_empty() && !arch.is_empty() => {
                 Ok(Platform { os: (*os).into(), architecture: (*arch).into(), variant: None })
             }
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => Ok(Platform {
-                os: (*os).into(),
-                architecture: (*arch).into(),
-                variant: Some((*variant).into()),
-            }),
-            _ => Err(format!("`{s}` is not a platform (expected os/arch[/variant], e.g. linux/arm64/v8)")),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Platform {
+                    os: (*os).into(),
+                    architecture: (*arch).into(),
+                    variant: Some((*variant).into()),
+                })
+            }
+            _ => Err(format!(
+                "`{s}` is not a platform (expected os/arch[/variant], e.g. linux/arm64/v8)"
+            )),
         }
     }
 }

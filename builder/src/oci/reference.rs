@@ -8,13 +8,19 @@ use super::{OciError, OciOptions};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// An OCI image layout on disk; `tag` is a `org.opencontainers.image.ref.name` or a digest.
-    Layout { dir: PathBuf, tag: String },
+    Layout {
+        dir: PathBuf,
+        tag: String,
+    },
     Registry(oci_client::Reference),
 }
 
 impl ImageRef {
     pub fn parse(text: &str, opts: &OciOptions) -> Result<ImageRef, OciError> {
-        let bad = |message: &str| OciError::Reference { reference: text.to_owned(), message: message.to_owned() };
+        let bad = |message: &str| OciError::Reference {
+            reference: text.to_owned(),
+            message: message.to_owned(),
+        };
         if text.is_empty() {
             return Err(bad("empty"));
         }
@@ -28,7 +34,9 @@ impl ImageRef {
         if !text.contains(['/', ':', '@']) {
             return Ok(ImageRef::Layout { dir: opts.pkg_dir.join(text), tag: "latest".into() });
         }
-        text.parse::<oci_client::Reference>().map(ImageRef::Registry).map_err(|e| bad(&e.to_string()))
+        text.parse::<oci_client::Reference>()
+            .map(ImageRef::Registry)
+            .map_err(|e| bad(&e.to_string()))
     }
 }
 

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use futures_util::StreamExt;
-use sha2::Digest as _;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use sha2::Digest as _;
 
 use super::cache::BlobCache;
 use super::digest::sha256;
@@ -49,9 +49,15 @@ pub fn auth_for(config: Option<&Path>, registry: &str) -> Result<RegistryAuth, O
     use base64::Engine as _;
     let Some(path) = config.filter(|p| p.is_file()) else { return Ok(RegistryAuth::Anonymous) };
     let text = std::fs::read(path).map_err(OciError::io(path))?;
-    let bad = |m: String| OciError::Invalid { image: registry.into(), what: path.display().to_string(), message: m };
+    let bad = |m: String| OciError::Invalid {
+        image: registry.into(),
+        what: path.display().to_string(),
+        message: m,
+    };
     let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-    let Some(auths) = json.get("auths").and_then(|a| a.as_object()) else { return Ok(RegistryAuth::Anonymous) };
+    let Some(auths) = json.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(RegistryAuth::Anonymous);
+    };
     let key_host = |k: &str| -> String {
         let k = k.trim_start_matches("https://").trim_start_matches("http://");
         k.split('/').next().unwrap_or(k).to_owned()
@@ -65,11 +71,17 @@ pub fn auth_for(config: Option<&Path>, registry: &str) -> Result<RegistryAuth, O
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth)
                 .map_err(|e| bad(format!("auths.{key}.auth: {e}")))?;
-            let decoded = String::from_utf8(decoded).map_err(|e| bad(format!("auths.{key}.auth: {e}")))?;
-            let (user, pass) = decoded.split_once(':').ok_or_else(|| bad(format!("auths.{key}.auth is not user:password")))?;
+            let decoded =
+                String::from_utf8(decoded).map_err(|e| bad(format!("auths.{key}.auth: {e}")))?;
+            let (user, pass) = decoded
+                .split_once(':')
+                .ok_or_else(|| bad(format!("auths.{key}.auth is not user:password")))?;
             return Ok(RegistryAuth::Basic(user.into(), pass.into()));
         }
-        if let (Some(u), Some(p)) = (entry.get("username").and_then(|v| v.as_str()), entry.get("password").and_then(|v| v.as_str())) {
+        if let (Some(u), Some(p)) = (
+            entry.get("username").and_then(|v| v.as_str()),
+            entry.get("password").and_then(|v| v.as_str()),
+        ) {
             return Ok(RegistryAuth::Basic(u.into(), p.into()));
         }
     }
@@ -86,10 +98,12 @@ fn client_for(opts: &OciOptions, reference: &Reference) -> Client {
 }
 
 fn runtime(image: &str) -> Result<tokio::runtime::Runtime, OciError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| OciError::Registry { image: image.into(), message: format!("cannot start the async runtime: {e}") })
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        OciError::Registry {
+            image: image.into(),
+            message: format!("cannot start the async runtime: {e}"),
+        }
+    })
 }
 
 /// Pulls `reference` into the cache (what is cached already is only verified) and returns the image.
@@ -108,7 +122,11 @@ struct Puller<'a> {
 }
 
 impl<'a> Puller<'a> {
-    fn new(opts: &'a OciOptions, image: &'a str, reference: &'a Reference) -> Result<Self, OciError> {
+    fn new(
+        opts: &'a OciOptions,
+        image: &'a str,
+        reference: &'a Reference,
+    ) -> Result<Self, OciError> {
         Ok(Puller {
             opts,
             image,
@@ -140,7 +158,8 @@ impl<'a> Puller<'a> {
             if !is_index(&media) {
                 break;
             }
-            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| self.invalid("image index", e))?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|e| self.invalid("image index", e))?;
             let desc = self
                 .opts
                 .platform
@@ -154,7 +173,8 @@ impl<'a> Puller<'a> {
             bytes = self.small_blob("manifest", &desc, true).await?;
             digest = desc.digest().to_string();
         }
-        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| self.invalid("manifest", e))?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| self.invalid("manifest", e))?;
         let config_bytes = self.small_blob("config", manifest.config(), false).await?;
         let config: ImageConfiguration =
             serde_json::from_slice(&config_bytes).map_err(|e| self.invalid("config", e))?;
@@ -166,7 +186,8 @@ impl<'a> Puller<'a> {
                 unique.push((i, l));
             }
         }
-        let paths = futures_util::future::join_all(unique.iter().map(|(i, l)| self.layer(*i, l))).await;
+        let paths =
+            futures_util::future::join_all(unique.iter().map(|(i, l)| self.layer(*i, l))).await;
         let mut fetched = std::collections::HashMap::new();
         for ((_, desc), path) in unique.iter().zip(paths) {
             fetched.insert(desc.digest().to_string(), path?);
@@ -210,7 +231,11 @@ impl<'a> Puller<'a> {
                 digest: known.unwrap_or_else(|| format!("for tag `{tag}`")),
             });
         }
-        let (bytes, _) = self.client.pull_manifest_raw(r, &self.auth, ACCEPT).await.map_err(|e| self.reg_err(e))?;
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(r, &self.auth, ACCEPT)
+            .await
+            .map_err(|e| self.reg_err(e))?;
         let bytes = bytes.to_vec();
         let actual = sha256(&bytes);
         if let Some(d) = &pinned {
@@ -226,25 +251,43 @@ impl<'a> Puller<'a> {
                 });
             }
         }
-        let desc = Descriptor::new(media_type_of(&bytes), bytes.len() as u64, actual.parse::<oci_spec::image::Digest>().expect("sha256"));
+        let desc = Descriptor::new(
+            media_type_of(&bytes),
+            bytes.len() as u64,
+            actual.parse::<oci_spec::image::Digest>().expect("sha256"),
+        );
         self.cache.put_small(self.image, "manifest", &desc, &bytes)?;
         self.cache.set_ref(registry, r.repository(), tag, &actual)?;
         Ok((bytes, actual))
     }
 
     /// A manifest or config blob: from the cache, else fetched and verified.
-    async fn small_blob(&self, what: &str, desc: &Descriptor, manifest: bool) -> Result<Vec<u8>, OciError> {
+    async fn small_blob(
+        &self,
+        what: &str,
+        desc: &Descriptor,
+        manifest: bool,
+    ) -> Result<Vec<u8>, OciError> {
         if let Some(b) = self.cache.read_small(desc.digest().as_ref()) {
             if b.len() as u64 == desc.size() {
                 return Ok(b);
             }
         }
         if self.opts.offline {
-            return Err(OciError::Offline { image: self.image.into(), what: what.into(), digest: desc.digest().to_string() });
+            return Err(OciError::Offline {
+                image: self.image.into(),
+                what: what.into(),
+                digest: desc.digest().to_string(),
+            });
         }
         let by_digest = self.reference.clone_with_digest(desc.digest().to_string());
         let bytes = if manifest {
-            self.client.pull_manifest_raw(&by_digest, &self.auth, ACCEPT).await.map_err(|e| self.reg_err(e))?.0.to_vec()
+            self.client
+                .pull_manifest_raw(&by_digest, &self.auth, ACCEPT)
+                .await
+                .map_err(|e| self.reg_err(e))?
+                .0
+                .to_vec()
         } else {
             let path = self.download(what, desc).await?;
             std::fs::read(&path).map_err(OciError::io(&path))?
@@ -259,13 +302,21 @@ impl<'a> Puller<'a> {
             return Ok(p);
         }
         if self.opts.offline {
-            return Err(OciError::Offline { image: self.image.into(), what, digest: desc.digest().to_string() });
+            return Err(OciError::Offline {
+                image: self.image.into(),
+                what,
+                digest: desc.digest().to_string(),
+            });
         }
         self.download(&what, desc).await
     }
 
     /// Streams a blob into `partial/`, resuming a previous attempt, then verifies and commits it.
-    async fn download(&self, what: &str, desc: &Descriptor) -> Result<std::path::PathBuf, OciError> {
+    async fn download(
+        &self,
+        what: &str,
+        desc: &Descriptor,
+    ) -> Result<std::path::PathBuf, OciError> {
         let digest = desc.digest().to_string();
         let partial = self.cache.partial_path(&digest)?.ok_or_else(|| OciError::Invalid {
             image: self.image.into(),
@@ -302,7 +353,8 @@ impl<'a> Puller<'a> {
         file.set_len(len).map_err(OciError::io(&partial))?;
         // Hash as the bytes arrive (after the kept prefix), so committing needs no second read.
         let mut hasher = sha2::Sha256::new();
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(OciError::io(&partial))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))
+            .map_err(OciError::io(&partial))?;
         let mut prefix = std::io::Read::take(&mut file, len);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -312,13 +364,16 @@ impl<'a> Puller<'a> {
             }
             hasher.update(&buf[..n]);
         }
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(OciError::io(&partial))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len))
+            .map_err(OciError::io(&partial))?;
         let bar = self.progress.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new(desc.size()));
             b.set_style(
-                indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             b.set_message(format!("{what} {}", &digest[7..19]));
             b.set_position(len);
@@ -384,10 +439,15 @@ fn media_type_of(bytes: &[u8]) -> MediaType {
 
 /// Pushes the image tagged `tag` in an OCI layout (an index with its manifests, or one manifest) to a
 /// registry reference. Returns the pushed manifest's digest.
-pub fn push_layout(opts: &OciOptions, layout_dir: &Path, tag: &str, target: &str) -> Result<String, OciError> {
-    let reference: Reference = target
-        .parse()
-        .map_err(|e: oci_client::ParseError| OciError::Reference { reference: target.into(), message: e.to_string() })?;
+pub fn push_layout(
+    opts: &OciOptions,
+    layout_dir: &Path,
+    tag: &str,
+    target: &str,
+) -> Result<String, OciError> {
+    let reference: Reference = target.parse().map_err(|e: oci_client::ParseError| {
+        OciError::Reference { reference: target.into(), message: e.to_string() }
+    })?;
     let layout = Layout::open(layout_dir)?;
     let desc = layout.find(target, tag)?;
     runtime(target)?.block_on(async {
@@ -411,23 +471,28 @@ fn push_manifest<'a>(
 ) -> futures_util::future::BoxFuture<'a, Result<(), OciError>> {
     Box::pin(async move {
         let image = reference.whole();
-        let err = |e: oci_client::errors::OciDistributionError| OciError::Registry { image: image.clone(), message: e.to_string() };
+        let err = |e: oci_client::errors::OciDistributionError| OciError::Registry {
+            image: image.clone(),
+            message: e.to_string(),
+        };
         let bytes = layout.read_blob(&image, "manifest", desc)?;
         if is_index(desc.media_type()) {
-            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
-                image: image.clone(),
-                what: "image index".into(),
-                message: e.to_string(),
-            })?;
+            let index: ImageIndex =
+                serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
+                    image: image.clone(),
+                    what: "image index".into(),
+                    message: e.to_string(),
+                })?;
             for child in index.manifests() {
                 push_manifest(client, layout, reference, child, false).await?;
             }
         } else {
-            let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
-                image: image.clone(),
-                what: "manifest".into(),
-                message: e.to_string(),
-            })?;
+            let manifest: ImageManifest =
+                serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
+                    image: image.clone(),
+                    what: "manifest".into(),
+                    message: e.to_string(),
+                })?;
             for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
                 let digest = blob.digest().to_string();
                 if client.blob_exists(reference, &digest).await.map_err(err)? {
@@ -438,8 +503,13 @@ fn push_manifest<'a>(
                 client.push_blob(reference, data, &digest).await.map_err(err)?;
             }
         }
-        let target = if tagged { reference.clone() } else { reference.clone_with_digest(desc.digest().to_string()) };
-        let content_type = http::HeaderValue::from_str(desc.media_type().as_ref()).expect("media types are ASCII");
+        let target = if tagged {
+            reference.clone()
+        } else {
+            reference.clone_with_digest(desc.digest().to_string())
+        };
+        let content_type =
+            http::HeaderValue::from_str(desc.media_type().as_ref()).expect("media types are ASCII");
         client.push_manifest_raw(&target, bytes, content_type).await.map_err(err)?;
         Ok(())
     })
@@ -469,8 +539,12 @@ mod tests {
             r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"reg:5000":{"username":"a","password":"b"}}}"#,
         )
         .unwrap();
-        assert!(matches!(auth_for(Some(&p), "index.docker.io").unwrap(), RegistryAuth::Basic(u, p) if u == "user" && p == "pass"));
-        assert!(matches!(auth_for(Some(&p), "reg:5000").unwrap(), RegistryAuth::Basic(u, p) if u == "a" && p == "b"));
+        assert!(
+            matches!(auth_for(Some(&p), "index.docker.io").unwrap(), RegistryAuth::Basic(u, p) if u == "user" && p == "pass")
+        );
+        assert!(
+            matches!(auth_for(Some(&p), "reg:5000").unwrap(), RegistryAuth::Basic(u, p) if u == "a" && p == "b")
+        );
         assert!(matches!(auth_for(Some(&p), "other").unwrap(), RegistryAuth::Anonymous));
         assert!(matches!(auth_for(None, "other").unwrap(), RegistryAuth::Anonymous));
     }

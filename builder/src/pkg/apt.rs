@@ -96,14 +96,22 @@ impl Apt {
 
     fn has_lists(&self) -> bool {
         std::fs::read_dir(self.dir.join("lists"))
-            .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with("_Packages")))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            })
             .unwrap_or(false)
     }
 
     /// Downloads `package=version` into the empty folder `into` and returns the file. When the indexes
     /// do not know the version, they are refreshed once; a version the archive no longer serves is
     /// [`PkgError::VersionGone`].
-    pub fn download(&mut self, package: &str, version: &str, into: &Path) -> Result<PathBuf, PkgError> {
+    pub fn download(
+        &mut self,
+        package: &str,
+        version: &str,
+        into: &Path,
+    ) -> Result<PathBuf, PkgError> {
         if !self.has_lists() && !self.updated {
             self.update()?;
         }
@@ -114,7 +122,8 @@ impl Apt {
             match run(cmd, "apt-get download") {
                 Ok(_) => break,
                 Err(PkgError::Tool { stderr, .. })
-                    if stderr.contains("was not found") || stderr.contains("Unable to locate package") =>
+                    if stderr.contains("was not found")
+                        || stderr.contains("Unable to locate package") =>
                 {
                     if self.updated {
                         // The caller names the package definition.
@@ -159,7 +168,9 @@ impl Apt {
 }
 
 fn run(mut cmd: Command, tool: &str) -> Result<String, PkgError> {
-    let out = cmd.output().map_err(|e| PkgError::Tool { tool: tool.into(), stderr: format!("cannot start: {e}") })?;
+    let out = cmd
+        .output()
+        .map_err(|e| PkgError::Tool { tool: tool.into(), stderr: format!("cannot start: {e}") })?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() || stderr.contains("\nE: ") || stderr.starts_with("E: ") {
         return Err(PkgError::Tool { tool: tool.into(), stderr });
@@ -172,18 +183,23 @@ fn mirror() -> Result<String, PkgError> {
     if let Ok(m) = std::env::var("RPIXEN_DEBIAN_MIRROR") {
         return Ok(m);
     }
-    let deb822 = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let deb822 =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
     let classic = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     mirror_from(&deb822, &classic).ok_or_else(|| PkgError::Tool {
         tool: "apt sources".into(),
-        stderr: "no Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list; \
+        stderr:
+            "no Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list; \
                  set RPIXEN_DEBIAN_MIRROR"
-            .into(),
+                .into(),
     })
 }
 
 fn mirror_from(deb822: &str, classic: &str) -> Option<String> {
-    let from_822 = deb822.lines().find_map(|l| l.strip_prefix("URIs:")).and_then(|u| u.split_whitespace().next());
+    let from_822 = deb822
+        .lines()
+        .find_map(|l| l.strip_prefix("URIs:"))
+        .and_then(|u| u.split_whitespace().next());
     let from_classic = || {
         classic.lines().find_map(|l| {
             let mut words = l.split_whitespace().filter(|w| !w.starts_with('['));
@@ -197,10 +213,16 @@ fn mirror_from(deb822: &str, classic: &str) -> Option<String> {
 pub fn parse_stanza(text: &str) -> Option<Stanza> {
     let stanza = text.split("\n\n").next()?;
     let field = |name: &str| {
-        stanza.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_owned()))
+        stanza.lines().find_map(|l| {
+            l.strip_prefix(name).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_owned())
+        })
     };
     let depends = field("Depends")
-        .map(|d| d.split(',').filter_map(|dep| dep.split_whitespace().next().map(str::to_owned)).collect())
+        .map(|d| {
+            d.split(',')
+                .filter_map(|dep| dep.split_whitespace().next().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     Some(Stanza {
         package: field("Package")?,
@@ -217,7 +239,8 @@ mod tests {
 
     #[test]
     fn mirror_from_host_sources() {
-        let deb822 = "Types: deb\n# comment\nURIs: http://mirror.example/debian\nSuites: bookworm\n";
+        let deb822 =
+            "Types: deb\n# comment\nURIs: http://mirror.example/debian\nSuites: bookworm\n";
         assert_eq!(mirror_from(deb822, "").as_deref(), Some("http://mirror.example/debian"));
         let classic = "# x\ndeb [arch=amd64] http://m.example/debian bookworm main\n";
         assert_eq!(mirror_from("", classic).as_deref(), Some("http://m.example/debian"));

@@ -13,7 +13,12 @@ use super::map::{normalize, PathMap};
 use super::{PkgError, PkgOptions};
 
 /// The cached, checked `.deb` for one pin; downloads it through apt when it is not cached.
-pub fn fetch_deb(def: &PkgDef, deb: &Deb, opts: &PkgOptions, apt: &mut Option<Apt>) -> Result<PathBuf, PkgError> {
+pub fn fetch_deb(
+    def: &PkgDef,
+    deb: &Deb,
+    opts: &PkgOptions,
+    apt: &mut Option<Apt>,
+) -> Result<PathBuf, PkgError> {
     let cache = DebCache::new(&opts.cache_dir);
     if let Some(path) = cache.get(def, deb)? {
         return Ok(path);
@@ -31,8 +36,10 @@ pub fn fetch_deb(def: &PkgDef, deb: &Deb, opts: &PkgOptions, apt: &mut Option<Ap
     }
     let apt = apt.as_mut().expect("just opened");
     let partial = opts.cache_dir.join("debs/partial");
-    std::fs::create_dir_all(&partial).map_err(|source| PkgError::Io { path: partial.clone(), source })?;
-    let tmp = tempfile::tempdir_in(&partial).map_err(|source| PkgError::Io { path: partial.clone(), source })?;
+    std::fs::create_dir_all(&partial)
+        .map_err(|source| PkgError::Io { path: partial.clone(), source })?;
+    let tmp = tempfile::tempdir_in(&partial)
+        .map_err(|source| PkgError::Io { path: partial.clone(), source })?;
     let downloaded = apt.download(&deb.package, &deb.version, tmp.path()).map_err(|e| match e {
         PkgError::VersionGone { version, suite, detail, .. } => PkgError::VersionGone {
             package: def.name.clone(),
@@ -55,7 +62,9 @@ pub fn fetch(def: &PkgDef, opts: &PkgOptions) -> Result<Vec<PathBuf>, PkgError> 
 
 /// The repository a package folder belongs to (`<repo>/pkg/<name>`).
 pub fn repo_root(pkg_dir: &Path) -> Result<PathBuf, PkgError> {
-    let dir = pkg_dir.canonicalize().map_err(|source| PkgError::Io { path: pkg_dir.to_owned(), source })?;
+    let dir = pkg_dir
+        .canonicalize()
+        .map_err(|source| PkgError::Io { path: pkg_dir.to_owned(), source })?;
     dir.parent().and_then(Path::parent).map(Path::to_owned).ok_or_else(|| PkgError::Def {
         path: dir.clone(),
         message: "a package folder sits in <repo>/pkg/".into(),
@@ -63,7 +72,12 @@ pub fn repo_root(pkg_dir: &Path) -> Result<PathBuf, PkgError> {
 }
 
 /// Writes the package's layer tar (uncompressed) to `out`.
-pub fn write_layer(def: &PkgDef, repo: &Path, opts: &PkgOptions, out: impl Write) -> Result<(), PkgError> {
+pub fn write_layer(
+    def: &PkgDef,
+    repo: &Path,
+    opts: &PkgOptions,
+    out: impl Write,
+) -> Result<(), PkgError> {
     let debs = fetch(def, opts)?;
     let mut layer = LayerTar::new(out);
     for (i, (deb, file)) in def.debs.iter().zip(&debs).enumerate() {
@@ -76,16 +90,26 @@ pub fn write_layer(def: &PkgDef, repo: &Path, opts: &PkgOptions, out: impl Write
         }
     }
     if let Some(build) = &def.build {
-        let tmp = tempfile::tempdir().map_err(|source| PkgError::Io { path: std::env::temp_dir(), source })?;
+        let tmp = tempfile::tempdir()
+            .map_err(|source| PkgError::Io { path: std::env::temp_dir(), source })?;
         let artifact = run_build(def, build, repo, tmp.path())?;
-        let size = std::fs::metadata(&artifact).map_err(|source| PkgError::Io { path: artifact.clone(), source })?.len();
-        let f = std::fs::File::open(&artifact).map_err(|source| PkgError::Io { path: artifact.clone(), source })?;
+        let size = std::fs::metadata(&artifact)
+            .map_err(|source| PkgError::Io { path: artifact.clone(), source })?
+            .len();
+        let f = std::fs::File::open(&artifact)
+            .map_err(|source| PkgError::Io { path: artifact.clone(), source })?;
         layer.file(&build.output, 0o755, size, f)?;
     }
     layer.finish()?.flush().map_err(|source| PkgError::Io { path: def.path.clone(), source })
 }
 
-fn add_deb(def: &PkgDef, index: usize, deb: &Deb, file: &Path, layer: &mut LayerTar<impl Write>) -> Result<(), PkgError> {
+fn add_deb(
+    def: &PkgDef,
+    index: usize,
+    deb: &Deb,
+    file: &Path,
+    layer: &mut LayerTar<impl Write>,
+) -> Result<(), PkgError> {
     let mut map = PathMap::new(&deb.files);
     let deb_err = |message: String| PkgError::Deb { path: file.to_owned(), message };
     super::deb::for_each_data_entry(file, |entry| {
@@ -100,19 +124,26 @@ fn add_deb(def: &PkgDef, index: usize, deb: &Deb, file: &Path, layer: &mut Layer
                 layer.file(&to, mode, size, entry)
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
+                let target =
+                    entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
                 layer.symlink(&to, &target.to_string_lossy())
             }
             tar::EntryType::Link => {
-                let target = entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
+                let target =
+                    entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
                 let target = target.to_string_lossy();
                 // Map the target without counting it as a hit of its rule.
-                let mapped = PathMap::new(&deb.files).map(&target).ok_or_else(|| PkgError::Map {
-                    package: def.name.clone(),
-                    def: def.path.clone(),
-                    field: format!("debs[{index}].files"),
-                    message: format!("hard link {} points at {}, which is not mapped", normalize(&path), normalize(&target)),
-                })?;
+                let mapped =
+                    PathMap::new(&deb.files).map(&target).ok_or_else(|| PkgError::Map {
+                        package: def.name.clone(),
+                        def: def.path.clone(),
+                        field: format!("debs[{index}].files"),
+                        message: format!(
+                            "hard link {} points at {}, which is not mapped",
+                            normalize(&path),
+                            normalize(&target)
+                        ),
+                    })?;
                 layer.hardlink(&to, &mapped)
             }
             other => Err(deb_err(format!("{path}: unsupported entry type {other:?}"))),
@@ -120,12 +151,23 @@ fn add_deb(def: &PkgDef, index: usize, deb: &Deb, file: &Path, layer: &mut Layer
     })?;
     for (j, (rule, hits)) in deb.files.iter().zip(&map.hits).enumerate() {
         let field = format!("debs[{index}].files[{j}]");
-        let bad = |message: String| PkgError::Map { package: def.name.clone(), def: def.path.clone(), field: field.clone(), message };
+        let bad = |message: String| PkgError::Map {
+            package: def.name.clone(),
+            def: def.path.clone(),
+            field: field.clone(),
+            message,
+        };
         if *hits == 0 {
-            return Err(bad(format!("`{}` matches nothing in {}={}", rule.from, deb.package, deb.version)));
+            return Err(bad(format!(
+                "`{}` matches nothing in {}={}",
+                rule.from, deb.package, deb.version
+            )));
         }
         if !rule.from.ends_with('/') && *hits > 1 {
-            return Err(bad(format!("`{}` matches {hits} files; a file rule must match one", rule.from)));
+            return Err(bad(format!(
+                "`{}` matches {hits} files; a file rule must match one",
+                rule.from
+            )));
         }
     }
     Ok(())
@@ -144,7 +186,10 @@ fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<Pa
     let fail = |message: String| PkgError::Build { package: def.name.clone(), message };
     let path = repo.join(script);
     if !path.is_file() {
-        return Err(fail(format!("its build script {} is missing, so this package cannot be built yet", path.display())));
+        return Err(fail(format!(
+            "its build script {} is missing, so this package cannot be built yet",
+            path.display()
+        )));
     }
     let out = tmp.join("artifact");
     eprintln!("rpixen: pkg {}: running {} {}", def.name, script.display(), out.display());
@@ -168,7 +213,10 @@ fn run_cargo(def: &PkgDef, c: &CargoBuild, repo: &Path) -> Result<PathBuf, PkgEr
     let fail = |message: String| PkgError::Build { package: def.name.clone(), message };
     let CargoBuild { package, target, profile } = c;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("rpixen: pkg {}: cargo build -p {package} --target {target} --profile {profile}", def.name);
+    eprintln!(
+        "rpixen: pkg {}: cargo build -p {package} --target {target} --profile {profile}",
+        def.name
+    );
     let out = Command::new(cargo)
         .args(["build", "--locked", "-p", package, "--target", target, "--profile", profile])
         .args(["--message-format", "json-render-diagnostics"])
@@ -201,12 +249,15 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
     let mut tar = Vec::new();
     write_layer(&def, &repo, opts, &mut tar)?;
     let parent = out_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
-    let staging = tempfile::tempdir_in(parent).map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
+    std::fs::create_dir_all(parent)
+        .map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
+    let staging = tempfile::tempdir_in(parent)
+        .map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
     write_layout(&def, &tar, staging.path())?;
     // Swap the new layout in with renames, so readers of the old one see a whole layout at every moment
     // but the one between the two renames.
-    let old = tempfile::tempdir_in(parent).map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
+    let old = tempfile::tempdir_in(parent)
+        .map_err(|source| PkgError::Io { path: parent.to_owned(), source })?;
     if out_dir.exists() {
         std::fs::rename(out_dir, old.path().join("layout"))
             .map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
@@ -215,7 +266,8 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
         .map_err(|source| PkgError::Io { path: staged.clone(), source })?;
-    std::fs::rename(&staged, out_dir).map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
+    std::fs::rename(&staged, out_dir)
+        .map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
     drop(old);
     eprintln!("rpixen: pkg {}: wrote {}", def.name, out_dir.display());
     Ok(())
@@ -225,14 +277,20 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
 /// description records what went in: the package name and each pinned `.deb`.
 fn write_layout(def: &PkgDef, tar: &[u8], dir: &Path) -> Result<(), PkgError> {
     use crate::oci::layout::{Compression, ImageBuilder};
-    let oci = |e: crate::oci::OciError| PkgError::Build { package: def.name.clone(), message: e.to_string() };
+    let oci = |e: crate::oci::OciError| PkgError::Build {
+        package: def.name.clone(),
+        message: e.to_string(),
+    };
     let mut image = ImageBuilder::new()
         .layer(tar, Compression::Gzip)
         .map_err(|source| PkgError::Io { path: dir.to_owned(), source })?;
     // One annotation only: oci-spec keeps annotations in a HashMap, whose order (and so the manifest
     // digest) would change from run to run with more than one key.
-    let debs: Vec<String> =
-        def.debs.iter().map(|d| format!("{}={} {} sha256:{}", d.package, d.version, d.arch, d.sha256)).collect();
+    let debs: Vec<String> = def
+        .debs
+        .iter()
+        .map(|d| format!("{}={} {} sha256:{}", d.package, d.version, d.arch, d.sha256))
+        .collect();
     let mut description = format!("rpixen package {}: {}", def.name, def.description);
     if !debs.is_empty() {
         description.push_str(&format!(" (from {})", debs.join(", ")));

@@ -48,10 +48,12 @@ impl DebCache {
             let _ = std::fs::remove_file(downloaded);
             return Err(err);
         }
-        std::fs::create_dir_all(&self.root).map_err(|source| PkgError::Io { path: self.root.clone(), source })?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(|source| PkgError::Io { path: self.root.clone(), source })?;
         let path = self.path(&deb.sha256);
         // Same file system (the download dir is inside the cache), so the rename is atomic.
-        std::fs::rename(downloaded, &path).map_err(|source| PkgError::Io { path: path.clone(), source })?;
+        std::fs::rename(downloaded, &path)
+            .map_err(|source| PkgError::Io { path: path.clone(), source })?;
         Ok(path)
     }
 }

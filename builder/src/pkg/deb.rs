@@ -13,7 +13,8 @@ pub fn for_each_data_entry(
     mut f: impl FnMut(&mut tar::Entry<'_, Box<dyn Read + '_>>) -> Result<(), PkgError>,
 ) -> Result<(), PkgError> {
     let bad = |message: String| PkgError::Deb { path: deb.to_owned(), message };
-    let file = std::fs::File::open(deb).map_err(|source| PkgError::Io { path: deb.to_owned(), source })?;
+    let file =
+        std::fs::File::open(deb).map_err(|source| PkgError::Io { path: deb.to_owned(), source })?;
     let mut ar = ar::Archive::new(std::io::BufReader::new(file));
     let mut seen_version = false;
     while let Some(member) = ar.next_entry() {
@@ -29,7 +30,9 @@ pub fn for_each_data_entry(
         }
         let reader: Box<dyn Read + '_> = match compression {
             ".xz" => Box::new(liblzma::read::XzDecoder::new(member)),
-            ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| bad(e.to_string()))?),
+            ".zst" => {
+                Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| bad(e.to_string()))?)
+            }
             ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
             "" => Box::new(member),
             other => return Err(bad(format!("unsupported data compression `data.tar{other}`"))),
@@ -48,11 +51,13 @@ pub fn for_each_data_entry(
 /// Unpacks the whole data tarball under `dest` (for tests and exploration). Paths that would leave
 /// `dest` are refused by the `tar` crate's `unpack_in`.
 pub fn unpack_all(deb: &Path, dest: &Path) -> Result<(), PkgError> {
-    std::fs::create_dir_all(dest).map_err(|source| PkgError::Io { path: dest.to_owned(), source })?;
+    std::fs::create_dir_all(dest)
+        .map_err(|source| PkgError::Io { path: dest.to_owned(), source })?;
     for_each_data_entry(deb, |entry| {
-        entry
-            .unpack_in(dest)
-            .map_err(|e| PkgError::Deb { path: deb.to_owned(), message: format!("unpacking: {e}") })?;
+        entry.unpack_in(dest).map_err(|e| PkgError::Deb {
+            path: deb.to_owned(),
+            message: format!("unpacking: {e}"),
+        })?;
         Ok(())
     })
 }

@@ -107,8 +107,8 @@ impl PkgDef {
     /// Reads `DIR/pkg.yml`; the package is named after DIR.
     pub fn load(dir: &Path) -> Result<PkgDef, PkgError> {
         let path = dir.join(DEF_FILE);
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| PkgError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| PkgError::Io { path: path.clone(), source })?;
         let name = dir
             .canonicalize()
             .map_err(|source| PkgError::Io { path: dir.to_owned(), source })?
@@ -137,17 +137,28 @@ impl PkgDef {
             return Err(bad("name".into(), format!("`{}` is not a package name", self.name)));
         }
         if !self.debs.is_empty() && self.suite.is_none() {
-            return Err(bad("suite".into(), "pinned .debs need the Debian suite they come from".into()));
+            return Err(bad(
+                "suite".into(),
+                "pinned .debs need the Debian suite they come from".into(),
+            ));
         }
         if self.debs.is_empty() && self.build.is_none() {
             return Err(bad("debs".into(), "a package needs .debs or a build".into()));
         }
         for (i, d) in self.debs.iter().enumerate() {
-            if d.sha256.len() != 64 || !d.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return Err(bad(format!("debs[{i}].sha256"), format!("`{}` is not a lowercase sha256", d.sha256)));
+            if d.sha256.len() != 64
+                || !d.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return Err(bad(
+                    format!("debs[{i}].sha256"),
+                    format!("`{}` is not a lowercase sha256", d.sha256),
+                ));
             }
             if d.files.is_empty() {
-                return Err(bad(format!("debs[{i}].files"), "map at least one path of the .deb".into()));
+                return Err(bad(
+                    format!("debs[{i}].files"),
+                    "map at least one path of the .deb".into(),
+                ));
             }
             for (j, f) in d.files.iter().enumerate() {
                 check_image_path(&f.to).map_err(|m| bad(format!("debs[{i}].files[{j}].to"), m))?;
@@ -157,8 +168,12 @@ impl PkgDef {
         }
         for (i, s) in self.symlinks.iter().enumerate() {
             check_image_path(&s.dir).map_err(|m| bad(format!("symlinks[{i}].dir"), m))?;
-            if let Some(n) = s.names.iter().find(|n| n.is_empty() || n.contains('/') || *n == "..") {
-                return Err(bad(format!("symlinks[{i}].names"), format!("`{n}` is not a file name")));
+            if let Some(n) = s.names.iter().find(|n| n.is_empty() || n.contains('/') || *n == "..")
+            {
+                return Err(bad(
+                    format!("symlinks[{i}].names"),
+                    format!("`{n}` is not a file name"),
+                ));
             }
         }
         if let Some(b) = &self.build {
@@ -181,8 +196,8 @@ fn check_image_path(p: &str) -> Result<(), String> {
 
 /// The package folders under `pkg_root` (each folder with a `pkg.yml`), sorted by name.
 pub fn discover(pkg_root: &Path) -> Result<Vec<PathBuf>, PkgError> {
-    let entries =
-        std::fs::read_dir(pkg_root).map_err(|source| PkgError::Io { path: pkg_root.to_owned(), source })?;
+    let entries = std::fs::read_dir(pkg_root)
+        .map_err(|source| PkgError::Io { path: pkg_root.to_owned(), source })?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join(DEF_FILE).is_file())
@@ -207,15 +222,19 @@ mod tests {
     #[test]
     fn bad_sha256_names_field() {
         let t = KERNEL.replace("73805585", "7380558Z");
-        let e = PkgDef::parse(&t, "kernel", Path::new("pkg/kernel/pkg.yml")).unwrap_err().to_string();
+        let e =
+            PkgDef::parse(&t, "kernel", Path::new("pkg/kernel/pkg.yml")).unwrap_err().to_string();
         assert!(e.contains("pkg/kernel/pkg.yml") && e.contains("debs[0].sha256"), "{e}");
     }
 
     #[test]
     fn unknown_key_and_escaping_path_are_refused() {
-        let e = PkgDef::parse(&format!("{KERNEL}colour: blue\n"), "k", Path::new("p.yml")).unwrap_err();
+        let e =
+            PkgDef::parse(&format!("{KERNEL}colour: blue\n"), "k", Path::new("p.yml")).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
-        let e = PkgDef::parse(&KERNEL.replace("to: boot/Image", "to: ../x"), "k", Path::new("p.yml")).unwrap_err();
+        let e =
+            PkgDef::parse(&KERNEL.replace("to: boot/Image", "to: ../x"), "k", Path::new("p.yml"))
+                .unwrap_err();
         assert!(e.to_string().contains("debs[0].files[0].to"), "{e}");
     }
 

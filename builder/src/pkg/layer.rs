@@ -46,7 +46,9 @@ impl<W: Write> LayerTar<W> {
             end += i + 1;
             if self.seen.insert(parent.to_owned()) {
                 let mut h = Self::header(tar::EntryType::Directory, 0o755, 0);
-                self.tar.append_data(&mut h, format!("{parent}/"), std::io::empty()).map_err(write_err)?;
+                self.tar
+                    .append_data(&mut h, format!("{parent}/"), std::io::empty())
+                    .map_err(write_err)?;
             }
         }
         Ok(())
@@ -57,12 +59,20 @@ impl<W: Write> LayerTar<W> {
         self.parents(path)?;
         if self.seen.insert(path.to_owned()) {
             let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-            self.tar.append_data(&mut h, format!("{path}/"), std::io::empty()).map_err(write_err)?;
+            self.tar
+                .append_data(&mut h, format!("{path}/"), std::io::empty())
+                .map_err(write_err)?;
         }
         Ok(())
     }
 
-    pub fn file(&mut self, path: &str, mode: u32, size: u64, data: impl Read) -> Result<(), PkgError> {
+    pub fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        data: impl Read,
+    ) -> Result<(), PkgError> {
         self.claim(path)?;
         let mut h = Self::header(tar::EntryType::Regular, mode, size);
         self.tar.append_data(&mut h, path, data).map_err(write_err)
@@ -77,7 +87,9 @@ impl<W: Write> LayerTar<W> {
     /// A hard link to `target`, an image path written earlier.
     pub fn hardlink(&mut self, path: &str, target: &str) -> Result<(), PkgError> {
         if !self.seen.contains(target) {
-            return Err(PkgError::Layer(format!("hard link `{path}` points at `{target}`, which is not in the image")));
+            return Err(PkgError::Layer(format!(
+                "hard link `{path}` points at `{target}`, which is not in the image"
+            )));
         }
         self.claim(path)?;
         let mut h = Self::header(tar::EntryType::Link, 0o644, 0);
@@ -110,8 +122,11 @@ mod tests {
         assert!(l.symlink("bin/sh", "busybox").unwrap_err().to_string().contains("bin/sh"));
         let bytes = l.finish().unwrap();
         let mut a = tar::Archive::new(&bytes[..]);
-        let names: Vec<String> =
-            a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
         assert_eq!(names, ["bin/", "bin/busybox", "bin/sh"]);
     }
 

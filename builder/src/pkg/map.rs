@@ -24,7 +24,9 @@ impl PathMap {
                     .from
                     .trim_end_matches('/')
                     .split('/')
-                    .map(|c| glob::Pattern::new(c).unwrap_or_else(|_| glob::Pattern::new("").unwrap()))
+                    .map(|c| {
+                        glob::Pattern::new(c).unwrap_or_else(|_| glob::Pattern::new("").unwrap())
+                    })
                     .collect(),
                 tree: f.from.ends_with('/'),
                 to: f.to.trim_end_matches('/').to_owned(),
@@ -75,10 +77,14 @@ mod tests {
     use super::*;
 
     fn rules() -> Vec<FileMap> {
-        [("boot/vmlinuz-*", "boot/Image"), ("usr/lib/linux-image-*/", "boot/dtbs/"), ("usr/lib/modules/", "lib/modules")]
-            .iter()
-            .map(|(f, t)| FileMap { from: f.to_string(), to: t.to_string() })
-            .collect()
+        [
+            ("boot/vmlinuz-*", "boot/Image"),
+            ("usr/lib/linux-image-*/", "boot/dtbs/"),
+            ("usr/lib/modules/", "lib/modules"),
+        ]
+        .iter()
+        .map(|(f, t)| FileMap { from: f.to_string(), to: t.to_string() })
+        .collect()
     }
 
     #[test]
@@ -87,11 +93,15 @@ mod tests {
         assert_eq!(m.map("./boot/vmlinuz-6.12.117+deb13-arm64").as_deref(), Some("boot/Image"));
         assert_eq!(m.map("./boot/config-6.12").as_deref(), None);
         assert_eq!(
-            m.map("./usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb").as_deref(),
+            m.map("./usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb")
+                .as_deref(),
             Some("boot/dtbs/broadcom/bcm2711-rpi-4-b.dtb")
         );
         assert_eq!(m.map("./usr/lib/modules/").as_deref(), Some("lib/modules"));
-        assert_eq!(m.map("./usr/lib/modules/6.12/kernel/a.ko.xz").as_deref(), Some("lib/modules/6.12/kernel/a.ko.xz"));
+        assert_eq!(
+            m.map("./usr/lib/modules/6.12/kernel/a.ko.xz").as_deref(),
+            Some("lib/modules/6.12/kernel/a.ko.xz")
+        );
         assert_eq!(m.map("./usr/lib/").as_deref(), None);
         assert_eq!(m.map("./").as_deref(), None);
         assert_eq!(m.hits, [1, 1, 1]);

@@ -35,12 +35,26 @@ pub enum PkgError {
         "package {package}: {deb}: file {file} has sha256 {actual}, but {def} pins sha256 {expected}; \
          the file was deleted"
     )]
-    Digest { package: String, deb: String, def: PathBuf, file: PathBuf, expected: String, actual: String },
+    Digest {
+        package: String,
+        deb: String,
+        def: PathBuf,
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error(
         "package {package}: {deb} version {version} is no longer served by the Debian archive ({suite}); \
          run `rpixen pkg update` to re-pin {def} to the version the archive serves now\n{detail}"
     )]
-    VersionGone { package: String, deb: String, version: String, suite: String, def: PathBuf, detail: String },
+    VersionGone {
+        package: String,
+        deb: String,
+        version: String,
+        suite: String,
+        def: PathBuf,
+        detail: String,
+    },
     #[error("package {package}: {deb} (sha256 {sha256}) is not in the download cache and --offline forbids the network")]
     Offline { package: String, deb: String, sha256: String },
     #[error("{tool} failed:\n{stderr}")]

@@ -27,31 +27,47 @@ pub fn update(pkg_dir: &Path, opts: &PkgOptions) -> Result<Vec<Repin>, PkgError>
     let mut repins = Vec::new();
     for deb in &def.debs {
         let name = match &deb.follows {
-            Some(meta) => apt.show(meta)?.depends.into_iter().next().ok_or_else(|| PkgError::Def {
-                path: def.path.clone(),
-                message: format!("`follows: {meta}`: {meta} has no dependency to follow"),
-            })?,
+            Some(meta) => {
+                apt.show(meta)?.depends.into_iter().next().ok_or_else(|| PkgError::Def {
+                    path: def.path.clone(),
+                    message: format!("`follows: {meta}`: {meta} has no dependency to follow"),
+                })?
+            }
             None => deb.package.clone(),
         };
         let current = apt.show(&name)?;
         if current.arch != deb.arch {
             return Err(PkgError::Def {
                 path: def.path.clone(),
-                message: format!("{name}: the archive serves {}, the pin says {}", current.arch, deb.arch),
+                message: format!(
+                    "{name}: the archive serves {}, the pin says {}",
+                    current.arch, deb.arch
+                ),
             });
         }
-        if current.package != deb.package || current.version != deb.version || current.sha256 != deb.sha256 {
-            repins.push(Repin { old_package: deb.package.clone(), old_version: deb.version.clone(), new: current });
+        if current.package != deb.package
+            || current.version != deb.version
+            || current.sha256 != deb.sha256
+        {
+            repins.push(Repin {
+                old_package: deb.package.clone(),
+                old_version: deb.version.clone(),
+                new: current,
+            });
         }
     }
     if !repins.is_empty() {
-        let text = std::fs::read_to_string(&def.path).map_err(|source| PkgError::Io { path: def.path.clone(), source })?;
-        let new_text = repin_text(&text, &repins).map_err(|message| PkgError::Def { path: def.path.clone(), message })?;
+        let text = std::fs::read_to_string(&def.path)
+            .map_err(|source| PkgError::Io { path: def.path.clone(), source })?;
+        let new_text = repin_text(&text, &repins)
+            .map_err(|message| PkgError::Def { path: def.path.clone(), message })?;
         // Check the edit before replacing the file.
         PkgDef::parse(&new_text, &def.name, &def.path)?;
         let tmp = def.path.with_extension("yml.tmp");
-        std::fs::write(&tmp, new_text).map_err(|source| PkgError::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &def.path).map_err(|source| PkgError::Io { path: def.path.clone(), source })?;
+        std::fs::write(&tmp, new_text)
+            .map_err(|source| PkgError::Io { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, &def.path)
+            .map_err(|source| PkgError::Io { path: def.path.clone(), source })?;
     }
     Ok(repins)
 }
@@ -65,7 +81,8 @@ pub fn repin_text(text: &str, repins: &[Repin]) -> Result<String, String> {
             .iter()
             .position(|l| {
                 let t = l.trim_start();
-                t.strip_prefix("- package:").map(|v| unquote(v.trim())) == Some(r.old_package.as_str())
+                t.strip_prefix("- package:").map(|v| unquote(v.trim()))
+                    == Some(r.old_package.as_str())
             })
             .ok_or_else(|| format!("no `- package: {}` entry", r.old_package))?;
         let dash_indent = indent(&lines[start]);
@@ -113,7 +130,11 @@ fn unquote(v: &str) -> &str {
 
 /// Versions with an epoch (`1:1.37.0-6`) are quoted so YAML keeps them strings.
 fn quote(v: &str) -> String {
-    if v.contains(':') { format!("\"{v}\"") } else { v.to_owned() }
+    if v.contains(':') {
+        format!("\"{v}\"")
+    } else {
+        v.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -126,11 +147,20 @@ mod tests {
         let r = Repin {
             old_package: "a".into(),
             old_version: "1:1-1".into(),
-            new: Stanza { package: "a".into(), version: "1:1-2".into(), arch: "arm64".into(), sha256: "cccc".into(), depends: vec![] },
+            new: Stanza {
+                package: "a".into(),
+                version: "1:1-2".into(),
+                arch: "arm64".into(),
+                sha256: "cccc".into(),
+                depends: vec![],
+            },
         };
         let out = repin_text(text, &[r]).unwrap();
         assert!(out.starts_with("# keep me\n"));
-        assert!(out.contains("    version: \"1:1-2\"\n    arch: arm64\n    sha256: cccc\n"), "{out}");
+        assert!(
+            out.contains("    version: \"1:1-2\"\n    arch: arm64\n    sha256: cccc\n"),
+            "{out}"
+        );
         assert!(out.contains("  - package: b\n    version: 2-1\n    sha256: bbbb\n"), "{out}");
     }
 }

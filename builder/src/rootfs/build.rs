@@ -7,13 +7,13 @@
 //! an unchanged manifest is a verified copy.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::cpio::{write_compressed, CpioCompression};
 use super::squashfs::{write_squashfs, SquashfsError};
 use super::tree::{Kind, Meta, Node, Tree};
 use super::unpack::{unpack_layers, Limits};
-use crate::manifest::{FileRef, Manifest, RootfsFormat};
+use crate::manifest::{FileContent, FileSource, Plan, RootfsFormat};
 use crate::oci::cache::BlobCache;
 use crate::oci::digest::sha256;
 use crate::oci::{self, OciError, OciOptions};
@@ -60,18 +60,18 @@ struct ExtraFile {
     mode: u32,
 }
 
-/// Builds the root filesystem of `manifest` into `out`.
+/// Builds the root filesystem of `plan` into `out`.
 pub fn build(
     opts: &OciOptions,
-    manifest: &Manifest,
-    manifest_dir: &Path,
+    plan: &Plan,
     format: RootfsFormat,
     out: &mut std::fs::File,
 ) -> Result<BuildReport, RootfsError> {
     let images: Vec<oci::Image> =
-        manifest.rootfs.images.iter().map(|r| oci::resolve(opts, r)).collect::<Result<_, _>>()?;
-    let files = extra_files(opts, manifest, manifest_dir)?;
-    let init_yml = serde_norway::to_string(&manifest.init).map_err(|e| RootfsError::Init(format!("init: {e}")))?;
+        plan.rootfs.images.iter().map(|r| oci::resolve(opts, r)).collect::<Result<_, _>>()?;
+    let files = extra_files(opts, plan)?;
+    let init_yml =
+        serde_norway::to_string(&plan.init).map_err(|e| RootfsError::Init(format!("init: {e}")))?;
 
     let key = cache_key(&images, &files, &init_yml, format, opts);
     let cache = BlobCache::new(&opts.cache_dir);
@@ -87,10 +87,14 @@ pub fn build(
     }
     for f in &files {
         let node = Node { kind: Kind::File(f.data.clone()), meta: Meta::with_mode(f.mode) };
-        tree.insert(f.path.as_bytes(), node).map_err(|m| RootfsError::Init(format!("{}: {m}", f.path)))?;
+        tree.insert(f.path.as_bytes(), node)
+            .map_err(|m| RootfsError::Init(format!("{}: {m}", f.path)))?;
     }
-    tree.insert(b"etc/rpixen/init.yml", Node { kind: Kind::File(init_yml.into_bytes()), meta: Meta::with_mode(0o644) })
-        .map_err(|m| RootfsError::Init(format!("/etc/rpixen/init.yml: {m}")))?;
+    tree.insert(
+        b"etc/rpixen/init.yml",
+        Node { kind: Kind::File(init_yml.into_bytes()), meta: Meta::with_mode(0o644) },
+    )
+    .map_err(|m| RootfsError::Init(format!("/etc/rpixen/init.yml: {m}")))?;
     place_init(opts, &mut tree, format)?;
 
     let (bytes, writer_warnings) = write_tree(&tree, format)?;
@@ -103,7 +107,10 @@ pub fn build(
 }
 
 /// Serialises the tree in `format`; returns the bytes and the writer's warnings.
-pub fn write_tree(tree: &Tree, format: RootfsFormat) -> Result<(Vec<u8>, Vec<String>), RootfsError> {
+pub fn write_tree(
+    tree: &Tree,
+    format: RootfsFormat,
+) -> Result<(Vec<u8>, Vec<String>), RootfsError> {
     let io = |source| RootfsError::Io { path: PathBuf::from("(rootfs)"), source };
     match format {
         RootfsFormat::Cpio => {
@@ -112,7 +119,10 @@ pub fn write_tree(tree: &Tree, format: RootfsFormat) -> Result<(Vec<u8>, Vec<Str
             let mut warnings = Vec::new();
             tree.walk_all(|path, id| {
                 if !tree.node(id).meta.xattrs.is_empty() {
-                    warnings.push(format!("cpio: xattrs of `/{}` dropped (newc cannot hold them)", String::from_utf8_lossy(path)));
+                    warnings.push(format!(
+                        "cpio: xattrs of `/{}` dropped (newc cannot hold them)",
+                        String::from_utf8_lossy(path)
+                    ));
                 }
             });
             Ok((buf, warnings))
@@ -126,7 +136,9 @@ pub fn write_tree(tree: &Tree, format: RootfsFormat) -> Result<(Vec<u8>, Vec<Str
 }
 
 fn write_out(out: &mut std::fs::File, bytes: &[u8]) -> Result<(), RootfsError> {
-    out.write_all(bytes).and_then(|_| out.flush()).map_err(|source| RootfsError::Io { path: "(output)".into(), source })
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(|source| RootfsError::Io { path: "(output)".into(), source })
 }
 
 /// `dom0-init` from the layers when an image put it at `sbin/dom0-init`, else from the `dom0-init`
@@ -150,38 +162,41 @@ fn place_init(opts: &OciOptions, tree: &mut Tree, format: RootfsFormat) -> Resul
     Ok(())
 }
 
-fn extra_files(opts: &OciOptions, manifest: &Manifest, dir: &Path) -> Result<Vec<ExtraFile>, RootfsError> {
+fn extra_files(opts: &OciOptions, plan: &Plan) -> Result<Vec<ExtraFile>, RootfsError> {
     let mut out = Vec::new();
-    for (index, f) in manifest.rootfs.files.iter().enumerate() {
+    for (index, f) in plan.rootfs.files.iter().enumerate() {
         let err = |message: String| RootfsError::File { index, path: f.path.clone(), message };
-        if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") || f.path.trim_matches('/').is_empty() {
-            return Err(err("`path` must be an absolute path of a file, without `..`".into()));
-        }
-        let mode = match &f.mode {
-            Some(m) => u32::from_str_radix(m, 8).map_err(|_| err(format!("`{m}` is not an octal mode")))? & 0o7777,
-            None => 0o644,
-        };
-        let data = match (&f.contents, &f.source) {
-            (Some(c), None) => c.as_bytes().to_vec(),
-            (None, Some(FileRef::Host { file })) => {
-                let p = if file.is_absolute() { file.clone() } else { dir.join(file) };
-                std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))?
+        let data = match &f.content {
+            FileContent::Inline(bytes) => bytes.clone(),
+            FileContent::From(FileSource::Host(p)) => {
+                std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display())))?
             }
-            (None, Some(FileRef::InImage { image, path })) => super::read_file(opts, image, path).map_err(|e| err(e.to_string()))?,
-            _ => return Err(err("give exactly one of `contents` and `source`".into())),
+            FileContent::From(FileSource::InImage { image, path }) => {
+                super::read_file(opts, image, path).map_err(|e| err(e.to_string()))?
+            }
         };
-        out.push(ExtraFile { path: f.path.trim_start_matches('/').to_owned(), data, mode });
+        out.push(ExtraFile { path: f.path.trim_start_matches('/').to_owned(), data, mode: f.mode });
     }
     Ok(out)
 }
 
 /// Digest of everything the output depends on.
-fn cache_key(images: &[oci::Image], files: &[ExtraFile], init_yml: &str, format: RootfsFormat, opts: &OciOptions) -> String {
+fn cache_key(
+    images: &[oci::Image],
+    files: &[ExtraFile],
+    init_yml: &str,
+    format: RootfsFormat,
+    opts: &OciOptions,
+) -> String {
     let mut text = format!("{OUTPUT_VERSION}\nformat {format:?}\n");
     for image in images {
         text.push_str(&format!("image {}\n", image.manifest_digest));
         for l in &image.layers {
-            text.push_str(&format!("layer {} {}\n", l.descriptor.media_type(), l.descriptor.digest()));
+            text.push_str(&format!(
+                "layer {} {}\n",
+                l.descriptor.media_type(),
+                l.descriptor.digest()
+            ));
         }
     }
     for f in files {
@@ -189,7 +204,9 @@ fn cache_key(images: &[oci::Image], files: &[ExtraFile], init_yml: &str, format:
     }
     text.push_str(&format!("init {}\n", sha256(init_yml.as_bytes())));
     // dom0-init may come from the package: its manifest digest counts when it is not in the images.
-    if let Ok(crate::oci::ImageRef::Layout { dir, tag }) = crate::oci::ImageRef::parse("dom0-init", opts) {
+    if let Ok(crate::oci::ImageRef::Layout { dir, tag }) =
+        crate::oci::ImageRef::parse("dom0-init", opts)
+    {
         if let Ok(l) = crate::oci::layout::Layout::open(&dir) {
             if let Ok(d) = l.find("dom0-init", &tag) {
                 text.push_str(&format!("dom0-init {}\n", d.digest()));

@@ -76,8 +76,9 @@ struct Header {
 }
 
 fn write_entry(out: &mut impl Write, h: &Header, name: &[u8], data: &[u8]) -> io::Result<()> {
-    let size = u32::try_from(data.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "newc cpio cannot hold a file of 4 GiB or more"))?;
+    let size = u32::try_from(data.len()).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "newc cpio cannot hold a file of 4 GiB or more")
+    })?;
     let header = format!(
         "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
         h.ino,
@@ -107,7 +108,11 @@ fn pad4(out: &mut impl Write, len: usize) -> io::Result<()> {
 }
 
 /// Writes `tree` as a compressed newc archive.
-pub fn write_compressed(tree: &Tree, compression: CpioCompression, out: &mut impl Write) -> io::Result<()> {
+pub fn write_compressed(
+    tree: &Tree,
+    compression: CpioCompression,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut raw = Vec::new();
     write_newc(tree, &mut raw)?;
     match compression {
@@ -121,5 +126,3 @@ pub fn write_compressed(tree: &Tree, compression: CpioCompression, out: &mut imp
         }
     }
 }
-
-

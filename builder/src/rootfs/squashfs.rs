@@ -30,7 +30,10 @@ pub fn write_squashfs(
     out: &mut (impl std::io::Write + std::io::Seek),
 ) -> Result<Vec<String>, SquashfsError> {
     let mut fs = FilesystemWriter::default();
-    fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(|e| SquashfsError::Write(e.to_string()))?);
+    fs.set_compressor(
+        FilesystemCompressor::new(Compressor::Zstd, None)
+            .map_err(|e| SquashfsError::Write(e.to_string()))?,
+    );
     fs.set_time(0);
     let root = tree.node(ROOT);
     fs.set_root_mode(root.meta.mode as u16);
@@ -50,19 +53,31 @@ pub fn write_squashfs(
             node.meta.mtime.min(u32::MAX as u64) as u32,
         );
         if !node.meta.xattrs.is_empty() {
-            warnings.push(format!("squashfs: xattrs of `/{}` dropped (not supported by the writer)", String::from_utf8_lossy(path)));
+            warnings.push(format!(
+                "squashfs: xattrs of `/{}` dropped (not supported by the writer)",
+                String::from_utf8_lossy(path)
+            ));
         }
         let p = std::path::Path::new(OsStr::from_bytes(path)).to_owned();
         let r = match &node.kind {
             Kind::Dir(_) => fs.push_dir(&p, header),
             Kind::File(data) => fs.push_file(std::io::Cursor::new(data.as_slice()), &p, header),
-            Kind::Symlink(t) => fs.push_symlink(std::path::PathBuf::from(OsStr::from_bytes(t)), &p, header),
-            Kind::CharDev { major, minor } => fs.push_char_device(encode_dev(*major, *minor), &p, header),
-            Kind::BlockDev { major, minor } => fs.push_block_device(encode_dev(*major, *minor), &p, header),
+            Kind::Symlink(t) => {
+                fs.push_symlink(std::path::PathBuf::from(OsStr::from_bytes(t)), &p, header)
+            }
+            Kind::CharDev { major, minor } => {
+                fs.push_char_device(encode_dev(*major, *minor), &p, header)
+            }
+            Kind::BlockDev { major, minor } => {
+                fs.push_block_device(encode_dev(*major, *minor), &p, header)
+            }
             Kind::Fifo => fs.push_fifo(&p, header),
         };
         if let Err(e) = r {
-            err = Some(SquashfsError::Entry { path: String::from_utf8_lossy(path).into_owned(), message: e.to_string() });
+            err = Some(SquashfsError::Entry {
+                path: String::from_utf8_lossy(path).into_owned(),
+                message: e.to_string(),
+            });
         }
     });
     if let Some(e) = err {

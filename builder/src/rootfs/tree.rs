@@ -79,7 +79,11 @@ pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 impl Tree {
     pub fn new() -> Tree {
-        Tree { nodes: vec![Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) }], warnings: Vec::new(), dropped: HashSet::new() }
+        Tree {
+            nodes: vec![Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) }],
+            warnings: Vec::new(),
+            dropped: HashSet::new(),
+        }
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -129,7 +133,10 @@ impl Tree {
                             String::from_utf8_lossy(&name)
                         ));
                     }
-                    let dir = self.add(Node { kind: Kind::Dir(BTreeMap::new()), meta: Meta::with_mode(0o755) });
+                    let dir = self.add(Node {
+                        kind: Kind::Dir(BTreeMap::new()),
+                        meta: Meta::with_mode(0o755),
+                    });
                     self.children_mut(cur).insert(name, dir);
                     state.stack.push(dir);
                 }
@@ -140,7 +147,12 @@ impl Tree {
     /// Advances a walk as far as the tree allows without changing it. `Ok(Some(id))`: done.
     /// `Ok(None)`: stopped at a component that is missing or not a directory, and `create` asks for one
     /// (`state.blocked` names it). `Err`: stopped for good.
-    fn step(&self, state: &mut Walk, follow_last: bool, create: bool) -> Result<Option<NodeId>, String> {
+    fn step(
+        &self,
+        state: &mut Walk,
+        follow_last: bool,
+        create: bool,
+    ) -> Result<Option<NodeId>, String> {
         while let Some(c) = state.todo.pop_front() {
             if c == b".." {
                 if state.stack.len() > 1 {
@@ -177,7 +189,11 @@ impl Tree {
                     return Ok(None);
                 }
                 other => {
-                    return Err(format!("`{}` is a {}, not a directory", String::from_utf8_lossy(&c), other.name()))
+                    return Err(format!(
+                        "`{}` is a {}, not a directory",
+                        String::from_utf8_lossy(&c),
+                        other.name()
+                    ))
                 }
             }
         }
@@ -185,7 +201,11 @@ impl Tree {
     }
 
     /// The directory that holds `path`'s last component, and that component. `None` for the root itself.
-    fn parent_of<'p>(&mut self, path: &'p [u8], create: bool) -> Result<Option<(NodeId, &'p [u8])>, String> {
+    fn parent_of<'p>(
+        &mut self,
+        path: &'p [u8],
+        create: bool,
+    ) -> Result<Option<(NodeId, &'p [u8])>, String> {
         let comps: Vec<&[u8]> = components(path).collect();
         let Some((name, _)) = comps.split_last() else { return Ok(None) };
         let parent_path = comps[..comps.len() - 1].join(&b'/');
@@ -225,7 +245,10 @@ impl Tree {
             format!("hard link target `{}` is not in the image", String::from_utf8_lossy(target))
         })?;
         if let Kind::Dir(_) = self.nodes[target_id].kind {
-            return Err(format!("hard link target `{}` is a directory", String::from_utf8_lossy(target)));
+            return Err(format!(
+                "hard link target `{}` is a directory",
+                String::from_utf8_lossy(target)
+            ));
         }
         let Some((parent, name)) = self.parent_of(path, true)? else {
             return Err("a hard link cannot replace the root directory".into());
@@ -257,7 +280,8 @@ impl Tree {
 
     /// The contents of the regular file at `path` (symlinks followed inside the tree).
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
-        let id = self.lookup(path.as_bytes(), true).ok_or("not found (or behind a dangling symlink)")?;
+        let id =
+            self.lookup(path.as_bytes(), true).ok_or("not found (or behind a dangling symlink)")?;
         if self.dropped.contains(&id) {
             return Err("its contents were not read".into());
         }
@@ -301,7 +325,9 @@ impl Tree {
     /// Number of subdirectories of a directory (for its `nlink` of 2 + that).
     pub fn subdirs(&self, dir: NodeId) -> u32 {
         match &self.nodes[dir].kind {
-            Kind::Dir(c) => c.values().filter(|&&id| matches!(self.nodes[id].kind, Kind::Dir(_))).count() as u32,
+            Kind::Dir(c) => {
+                c.values().filter(|&&id| matches!(self.nodes[id].kind, Kind::Dir(_))).count() as u32
+            }
             _ => 0,
         }
     }
@@ -318,7 +344,12 @@ struct Walk {
 
 impl Walk {
     fn new(path: &[u8]) -> Walk {
-        Walk { stack: vec![ROOT], todo: components(path).map(<[u8]>::to_vec).collect(), links: 0, blocked: None }
+        Walk {
+            stack: vec![ROOT],
+            todo: components(path).map(<[u8]>::to_vec).collect(),
+            links: 0,
+            blocked: None,
+        }
     }
 }
 

@@ -50,7 +50,11 @@ struct ParsedLayer {
 
 /// A file from the flattened image (what `rpixen pkg cat` and manifest file references read): layers applied in order, symlinks inside the image followed (never
 /// outside it).
-pub fn read_file(opts: &crate::oci::OciOptions, image_ref: &str, path: &str) -> Result<Vec<u8>, OciError> {
+pub fn read_file(
+    opts: &crate::oci::OciOptions,
+    image_ref: &str,
+    path: &str,
+) -> Result<Vec<u8>, OciError> {
     let image = crate::oci::resolve(opts, image_ref)?;
     let limits = Limits::default();
     // First pass reads only this path's contents; if it resolves elsewhere (a symlink, a hard link to
@@ -76,7 +80,12 @@ pub fn unpack_image(image: &Image, limits: &Limits) -> Result<Tree, OciError> {
 }
 
 /// Applies `layers` in order onto `tree`. Layers are decompressed and parsed in parallel.
-pub fn unpack_layers(tree: &mut Tree, image: &str, layers: &[LayerBlob], limits: &Limits) -> Result<(), OciError> {
+pub fn unpack_layers(
+    tree: &mut Tree,
+    image: &str,
+    layers: &[LayerBlob],
+    limits: &Limits,
+) -> Result<(), OciError> {
     unpack_layers_keeping(tree, image, layers, limits, None)
 }
 
@@ -90,7 +99,8 @@ pub fn unpack_layers_keeping(
     limits: &Limits,
     keep_data_for: Option<&[u8]>,
 ) -> Result<(), OciError> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(layers.len().max(1));
+    let threads =
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(layers.len().max(1));
     let parsed: Vec<Result<ParsedLayer, OciError>> = if threads <= 1 {
         layers.iter().map(|l| parse_blob(image, l, limits, keep_data_for)).collect()
     } else {
@@ -103,11 +113,15 @@ pub fn unpack_layers_keeping(
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(l) = layers.get(i) else { break };
-                    *slots[i].lock().expect("no panics while held") = Some(parse_blob(image, l, limits, keep_data_for));
+                    *slots[i].lock().expect("no panics while held") =
+                        Some(parse_blob(image, l, limits, keep_data_for));
                 });
             }
         });
-        slots.into_iter().map(|s| s.into_inner().expect("no panics while held").expect("every layer parsed")).collect()
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().expect("no panics while held").expect("every layer parsed"))
+            .collect()
     };
     let mut total = 0u64;
     for (layer, parsed) in layers.iter().zip(parsed) {
@@ -118,17 +132,27 @@ pub fn unpack_layers_keeping(
             }
         }
         if total > limits.max_total_size {
-            return Err(layer_err(image, layer, format!("the image unpacks to more than {} bytes", limits.max_total_size)));
+            return Err(layer_err(
+                image,
+                layer,
+                format!("the image unpacks to more than {} bytes", limits.max_total_size),
+            ));
         }
         let digest = layer.descriptor.digest().to_string();
-        tree.warnings.extend(parsed.warnings.into_iter().map(|w| format!("image {image}: layer {digest}: {w}")));
+        tree.warnings.extend(
+            parsed.warnings.into_iter().map(|w| format!("image {image}: layer {digest}: {w}")),
+        );
         apply(tree, parsed.ops).map_err(|m| layer_err(image, layer, m))?;
     }
     Ok(())
 }
 
 fn layer_err(image: &str, layer: &LayerBlob, message: String) -> OciError {
-    OciError::Layer { image: image.to_owned(), layer: layer.descriptor.digest().to_string(), message }
+    OciError::Layer {
+        image: image.to_owned(),
+        layer: layer.descriptor.digest().to_string(),
+        message,
+    }
 }
 
 /// Markers first (opaque, then whiteouts: both only hide lower layers), then entries in archive order.
@@ -143,13 +167,16 @@ fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), String> {
     for op in ops {
         match op {
             Op::Put(path, node, dropped) => {
-                let id = tree.insert(&path, node).map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
+                let id = tree
+                    .insert(&path, node)
+                    .map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
                 if dropped {
                     tree.dropped.insert(id);
                 }
             }
             Op::Link(path, target) => {
-                tree.link(&path, &target).map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
+                tree.link(&path, &target)
+                    .map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
             }
             Op::Opaque(_) | Op::Whiteout(_) => {}
         }
@@ -157,14 +184,20 @@ fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_blob(image: &str, layer: &LayerBlob, limits: &Limits, keep: Option<&[u8]>) -> Result<ParsedLayer, OciError> {
+fn parse_blob(
+    image: &str,
+    layer: &LayerBlob,
+    limits: &Limits,
+    keep: Option<&[u8]>,
+) -> Result<ParsedLayer, OciError> {
     let file = std::fs::File::open(&layer.path).map_err(OciError::io(&layer.path))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     let media = layer.descriptor.media_type().to_string();
     let stream = decompressor(&media, reader).map_err(|m| layer_err(image, layer, m))?;
     let mut hashing = HashingReader::new(stream);
     let parsed = parse_tar(&mut hashing, limits, keep).map_err(|m| layer_err(image, layer, m))?;
-    let (diff_id, _) = hashing.finish().map_err(|e| layer_err(image, layer, format!("decompressing: {e}")))?;
+    let (diff_id, _) =
+        hashing.finish().map_err(|e| layer_err(image, layer, format!("decompressing: {e}")))?;
     match &layer.diff_id {
         Some(want) if want != &diff_id => Err(layer_err(
             image,
@@ -176,7 +209,10 @@ fn parse_blob(image: &str, layer: &LayerBlob, limits: &Limits, keep: Option<&[u8
 }
 
 /// Chooses the decompressor from the media type (OCI and Docker names), falling back to the magic bytes.
-fn decompressor<'a, R: std::io::BufRead + 'a>(media: &str, mut r: R) -> Result<Box<dyn Read + 'a>, String> {
+fn decompressor<'a, R: std::io::BufRead + 'a>(
+    media: &str,
+    mut r: R,
+) -> Result<Box<dyn Read + 'a>, String> {
     let magic = r.fill_buf().map_err(|e| e.to_string())?;
     let gzip = magic.starts_with(&[0x1f, 0x8b]);
     let zstd = magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
@@ -190,16 +226,24 @@ fn decompressor<'a, R: std::io::BufRead + 'a>(media: &str, mut r: R) -> Result<B
         None
     };
     match (by_name, gzip, zstd) {
-        (Some("gzip"), true, _) | (None, true, _) => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
+        (Some("gzip"), true, _) | (None, true, _) => {
+            Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
+        }
         (Some("zstd"), _, true) | (None, _, true) => {
             Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| e.to_string())?))
         }
         (Some("tar"), false, false) | (None, false, false) => Ok(Box::new(r)),
-        (Some(kind), _, _) => Err(format!("media type `{media}` says {kind}, but the blob does not start like one")),
+        (Some(kind), _, _) => {
+            Err(format!("media type `{media}` says {kind}, but the blob does not start like one"))
+        }
     }
 }
 
-fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<ParsedLayer, String> {
+fn parse_tar(
+    stream: impl Read,
+    limits: &Limits,
+    keep: Option<&[u8]>,
+) -> Result<ParsedLayer, String> {
     let mut archive = tar::Archive::new(stream);
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
@@ -233,7 +277,10 @@ fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<
         let header = entry.header();
         let size = header.size().map_err(|e| format!("entry `{shown}`: {e}"))?;
         if size > limits.max_entry_size {
-            return Err(format!("entry `{shown}` is {size} bytes, over the limit of {} bytes", limits.max_entry_size));
+            return Err(format!(
+                "entry `{shown}` is {size} bytes, over the limit of {} bytes",
+                limits.max_entry_size
+            ));
         }
         // The image-wide bound is checked as layers are applied; this one stops a single layer early.
         layer_total += size;
@@ -257,16 +304,24 @@ fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<
             tar::EntryType::Regular | tar::EntryType::Continuous => None,
             tar::EntryType::Directory => Some(Kind::Dir(Default::default())),
             tar::EntryType::Symlink => {
-                let target = link.clone().filter(|l| !l.is_empty()).ok_or(format!("symlink `{shown}` has no target"))?;
+                let target = link
+                    .clone()
+                    .filter(|l| !l.is_empty())
+                    .ok_or(format!("symlink `{shown}` has no target"))?;
                 Some(Kind::Symlink(target))
             }
-            tar::EntryType::Char => device().map(|(major, minor)| Some(Kind::CharDev { major, minor }))?,
-            tar::EntryType::Block => device().map(|(major, minor)| Some(Kind::BlockDev { major, minor }))?,
+            tar::EntryType::Char => {
+                device().map(|(major, minor)| Some(Kind::CharDev { major, minor }))?
+            }
+            tar::EntryType::Block => {
+                device().map(|(major, minor)| Some(Kind::BlockDev { major, minor }))?
+            }
             tar::EntryType::Fifo => Some(Kind::Fifo),
             tar::EntryType::Link => {
                 let target = link.ok_or(format!("hard link `{shown}` has no target"))?;
-                let target = clean_path(&target, &mut warnings)
-                    .map_err(|m| format!("hard link `{shown}` -> `{}`: {m}", String::from_utf8_lossy(&target)))?;
+                let target = clean_path(&target, &mut warnings).map_err(|m| {
+                    format!("hard link `{shown}` -> `{}`: {m}", String::from_utf8_lossy(&target))
+                })?;
                 if target.is_empty() {
                     return Err(format!("hard link `{shown}` points at the root"));
                 }
@@ -278,7 +333,9 @@ fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<
                 continue;
             }
         };
-        if let Some(pax) = entry.pax_extensions().map_err(|e| format!("entry `{shown}`: PAX header: {e}"))? {
+        if let Some(pax) =
+            entry.pax_extensions().map_err(|e| format!("entry `{shown}`: PAX header: {e}"))?
+        {
             for ext in pax {
                 let ext = ext.map_err(|e| format!("entry `{shown}`: PAX header: {e}"))?;
                 if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
@@ -294,7 +351,10 @@ fn parse_tar(stream: impl Read, limits: &Limits, keep: Option<&[u8]>) -> Result<
                 let mut data = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut data).map_err(|e| format!("entry `{shown}`: {e}"))?;
                 if data.len() as u64 != size {
-                    return Err(format!("entry `{shown}`: truncated ({} of {size} bytes)", data.len()));
+                    return Err(format!(
+                        "entry `{shown}`: truncated ({} of {size} bytes)",
+                        data.len()
+                    ));
                 }
                 Kind::File(data)
             }
@@ -324,7 +384,10 @@ fn clean_path(raw: &[u8], warnings: &mut Vec<String>) -> Result<Vec<u8>, String>
             return Err("`..` in a name would leave the root filesystem".into());
         }
         if c.len() > MAX_NAME {
-            return Err(format!("a component is {} bytes long, over the limit of {MAX_NAME}", c.len()));
+            return Err(format!(
+                "a component is {} bytes long, over the limit of {MAX_NAME}",
+                c.len()
+            ));
         }
         if !out.is_empty() {
             out.push(b'/');
@@ -332,7 +395,10 @@ fn clean_path(raw: &[u8], warnings: &mut Vec<String>) -> Result<Vec<u8>, String>
         out.extend_from_slice(c);
     }
     if raw.starts_with(b"/") && !out.is_empty() {
-        warnings.push(format!("absolute name `{}` taken relative to the root", String::from_utf8_lossy(raw)));
+        warnings.push(format!(
+            "absolute name `{}` taken relative to the root",
+            String::from_utf8_lossy(raw)
+        ));
     }
     Ok(out)
 }

@@ -86,11 +86,19 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
     out.push_str(&format!("fdt set /chosen xen,xen-bootargs {}\n", quote(s.hypervisor_args)));
     out.push_str("fdt mknod /chosen dom0\n");
     out.push_str("fdt set /chosen/dom0 compatible \"multiboot,kernel\" \"multiboot,module\"\n");
-    out.push_str(&format!("fdt set /chosen/dom0 reg <0x0 {:#x} 0x0 ${{rpixen_kernel_size}}>\n", p.kernel));
+    out.push_str(&format!(
+        "fdt set /chosen/dom0 reg <0x0 {:#x} 0x0 ${{rpixen_kernel_size}}>\n",
+        p.kernel
+    ));
     out.push_str(&format!("fdt set /chosen xen,dom0-bootargs {}\n", quote(s.dom0_args)));
     out.push_str("fdt mknod /chosen dom0-ramdisk\n");
-    out.push_str("fdt set /chosen/dom0-ramdisk compatible \"multiboot,ramdisk\" \"multiboot,module\"\n");
-    out.push_str(&format!("fdt set /chosen/dom0-ramdisk reg <0x0 {:#x} 0x0 ${{rpixen_initrd_size}}>\n", p.initrd));
+    out.push_str(
+        "fdt set /chosen/dom0-ramdisk compatible \"multiboot,ramdisk\" \"multiboot,module\"\n",
+    );
+    out.push_str(&format!(
+        "fdt set /chosen/dom0-ramdisk reg <0x0 {:#x} 0x0 ${{rpixen_initrd_size}}>\n",
+        p.initrd
+    ));
     out.push_str("setenv fdt_high 0xffffffffffffffff\n");
     out.push_str("echo \"rpixen: starting the hypervisor\"\n");
     out.push_str(&format!("booti {:#x} - {:#x}\n", p.hypervisor, p.dtb));
@@ -111,7 +119,9 @@ pub fn disk_boot(script_addr: u64) -> String {
 /// `boot.scr` for netboot: brings up the network and fetches the second stage over TFTP.
 pub fn net_boot(script_addr: u64, server_ip: &str, ip_addr: Option<&str>) -> String {
     let mut out = String::new();
-    out.push_str("# rpixen boot.scr (netboot): fetches the second stage and its files over TFTP.\n");
+    out.push_str(
+        "# rpixen boot.scr (netboot): fetches the second stage and its files over TFTP.\n",
+    );
     match ip_addr {
         Some(ip) => out.push_str(&format!("setenv ipaddr {ip}\n")),
         None => {
@@ -151,8 +161,8 @@ pub fn hypervisor_args(cmdline: &str, dom0_memory: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::uboot::load::{plan, Sizes, Window};
     use crate::manifest::BoardKind;
+    use crate::uboot::load::{plan, Sizes, Window};
 
     fn stage(dtb: DtbSource) -> String {
         let plan = plan(
@@ -174,16 +184,34 @@ mod tests {
     #[test]
     fn second_stage_follows_imagebuilder() {
         let s = stage(DtbSource::Firmware);
-        assert!(s.contains("fdt move ${fdt_addr} 0x52c00000 0x100000\nfdt addr 0x52c00000\nfdt resize 1024\n"), "{s}");
+        assert!(
+            s.contains(
+                "fdt move ${fdt_addr} 0x52c00000 0x100000\nfdt addr 0x52c00000\nfdt resize 1024\n"
+            ),
+            "{s}"
+        );
         assert!(s.contains("fdt set /chosen \\#address-cells <0x2>\n"));
-        assert!(s.contains("fdt set /chosen/dom0 compatible \"multiboot,kernel\" \"multiboot,module\"\n"));
-        assert!(s.contains("fdt set /chosen/dom0 reg <0x0 0x50400000 0x0 ${rpixen_kernel_size}>\n"), "{s}");
-        assert!(s.contains("fdt set /chosen/dom0-ramdisk compatible \"multiboot,ramdisk\" \"multiboot,module\"\n"));
-        assert!(s.contains("fdt set /chosen xen,dom0-bootargs \"console=hvc0 x=\\\"\\$y\\\"\"\n"), "{s}");
+        assert!(s.contains(
+            "fdt set /chosen/dom0 compatible \"multiboot,kernel\" \"multiboot,module\"\n"
+        ));
+        assert!(
+            s.contains("fdt set /chosen/dom0 reg <0x0 0x50400000 0x0 ${rpixen_kernel_size}>\n"),
+            "{s}"
+        );
+        assert!(s.contains(
+            "fdt set /chosen/dom0-ramdisk compatible \"multiboot,ramdisk\" \"multiboot,module\"\n"
+        ));
+        assert!(
+            s.contains("fdt set /chosen xen,dom0-bootargs \"console=hvc0 x=\\\"\\$y\\\"\"\n"),
+            "{s}"
+        );
         assert!(s.ends_with("setenv fdt_high 0xffffffffffffffff\necho \"rpixen: starting the hypervisor\"\nbooti 0x50200000 - 0x52c00000\n"), "{s}");
         // Each size is taken right after its load.
         let k = s.find("setenv rpixen_file Image").unwrap();
-        assert!(s[k..].find("setenv rpixen_kernel_size 0x${filesize}").unwrap() < s[k..].find("rpixen_file initrd.img").unwrap());
+        assert!(
+            s[k..].find("setenv rpixen_kernel_size 0x${filesize}").unwrap()
+                < s[k..].find("rpixen_file initrd.img").unwrap()
+        );
     }
 
     #[test]
@@ -200,7 +228,8 @@ mod tests {
         assert!(d.ends_with("source 0x50000000\n"));
         let n = net_boot(0x5000_0000, "10.0.2.2", None);
         assert!(n.contains("dhcp\nsetenv serverip 10.0.2.2\n"));
-        assert!(net_boot(0x5000_0000, "10.0.2.2", Some("10.0.2.15")).contains("setenv ipaddr 10.0.2.15\n"));
+        assert!(net_boot(0x5000_0000, "10.0.2.2", Some("10.0.2.15"))
+            .contains("setenv ipaddr 10.0.2.15\n"));
     }
 
     #[test]

@@ -23,7 +23,9 @@ mod tests {
     #[test]
     fn has_the_required_keys_and_extras() {
         let t = super::config_txt(&["dtoverlay=disable-bt".into()]);
-        for key in ["arm_64bit=1\n", "enable_uart=1\n", "kernel=u-boot.bin\n", "dtoverlay=disable-bt\n"] {
+        for key in
+            ["arm_64bit=1\n", "enable_uart=1\n", "kernel=u-boot.bin\n", "dtoverlay=disable-bt\n"]
+        {
             assert!(t.contains(key), "{key} in {t}");
         }
     }

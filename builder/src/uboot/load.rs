@@ -133,9 +133,11 @@ mod tests {
     #[test]
     fn pi_stays_below_one_gib() {
         let w = Window::for_board(BoardKind::Rpi4);
-        let p = plan(w, Sizes { hypervisor: 2 * MIB, kernel: 40 * MIB, initrd: 100 * MIB }).unwrap();
+        let p =
+            plan(w, Sizes { hypervisor: 2 * MIB, kernel: 40 * MIB, initrd: 100 * MIB }).unwrap();
         assert!(p.end <= 0x4000_0000);
-        let err = plan(w, Sizes { hypervisor: 2 * MIB, kernel: 40 * MIB, initrd: 600 * MIB }).unwrap_err();
+        let err = plan(w, Sizes { hypervisor: 2 * MIB, kernel: 40 * MIB, initrd: 600 * MIB })
+            .unwrap_err();
         assert!(err.to_string().contains("only"), "{err}");
     }
 

@@ -2,7 +2,7 @@
 //! the tests build with our layout writer and push with oci-client: multi-arch index, zstd layer, device
 //! nodes, whiteouts, hostile layers; the blob cache, --offline, resumed downloads and tampered blobs.
 
-mod common;
+use crate::common;
 
 use common::{cpio_list, has, layered_image, line_for, opts, Registry};
 use rpixen::oci::layout::{write_index, Compression, ImageBuilder, LayerTar};
@@ -43,11 +43,15 @@ fn pull_multi_arch_image_then_build_offline() {
     let tree = unpack_image(&image, &Limits::default()).unwrap();
     assert_eq!(tree.read_file("etc/motd").unwrap(), b"hello from zstd\n");
     let out = tmp.path().join("rootfs.cpio.gz");
-    write_compressed(&tree, CpioCompression::Gzip, &mut std::fs::File::create(&out).unwrap()).unwrap();
+    write_compressed(&tree, CpioCompression::Gzip, &mut std::fs::File::create(&out).unwrap())
+        .unwrap();
     let list = cpio_list(&out);
     assert!(line_for(&list, "dev/console").starts_with("crw-------"), "{list}");
     assert!(line_for(&list, "bin/ping6").starts_with("-rwsr-xr-x   2"), "{list}");
-    assert!(!has(&list, "etc/old") && !has(&list, "opt/app/lower") && has(&list, "opt/app/upper"), "{list}");
+    assert!(
+        !has(&list, "etc/old") && !has(&list, "opt/app/lower") && has(&list, "opt/app/upper"),
+        "{list}"
+    );
 
     // read_file goes through the same path.
     assert_eq!(rpixen::rootfs::read_file(&o, &r, "lib/libm.so").unwrap(), b"libm");
@@ -73,7 +77,11 @@ fn tampered_registry_blob_is_refused_and_not_kept() {
     let o = opts(tmp.path());
     let r = format!("{}/test/tampered:v1", reg.host());
     push_layout(&o, &layout, "latest", &r).unwrap();
-    let good = oci::resolve(&oci::OciOptions { cache_dir: tmp.path().join("other-cache"), ..o.clone() }, &r).unwrap();
+    let good = oci::resolve(
+        &oci::OciOptions { cache_dir: tmp.path().join("other-cache"), ..o.clone() },
+        &r,
+    )
+    .unwrap();
     let layer = &good.layers[0];
     let expected = layer.descriptor.digest().to_string();
 
@@ -87,10 +95,19 @@ fn tampered_registry_blob_is_refused_and_not_kept() {
     let err = oci::resolve(&o, &r).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err:?}");
-    assert!(msg.contains(&r) && msg.contains("layer 0") && msg.contains(&expected) && msg.contains(&actual), "{msg}");
+    assert!(
+        msg.contains(&r)
+            && msg.contains("layer 0")
+            && msg.contains(&expected)
+            && msg.contains(&actual),
+        "{msg}"
+    );
     assert!(msg.contains("not cached"), "{msg}");
     let hex = &expected[7..];
-    assert!(!tmp.path().join("cache/blobs/sha256").join(hex).exists(), "bad blob kept in the cache");
+    assert!(
+        !tmp.path().join("cache/blobs/sha256").join(hex).exists(),
+        "bad blob kept in the cache"
+    );
     assert!(!tmp.path().join("cache/partial").join(hex).exists(), "bad download kept");
 }
 
@@ -102,11 +119,20 @@ fn interrupted_download_resumes_from_the_partial_file() {
     let mut t = LayerTar::new();
     let big: Vec<u8> = (0..600_000u32).flat_map(|i| i.to_le_bytes()).collect();
     t.file("data", &big, 0o644);
-    ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&layout, "latest").unwrap();
+    ImageBuilder::new()
+        .layer(&t.finish(), Compression::Gzip)
+        .unwrap()
+        .write(&layout, "latest")
+        .unwrap();
     let o = opts(tmp.path());
     let r = format!("{}/test/resume:v1", reg.host());
     push_layout(&o, &layout, "latest", &r).unwrap();
-    let l = oci::layout::Layout::open(&layout).unwrap().image("x", "latest", &o.platform).unwrap().layers[0].clone();
+    let l = oci::layout::Layout::open(&layout)
+        .unwrap()
+        .image("x", "latest", &o.platform)
+        .unwrap()
+        .layers[0]
+        .clone();
     let blob = std::fs::read(&l.path).unwrap();
     let hex = &l.descriptor.digest().to_string()[7..];
     let partial = tmp.path().join("cache/partial").join(hex);
@@ -156,11 +182,21 @@ fn hostile_layers_from_the_registry() {
     let traversal = tmp.path().join("traversal");
     let mut l = LayerTar::new();
     l.file("../../../../tmp/rpixen-traversal", b"x", 0o644);
-    ImageBuilder::new().layer(&l.finish(), Compression::Zstd).unwrap().write(&traversal, "latest").unwrap();
+    ImageBuilder::new()
+        .layer(&l.finish(), Compression::Zstd)
+        .unwrap()
+        .write(&traversal, "latest")
+        .unwrap();
     let r = format!("{}/hostile/traversal:v1", reg.host());
     push_layout(&o, &traversal, "latest", &r).unwrap();
-    let err = unpack_image(&oci::resolve(&o, &r).unwrap(), &Limits::default()).unwrap_err().to_string();
-    assert!(err.contains(&r) && err.contains("../../../../tmp/rpixen-traversal") && err.contains("`..`"), "{err}");
+    let err =
+        unpack_image(&oci::resolve(&o, &r).unwrap(), &Limits::default()).unwrap_err().to_string();
+    assert!(
+        err.contains(&r)
+            && err.contains("../../../../tmp/rpixen-traversal")
+            && err.contains("`..`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -200,18 +236,28 @@ fn concurrent_pulls_share_one_cache() {
     let o = opts(tmp.path());
     let layout = tmp.path().join("big");
     let mut t = LayerTar::new();
-    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> =
+        (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     t.file("noise", &big, 0o644);
-    ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&layout, "latest").unwrap();
+    ImageBuilder::new()
+        .layer(&t.finish(), Compression::Gzip)
+        .unwrap()
+        .write(&layout, "latest")
+        .unwrap();
     let r = format!("{}/test/concurrent:v1", reg.host());
     push_layout(&o, &layout, "latest", &r).unwrap();
     let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| oci::resolve(&o, &r).map(|i| i.layers[0].path.clone()))).collect();
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| oci::resolve(&o, &r).map(|i| i.layers[0].path.clone())))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for res in &results {
         let path = res.as_ref().unwrap();
-        assert_eq!(rpixen::oci::digest::file_digest(path).unwrap().1, std::fs::metadata(path).unwrap().len());
+        assert_eq!(
+            rpixen::oci::digest::file_digest(path).unwrap().1,
+            std::fs::metadata(path).unwrap().len()
+        );
     }
     let tree = unpack_image(&oci::resolve(&o, &r).unwrap(), &Limits::default()).unwrap();
     assert_eq!(tree.read_file("noise").unwrap(), big);
@@ -219,7 +265,7 @@ fn concurrent_pulls_share_one_cache() {
 
 #[test]
 fn credentials_come_from_docker_config() {
-    let reg = Registry::start_with_auth(Some(("rpixen", "s3cret")));
+    let reg = common::registry_with_auth("rpixen", "s3cret");
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     layered_image().write(&layout, "latest").unwrap();
@@ -233,18 +279,30 @@ fn credentials_come_from_docker_config() {
     let config = tmp.path().join("docker/config.json");
     std::fs::create_dir_all(config.parent().unwrap()).unwrap();
     // base64("rpixen:s3cret")
-    std::fs::write(&config, format!(r#"{{"auths":{{"{}":{{"auth":"cnBpeGVuOnMzY3JldA=="}}}}}}"#, reg.host())).unwrap();
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"cnBpeGVuOnMzY3JldA=="}}}}}}"#, reg.host()),
+    )
+    .unwrap();
     o.docker_config = Some(config.clone());
     push_layout(&o, &layout, "latest", &r).unwrap();
     let image = oci::resolve(&o, &r).unwrap();
     assert_eq!(image.layers.len(), 3);
 
     // Anonymous pulls are refused: the error names the image.
-    let anon = rpixen::oci::OciOptions { docker_config: None, cache_dir: tmp.path().join("anon-cache"), ..o.clone() };
+    let anon = rpixen::oci::OciOptions {
+        docker_config: None,
+        cache_dir: tmp.path().join("anon-cache"),
+        ..o.clone()
+    };
     let err = oci::resolve(&anon, &r).unwrap_err().to_string();
     assert!(err.contains(&r) && err.contains("auths"), "{err}");
     let wrong = tmp.path().join("wrong.json");
-    std::fs::write(&wrong, format!(r#"{{"auths":{{"{}":{{"username":"rpixen","password":"nope"}}}}}}"#, reg.host())).unwrap();
+    std::fs::write(
+        &wrong,
+        format!(r#"{{"auths":{{"{}":{{"username":"rpixen","password":"nope"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
     let bad = rpixen::oci::OciOptions { docker_config: Some(wrong), ..anon };
     assert!(oci::resolve(&bad, &r).is_err());
 }

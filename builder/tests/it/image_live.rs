@@ -1,7 +1,7 @@
 //! `rpixen live` and `rpixen inspect` end to end, checked with independent tools: sgdisk, fdisk,
 //! fsck.fat, mtools, mkimage, sha256sum.
 
-mod image_support;
+use crate::image_support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +12,14 @@ const MIB: u64 = 1 << 20;
 
 fn live(dir: &Path, out: &Path, extra_args: &[&str], envs: &[(&str, &str)]) {
     let s = synthetic(dir, "");
-    let mut args = vec!["live", s.manifest.to_str().unwrap(), "--initrd", s.initrd.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let mut args = vec![
+        "live",
+        s.manifest.to_str().unwrap(),
+        "--initrd",
+        s.initrd.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra_args);
     let o = run_rpixen(&args, envs);
     assert!(o.status.success(), "rpixen live failed: {}", String::from_utf8_lossy(&o.stderr));
@@ -41,7 +48,10 @@ fn partition_tables_pass_sgdisk_and_fdisk() {
     assert!(f.contains("Disklabel type: gpt"), "{f}");
     let rows: Vec<&str> = f.lines().filter(|l| l.starts_with(img.to_str().unwrap())).collect();
     assert_eq!(rows.len(), 5, "{f}");
-    assert!(rows[0].contains(" 2048 ") && rows[0].contains("64M") && rows[0].contains("EFI System"), "{f}");
+    assert!(
+        rows[0].contains(" 2048 ") && rows[0].contains("64M") && rows[0].contains("EFI System"),
+        "{f}"
+    );
     // Each partition starts on a 1 MiB boundary.
     for r in &rows {
         let start: u64 = r.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -51,7 +61,10 @@ fn partition_tables_pass_sgdisk_and_fdisk() {
     let mbr = testkit::run(Command::new("fdisk").args(["-l", "-t", "dos"]).arg(&img));
     let entries: Vec<&str> = mbr.lines().filter(|l| l.starts_with(img.to_str().unwrap())).collect();
     assert_eq!(entries.len(), 2, "{mbr}");
-    assert!(entries[0].contains(" * ") && entries[0].contains("2048") && entries[0].contains(" c "), "{mbr}");
+    assert!(
+        entries[0].contains(" * ") && entries[0].contains("2048") && entries[0].contains(" c "),
+        "{mbr}"
+    );
     assert!(entries[1].contains(" ee "), "{mbr}");
     // Legacy-BIOS-bootable attribute on the boot FAT (what U-Boot's `part list -bootable` reads).
     let info = testkit::run(Command::new("sgdisk").arg("-i").arg("1").arg(&img));
@@ -74,17 +87,31 @@ fn boot_and_config_fats_pass_fsck_and_mtools() {
     let boot = dir.path().join("boot.fat");
     extract(&img, MIB, 64 * MIB, &boot);
     let fsck = Command::new("fsck.fat").arg("-n").arg(&boot).output().unwrap();
-    assert!(fsck.status.success(), "{}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    assert!(
+        fsck.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
     let fsck_v = testkit::run(Command::new("fsck.fat").arg("-nv").arg(&boot));
     assert!(fsck_v.contains("32 bit entries"), "{fsck_v}");
 
     let at = format!("{}@@{}", img.display(), MIB);
     let listing = testkit::run(Command::new("mdir").arg("-i").arg(&at).arg("::"));
     assert!(listing.contains("RPIXEN-BOOT"), "{listing}");
-    for (name, src) in [("rpixen-hv.bin", "hv.bin"), ("Image", "Image"), ("initrd.img", "initrd.img"), ("u-boot.bin", "u-boot.bin")] {
+    for (name, src) in [
+        ("rpixen-hv.bin", "hv.bin"),
+        ("Image", "Image"),
+        ("initrd.img", "initrd.img"),
+        ("u-boot.bin", "u-boot.bin"),
+    ] {
         let out = dir.path().join(format!("out-{name}"));
         testkit::run(Command::new("mcopy").arg("-i").arg(&at).arg(format!("::{name}")).arg(&out));
-        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(dir.path().join(src)).unwrap(), "{name}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(dir.path().join(src)).unwrap(),
+            "{name}"
+        );
     }
     // Time stamps come from SOURCE_DATE_EPOCH (2023-11-14 22:13:20 UTC).
     let long = testkit::run(Command::new("mdir").arg("-i").arg(&at).arg("::Image"));
@@ -95,9 +122,14 @@ fn boot_and_config_fats_pass_fsck_and_mtools() {
         let out = dir.path().join(name);
         testkit::run(Command::new("mcopy").arg("-i").arg(&at).arg(format!("::{name}")).arg(&out));
         let l = testkit::run(Command::new("mkimage").arg("-l").arg(&out));
-        assert!(l.contains(&format!("Image Name:   {title}")) && l.contains("AArch64 Linux Script"), "{l}");
+        assert!(
+            l.contains(&format!("Image Name:   {title}")) && l.contains("AArch64 Linux Script"),
+            "{l}"
+        );
         let txt = dir.path().join(format!("{name}.txt"));
-        testkit::run(Command::new("dumpimage").args(["-T", "script", "-p", "0", "-o"]).arg(&txt).arg(&out));
+        testkit::run(
+            Command::new("dumpimage").args(["-T", "script", "-p", "0", "-o"]).arg(&txt).arg(&out),
+        );
         let body = String::from_utf8_lossy(&std::fs::read(&txt).unwrap()[8..]).into_owned();
         if name == "rpixen.scr" {
             assert!(body.contains("setenv rpixen_file rpixen-hv.bin"), "{body}");
@@ -115,7 +147,13 @@ fn boot_and_config_fats_pass_fsck_and_mtools() {
     let fsck = Command::new("fsck.fat").arg("-n").arg(&cfg).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
     let out = dir.path().join("server");
-    testkit::run(Command::new("mcopy").arg("-i").arg(format!("{}@@{cfg_off}", img.display())).arg("::etc/server").arg(&out));
+    testkit::run(
+        Command::new("mcopy")
+            .arg("-i")
+            .arg(format!("{}@@{cfg_off}", img.display()))
+            .arg("::etc/server")
+            .arg(&out),
+    );
     assert_eq!(std::fs::read(&out).unwrap(), b"example.org\n");
 }
 
@@ -125,11 +163,13 @@ fn inspect_lists_partitions_and_boot_files() {
     let img = dir.path().join("live.raw");
     live(dir.path(), &img, &[], &[]);
     let j = inspect_json(&img);
-    let names: Vec<&str> = j["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        j["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST"]);
     let boot = &j["filesystems"][0];
     assert_eq!(boot["label"], "RPIXEN-BOOT");
-    let files: Vec<&str> = boot["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let files: Vec<&str> =
+        boot["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     for f in ["boot.scr", "rpixen.scr", "rpixen-hv.bin", "Image", "initrd.img", "u-boot.bin"] {
         assert!(files.contains(&f), "{f} not in {files:?}");
     }
@@ -138,7 +178,10 @@ fn inspect_lists_partitions_and_boot_files() {
 
     let o = run_rpixen(&["inspect", img.to_str().unwrap()], &[]);
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("BOOT") && table.contains("legacy-bootable") && table.contains("initrd.img"), "{table}");
+    assert!(
+        table.contains("BOOT") && table.contains("legacy-bootable") && table.contains("initrd.img"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -160,11 +203,22 @@ fn reproducible_and_seeded() {
     let d = dir.path().join("d.raw");
     let s = synthetic(dir.path(), "");
     std::fs::write(&s.initrd, b"another initramfs").unwrap();
-    let o = run_rpixen(&["live", s.manifest.to_str().unwrap(), "--initrd", s.initrd.to_str().unwrap(), "-o", d.to_str().unwrap()], &env);
+    let o = run_rpixen(
+        &[
+            "live",
+            s.manifest.to_str().unwrap(),
+            "--initrd",
+            s.initrd.to_str().unwrap(),
+            "-o",
+            d.to_str().unwrap(),
+        ],
+        &env,
+    );
     assert!(o.status.success());
     assert_ne!(inspect_json(&d)["disk_guid"], ja["disk_guid"]);
     // Every GUID in an image is distinct.
-    let mut guids: Vec<String> = ja["partitions"].as_array().unwrap().iter().map(|p| p["guid"].to_string()).collect();
+    let mut guids: Vec<String> =
+        ja["partitions"].as_array().unwrap().iter().map(|p| p["guid"].to_string()).collect();
     guids.push(ja["disk_guid"].to_string());
     guids.sort();
     guids.dedup();
@@ -188,7 +242,10 @@ fn stdout_stream_equals_the_sparse_file() {
     assert_eq!(sha256(&file), sha256(&streamed));
     // `> file` gets the sparse writer too.
     use std::os::unix::fs::MetadataExt;
-    assert!(std::fs::metadata(&streamed).unwrap().blocks() * 512 < 20 * MIB, "stdout file not sparse");
+    assert!(
+        std::fs::metadata(&streamed).unwrap().blocks() * 512 < 20 * MIB,
+        "stdout file not sparse"
+    );
     // `>>` (append) must not take the positioned path: the image follows what is already there.
     let appended = dir.path().join("appended.raw");
     std::fs::write(&appended, b"").unwrap();
@@ -212,7 +269,10 @@ fn stdout_stream_equals_the_sparse_file() {
 }
 
 fn only(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -225,7 +285,17 @@ fn errors_name_the_culprit_and_leave_nothing_behind() {
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("live.raw");
     let try_live = |manifest: &Path, initrd: &Path| {
-        run_rpixen(&["live", manifest.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "-o", out.to_str().unwrap()], &[])
+        run_rpixen(
+            &[
+                "live",
+                manifest.to_str().unwrap(),
+                "--initrd",
+                initrd.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
     };
 
     // A missing host file: named with its manifest field.
@@ -245,7 +315,10 @@ fn errors_name_the_culprit_and_leave_nothing_behind() {
     std::fs::write(&s.initrd, vec![1u8; 70 << 20]).unwrap();
     let o = try_live(&s.manifest, &s.initrd);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("RPIXEN-BOOT") && err.contains("partitions"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("RPIXEN-BOOT") && err.contains("partitions"),
+        "{err}"
+    );
     assert!(only(&outdir).is_empty(), "{:?}", only(&outdir));
 
     // A hypervisor that booti would refuse.
@@ -262,12 +335,22 @@ fn errors_name_the_culprit_and_leave_nothing_behind() {
     // An unknown board.
     let o = run_rpixen(&["live", "no-such-board", "-o", out.to_str().unwrap()], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("no-such-board") && err.contains("qemu-virt"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("no-such-board") && err.contains("qemu-virt"),
+        "{err}"
+    );
 
     // A bad SOURCE_DATE_EPOCH.
     let s = synthetic(dir.path(), "");
     let o = run_rpixen(
-        &["live", s.manifest.to_str().unwrap(), "--initrd", s.initrd.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &[
+            "live",
+            s.manifest.to_str().unwrap(),
+            "--initrd",
+            s.initrd.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
         &[("SOURCE_DATE_EPOCH", "yesterday")],
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("SOURCE_DATE_EPOCH"));
@@ -286,7 +369,14 @@ fn ctrl_c_removes_the_partial_file() {
     let out = outdir.join("live.raw");
     for _attempt in 0..5 {
         let mut child = rpixen()
-            .args(["live", s.manifest.to_str().unwrap(), "--initrd", s.initrd.to_str().unwrap(), "-o", out.to_str().unwrap()])
+            .args([
+                "live",
+                s.manifest.to_str().unwrap(),
+                "--initrd",
+                s.initrd.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

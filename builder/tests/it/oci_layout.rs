@@ -1,7 +1,7 @@
 //! OCI image layouts: written by our writer, read back by our reader, flattened with OCI semantics, and
 //! refused when a blob was tampered with.
 
-mod common;
+use crate::common;
 
 use rpixen::oci::layout::{write_index, Compression, ImageBuilder, LayerTar};
 use rpixen::oci::{self, OciError, Platform};
@@ -21,14 +21,29 @@ fn layout_round_trip_with_oci_semantics() {
     let r = format!("oci:{}:v1", dir.display());
     assert_eq!(rpixen::rootfs::read_file(&o, &r, "etc/motd").unwrap(), b"hello from zstd\n");
     assert_eq!(rpixen::rootfs::read_file(&o, &r, "/lib/libc.so").unwrap(), b"libc");
-    assert_eq!(rpixen::rootfs::read_file(&o, &r, "usr/lib/libm.so").unwrap(), b"libm", "written through the lib symlink");
-    assert_eq!(rpixen::rootfs::read_file(&o, &r, "bin/ping6").unwrap(), b"ping", "a hard link's contents");
+    assert_eq!(
+        rpixen::rootfs::read_file(&o, &r, "usr/lib/libm.so").unwrap(),
+        b"libm",
+        "written through the lib symlink"
+    );
+    assert_eq!(
+        rpixen::rootfs::read_file(&o, &r, "bin/ping6").unwrap(),
+        b"ping",
+        "a hard link's contents"
+    );
     let err = rpixen::rootfs::read_file(&o, &r, "dev/console").unwrap_err().to_string();
     assert!(err.contains("character device"), "{err}");
     let err = rpixen::rootfs::read_file(&o, &r, "etc/old").unwrap_err().to_string();
     assert!(err.contains("etc/old"), "{err}");
-    assert!(rpixen::rootfs::read_file(&o, &r, "opt/app/lower").is_err(), "opaque dir hides the lower layer");
-    assert_eq!(rpixen::rootfs::read_file(&o, &r, "opt/app/upper").unwrap(), b"upper", "opaque applies before the layer's own entries");
+    assert!(
+        rpixen::rootfs::read_file(&o, &r, "opt/app/lower").is_err(),
+        "opaque dir hides the lower layer"
+    );
+    assert_eq!(
+        rpixen::rootfs::read_file(&o, &r, "opt/app/upper").unwrap(),
+        b"upper",
+        "opaque applies before the layer's own entries"
+    );
 
     let image = oci::resolve(&o, &r).unwrap();
     assert_eq!(image.layers.len(), 3);
@@ -52,11 +67,20 @@ fn package_names_and_tags() {
     o.offline = true;
     let mut t = LayerTar::new();
     t.file("sbin/dom0-init", b"\x7fELF", 0o755);
-    ImageBuilder::new().layer(&t.finish(), Compression::Gzip).unwrap().write(&o.pkg_dir.join("dom0-init"), "latest").unwrap();
+    ImageBuilder::new()
+        .layer(&t.finish(), Compression::Gzip)
+        .unwrap()
+        .write(&o.pkg_dir.join("dom0-init"), "latest")
+        .unwrap();
     assert_eq!(rpixen::rootfs::read_file(&o, "dom0-init", "sbin/dom0-init").unwrap(), b"\x7fELF");
     let err = rpixen::rootfs::read_file(&o, "nosuchpkg", "x").unwrap_err().to_string();
     assert!(err.contains("nosuchpkg") && err.contains("oci-layout"), "{err}");
-    let err = rpixen::rootfs::read_file(&o, &format!("oci:{}:v9", o.pkg_dir.join("dom0-init").display()), "x").unwrap_err();
+    let err = rpixen::rootfs::read_file(
+        &o,
+        &format!("oci:{}:v9", o.pkg_dir.join("dom0-init").display()),
+        "x",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("v9"), "{err}");
 }
 
@@ -65,10 +89,15 @@ fn multi_arch_index_resolves_to_arm64() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("multi");
     let mut descs = Vec::new();
-    for (plat, text) in [("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64"), ("linux/arm/v7", "armv7")] {
+    for (plat, text) in
+        [("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64"), ("linux/arm/v7", "armv7")]
+    {
         let mut t = LayerTar::new();
         t.file("arch", text.as_bytes(), 0o644);
-        let b = ImageBuilder::new().platform(plat.parse().unwrap()).layer(&t.finish(), Compression::Gzip).unwrap();
+        let b = ImageBuilder::new()
+            .platform(plat.parse().unwrap())
+            .layer(&t.finish(), Compression::Gzip)
+            .unwrap();
         descs.push(b.write_blobs(&dir).unwrap());
     }
     write_index(&dir, "latest", descs).unwrap();
@@ -101,7 +130,13 @@ fn tampered_layout_blob_is_refused_naming_both_digests() {
     let err = oci::resolve(&o, &r).unwrap_err();
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&r) && msg.contains("layer 1") && msg.contains(&expected) && msg.contains(&actual), "{msg}");
+    assert!(
+        msg.contains(&r)
+            && msg.contains("layer 1")
+            && msg.contains(&expected)
+            && msg.contains(&actual),
+        "{msg}"
+    );
     assert!(rpixen::rootfs::read_file(&o, &r, "etc/motd").is_err());
     let _ = desc;
 }

@@ -11,7 +11,9 @@ use std::process::Command;
 use rpixen::pkg::PkgDef;
 
 fn rpixen(args: &[&str]) -> String {
-    testkit::run(Command::new(env!("CARGO_BIN_EXE_rpixen")).args(args).current_dir(testkit::repo_root()))
+    testkit::run(
+        Command::new(env!("CARGO_BIN_EXE_rpixen")).args(args).current_dir(testkit::repo_root()),
+    )
 }
 
 fn s(p: &Path) -> &str {
@@ -47,7 +49,12 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
                 stack.push(p.clone());
                 format!("dir {:o}", m.permissions().mode() & 0o7777)
             } else {
-                format!("file {:o} {} {}", m.mode() & 0o7777, m.len(), blake(&std::fs::read(&p).unwrap()))
+                format!(
+                    "file {:o} {} {}",
+                    m.mode() & 0o7777,
+                    m.len(),
+                    blake(&std::fs::read(&p).unwrap())
+                )
             };
             out.insert(rel, desc);
         }
@@ -61,11 +68,23 @@ fn blake(b: &[u8]) -> String {
 
 #[test]
 fn deb_reader_agrees_with_dpkg_deb() {
-    for (pkg, deb) in [("busybox", "busybox-static"), ("u-boot", "u-boot-qemu"), ("firmware", "raspi-firmware")] {
+    for (pkg, deb) in
+        [("busybox", "busybox-static"), ("u-boot", "u-boot-qemu"), ("firmware", "raspi-firmware")]
+    {
         let file = cached_deb(pkg, deb);
         let tmp = tempfile::tempdir().unwrap();
         let ours = tmp.path().join("ours");
-        rpixen(&["pkg", "fetch", &format!("pkg/{pkg}"), "--deb", deb, "--cache", &cache(), "--unpack", s(&ours)]);
+        rpixen(&[
+            "pkg",
+            "fetch",
+            &format!("pkg/{pkg}"),
+            "--deb",
+            deb,
+            "--cache",
+            &cache(),
+            "--unpack",
+            s(&ours),
+        ]);
         let theirs = tmp.path().join("dpkg");
         testkit::run(Command::new("dpkg-deb").arg("-x").arg(&file).arg(&theirs));
         let (a, b) = (tree(&ours.join(deb)), tree(&theirs));
@@ -76,8 +95,11 @@ fn deb_reader_agrees_with_dpkg_deb() {
 
 /// The layer blobs of a layout's `latest` image, via index.json and the manifest.
 fn layers(layout: &Path) -> Vec<PathBuf> {
-    let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
-    let json = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob =
+        |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
     let index = json(layout.join("index.json"));
     let m = index["manifests"]
         .as_array()
@@ -86,7 +108,12 @@ fn layers(layout: &Path) -> Vec<PathBuf> {
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "latest")
         .expect("a manifest tagged latest");
     let manifest = json(blob(m["digest"].as_str().unwrap()));
-    manifest["layers"].as_array().unwrap().iter().map(|l| blob(l["digest"].as_str().unwrap())).collect()
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blob(l["digest"].as_str().unwrap()))
+        .collect()
 }
 
 /// `tar -tvzf` of the layer, one line per entry.
@@ -95,7 +122,10 @@ fn listing(layer: &Path) -> String {
 }
 
 fn has(list: &str, kind: char, path: &str) -> bool {
-    list.lines().any(|l| l.starts_with(kind) && (l.ends_with(&format!(" {path}")) || l.contains(&format!(" {path} -> "))))
+    list.lines().any(|l| {
+        l.starts_with(kind)
+            && (l.ends_with(&format!(" {path}")) || l.contains(&format!(" {path} -> ")))
+    })
 }
 
 fn extract(layer: &Path, path: &str) -> Vec<u8> {
@@ -121,8 +151,15 @@ fn package_layouts_hold_the_contract_paths() {
         let out = tmp.path().join(name);
         rpixen(&["pkg", "build", &format!("pkg/{name}"), "--cache", &cache(), "-o", s(&out)]);
         // skopeo reads the layout as an independent OCI implementation.
-        let inspect = testkit::run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:latest", out.display())));
-        assert!(inspect.contains("application/vnd.oci.image.layer.v1.tar+gzip"), "{name}: {inspect}");
+        let inspect = testkit::run(
+            Command::new("skopeo")
+                .args(["inspect", "--raw"])
+                .arg(format!("oci:{}:latest", out.display())),
+        );
+        assert!(
+            inspect.contains("application/vnd.oci.image.layer.v1.tar+gzip"),
+            "{name}: {inspect}"
+        );
         let l = layers(&out);
         assert_eq!(l.len(), 1, "{name}: one layer");
         l[0].clone()
@@ -130,17 +167,30 @@ fn package_layouts_hold_the_contract_paths() {
 
     let kernel = build("kernel");
     let list = listing(&kernel);
-    assert!(has(&list, '-', "boot/Image") && has(&list, '-', "boot/dtbs/broadcom/bcm2711-rpi-4-b.dtb"), "{list:.2000}");
+    assert!(
+        has(&list, '-', "boot/Image") && has(&list, '-', "boot/dtbs/broadcom/bcm2711-rpi-4-b.dtb"),
+        "{list:.2000}"
+    );
     // Debian ships no modules.dep (depmod runs at install time); modules.builtin and the .ko.xz files are there.
-    assert!(list.lines().any(|l| l.contains(" lib/modules/6.12.") && l.ends_with("/modules.builtin")), "modules.builtin");
-    assert!(list.lines().any(|l| l.contains(" lib/modules/6.12.") && l.ends_with("/virtio_net.ko.xz")), "virtio_net.ko.xz");
+    assert!(
+        list.lines().any(|l| l.contains(" lib/modules/6.12.") && l.ends_with("/modules.builtin")),
+        "modules.builtin"
+    );
+    assert!(
+        list.lines().any(|l| l.contains(" lib/modules/6.12.") && l.ends_with("/virtio_net.ko.xz")),
+        "virtio_net.ko.xz"
+    );
     let image = extract(&kernel, "boot/Image");
     assert_eq!(&image[0x38..0x3c], b"ARMd", "boot/Image is an uncompressed arm64 Image");
-    let kdeb = cached_deb("kernel", "linux-image-6.12.117+deb13-arm64");
+    let kdeb = cached_deb("kernel", testkit::TEST_KERNEL);
     assert_eq!(blake(&image), blake(&deb_file(&kdeb, "./boot/vmlinuz-6.12.117+deb13-arm64")));
 
     let uboot = listing(&build("u-boot"));
-    assert!(has(&uboot, '-', "u-boot/qemu_arm64/u-boot.bin") && has(&uboot, '-', "u-boot/rpi_arm64/u-boot.bin"), "{uboot}");
+    assert!(
+        has(&uboot, '-', "u-boot/qemu_arm64/u-boot.bin")
+            && has(&uboot, '-', "u-boot/rpi_arm64/u-boot.bin"),
+        "{uboot}"
+    );
 
     let fw = listing(&build("firmware"));
     for f in ["boot/start4.elf", "boot/fixup4.dat", "boot/bootcode.bin"] {
@@ -154,9 +204,15 @@ fn package_layouts_hold_the_contract_paths() {
 
     let bb = build("busybox");
     let list = listing(&bb);
-    assert!(list.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" bin/busybox")), "{list:.500}");
+    assert!(
+        list.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" bin/busybox")),
+        "{list:.500}"
+    );
     assert!(has(&list, 'l', "bin/sh") && list.contains(" bin/sh -> busybox"), "{list:.500}");
-    assert!(!has(&list, 'l', "bin/init") && !has(&list, 'l', "sbin/init"), "busybox must not claim init");
+    assert!(
+        !has(&list, 'l', "bin/init") && !has(&list, 'l', "sbin/init"),
+        "busybox must not claim init"
+    );
 }
 
 #[test]
@@ -181,7 +237,11 @@ fn dom0_init_package_is_a_static_aarch64_binary() {
     assert_eq!(u16::from_le_bytes([bin[18], bin[19]]), 183, "e_machine is EM_AARCH64");
     // A static executable has no PT_INTERP program header.
     let phoff = u64::from_le_bytes(bin[32..40].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16::from_le_bytes([bin[54], bin[55]]) as usize, u16::from_le_bytes([bin[56], bin[57]]) as usize);
-    let interp = (0..phnum).any(|i| u32::from_le_bytes(bin[phoff + i * phentsize..][..4].try_into().unwrap()) == 3);
+    let (phentsize, phnum) = (
+        u16::from_le_bytes([bin[54], bin[55]]) as usize,
+        u16::from_le_bytes([bin[56], bin[57]]) as usize,
+    );
+    let interp = (0..phnum)
+        .any(|i| u32::from_le_bytes(bin[phoff + i * phentsize..][..4].try_into().unwrap()) == 3);
     assert!(!interp, "dom0-init must be static");
 }

@@ -1,7 +1,7 @@
 //! Layers to trees to archives: cpio and squashfs outputs checked with GNU cpio and unsquashfs, and
 //! hostile layers rejected or contained.
 
-mod common;
+use crate::common;
 
 use common::{cpio_cat, cpio_list, has, layered_image, line_for, opts, squashfs_list};
 use rpixen::oci::layout::{Compression, EntryMeta, ImageBuilder, LayerTar};
@@ -11,12 +11,19 @@ use rpixen::rootfs::squashfs::write_squashfs;
 use rpixen::rootfs::tree::Tree;
 use rpixen::rootfs::unpack::{unpack_image, Limits};
 
-fn unpack_layers(tmp: &std::path::Path, layers: Vec<Vec<u8>>, limits: Limits) -> Result<Tree, OciError> {
+fn unpack_layers(
+    tmp: &std::path::Path,
+    layers: Vec<Vec<u8>>,
+    limits: Limits,
+) -> Result<Tree, OciError> {
     let mut b = ImageBuilder::new();
     for l in layers {
         b = b.layer(&l, Compression::Gzip).unwrap();
     }
-    let dir = tmp.join(format!("img{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let dir = tmp.join(format!(
+        "img{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
     b.write(&dir, "latest").unwrap();
     let image = oci::resolve(&opts(tmp), &format!("oci:{}", dir.display()))?;
     unpack_image(&image, &limits)
@@ -36,10 +43,14 @@ fn cpio_checked_by_gnu_cpio() {
     let image = oci::resolve(&opts(tmp.path()), &format!("oci:{}", dir.display())).unwrap();
     let tree = unpack_image(&image, &Limits::default()).unwrap();
     let out = tmp.path().join("rootfs.cpio.gz");
-    write_compressed(&tree, CpioCompression::Gzip, &mut std::fs::File::create(&out).unwrap()).unwrap();
+    write_compressed(&tree, CpioCompression::Gzip, &mut std::fs::File::create(&out).unwrap())
+        .unwrap();
     let list = cpio_list(&out);
     let l = line_for(&list, "dev/console");
-    assert!(l.starts_with("crw-------") && l.contains(" 0 ") && l.contains("5,") && l.contains(" 1 "), "{l}");
+    assert!(
+        l.starts_with("crw-------") && l.contains(" 0 ") && l.contains("5,") && l.contains(" 1 "),
+        "{l}"
+    );
     assert!(line_for(&list, "dev/vda").starts_with("brw-rw----"), "{list}");
     assert!(line_for(&list, "run/initctl").starts_with("prw-------"), "{list}");
     let ping = line_for(&list, "bin/ping");
@@ -55,7 +66,8 @@ fn cpio_checked_by_gnu_cpio() {
 
     // zstd compression, read by zstdcat + cpio.
     let zst = tmp.path().join("rootfs.cpio.zst");
-    write_compressed(&tree, CpioCompression::Zstd, &mut std::fs::File::create(&zst).unwrap()).unwrap();
+    write_compressed(&tree, CpioCompression::Zstd, &mut std::fs::File::create(&zst).unwrap())
+        .unwrap();
     assert_eq!(cpio_list(&zst), list);
 }
 
@@ -76,8 +88,13 @@ fn squashfs_checked_by_unsquashfs() {
     assert!(line_for(&list, "bin/ping").starts_with("-rwsr-xr-x 0/0"), "{list}");
     assert!(line_for(&list, "home/user/f").starts_with("-rw-r----- 1000/100"), "{list}");
     assert!(list.contains("squashfs-root/lib -> usr/lib"), "{list}");
-    assert!(!has(&list, "etc/old") && !has(&list, "opt/app/lower") && has(&list, "opt/app/upper"), "{list}");
-    let motd = testkit::run(std::process::Command::new("unsquashfs").arg("-cat").arg(&out).arg("etc/motd"));
+    assert!(
+        !has(&list, "etc/old") && !has(&list, "opt/app/lower") && has(&list, "opt/app/upper"),
+        "{list}"
+    );
+    let motd = testkit::run(
+        std::process::Command::new("unsquashfs").arg("-cat").arg(&out).arg("etc/motd"),
+    );
     assert_eq!(motd, "hello from zstd\n");
 }
 
@@ -94,7 +111,12 @@ fn dot_dot_is_rejected_naming_the_entry() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("a/../../../etc/evil") && err.contains("`..`") && err.contains("layer sha256:"), "{err}");
+    assert!(
+        err.contains("a/../../../etc/evil")
+            && err.contains("`..`")
+            && err.contains("layer sha256:"),
+        "{err}"
+    );
     let err = unpack_layers(
         tmp.path(),
         vec![layer(|t| {
@@ -111,9 +133,13 @@ fn dot_dot_is_rejected_naming_the_entry() {
 #[test]
 fn hard_link_to_outside_the_image_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.hardlink("steal", "/etc/shadow");
-    })], Limits::default())
+    let err = unpack_layers(
+        tmp.path(),
+        vec![layer(|t| {
+            t.hardlink("steal", "/etc/shadow");
+        })],
+        Limits::default(),
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("steal") && err.contains("not in the image"), "{err}");
@@ -122,12 +148,20 @@ fn hard_link_to_outside_the_image_is_rejected() {
 #[test]
 fn absolute_names_are_contained() {
     let tmp = tempfile::tempdir().unwrap();
-    let tree = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.file("/etc/abs", b"inside", 0o644);
-    })], Limits::default())
+    let tree = unpack_layers(
+        tmp.path(),
+        vec![layer(|t| {
+            t.file("/etc/abs", b"inside", 0o644);
+        })],
+        Limits::default(),
+    )
     .unwrap();
     assert_eq!(tree.read_file("etc/abs").unwrap(), b"inside");
-    assert!(tree.warnings.iter().any(|w| w.contains("absolute name `/etc/abs`")), "{:?}", tree.warnings);
+    assert!(
+        tree.warnings.iter().any(|w| w.contains("absolute name `/etc/abs`")),
+        "{:?}",
+        tree.warnings
+    );
 }
 
 #[test]
@@ -157,10 +191,14 @@ fn symlink_escapes_are_contained() {
     assert!(!std::path::Path::new("/tmp/outside/file").exists());
     // And the archive holds them inside the root.
     let out = tmp.path().join("x.cpio.gz");
-    write_compressed(&tree, CpioCompression::Gzip, &mut std::fs::File::create(&out).unwrap()).unwrap();
+    write_compressed(&tree, CpioCompression::Gzip, &mut std::fs::File::create(&out).unwrap())
+        .unwrap();
     let list = cpio_list(&out);
     assert!(has(&list, "tmp/outside/file") && has(&list, "etc/passwd"), "{list}");
-    let names: Vec<&str> = list.lines().map(|l| l.split(" -> ").next().unwrap().split_whitespace().last().unwrap()).collect();
+    let names: Vec<&str> = list
+        .lines()
+        .map(|l| l.split(" -> ").next().unwrap().split_whitespace().last().unwrap())
+        .collect();
     assert!(names.iter().all(|n| !n.starts_with('/') && !n.contains("..")), "{list}");
 }
 
@@ -168,18 +206,26 @@ fn symlink_escapes_are_contained() {
 fn root_cannot_be_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     for name in [".", "/", "./"] {
-        let err = unpack_layers(tmp.path(), vec![layer(|t| {
-            t.symlink(name, "/tmp");
-        })], Limits::default())
+        let err = unpack_layers(
+            tmp.path(),
+            vec![layer(|t| {
+                t.symlink(name, "/tmp");
+            })],
+            Limits::default(),
+        )
         .unwrap_err()
         .to_string();
         assert!(err.contains("cannot replace the root"), "{name}: {err}");
     }
     // A directory entry for the root only sets its metadata.
-    let tree = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.dir("./", 0o700);
-        t.file("f", b"", 0o644);
-    })], Limits::default())
+    let tree = unpack_layers(
+        tmp.path(),
+        vec![layer(|t| {
+            t.dir("./", 0o700);
+            t.file("f", b"", 0o644);
+        })],
+        Limits::default(),
+    )
     .unwrap();
     assert_eq!(tree.node(rpixen::rootfs::tree::ROOT).meta.mode, 0o700);
     assert!(tree.read_file("f").is_ok());
@@ -190,49 +236,75 @@ fn bare_whiteout_is_not_a_whiteout() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = unpack_layers(
         tmp.path(),
-        vec![layer(|t| {
-            t.file("etc/keep", b"k", 0o644);
-        }), layer(|t| {
-            t.file(".wh.", b"", 0o644);
-            t.file("etc/.wh.", b"", 0o644);
-        })],
+        vec![
+            layer(|t| {
+                t.file("etc/keep", b"k", 0o644);
+            }),
+            layer(|t| {
+                t.file(".wh.", b"", 0o644);
+                t.file("etc/.wh.", b"", 0o644);
+            }),
+        ],
         Limits::default(),
     )
     .unwrap();
     assert_eq!(tree.read_file("etc/keep").unwrap(), b"k");
     assert!(tree.lookup(b".wh.", false).is_none());
-    assert!(tree.warnings.iter().filter(|w| w.contains("bare `.wh.`")).count() == 2, "{:?}", tree.warnings);
+    assert!(
+        tree.warnings.iter().filter(|w| w.contains("bare `.wh.`")).count() == 2,
+        "{:?}",
+        tree.warnings
+    );
 }
 
 #[test]
 fn oversized_entries_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let limits = Limits { max_entry_size: 1000, max_total_size: 1500 };
-    let err = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.file("big", &[0u8; 1001], 0o644);
-    })], limits)
+    let err = unpack_layers(
+        tmp.path(),
+        vec![layer(|t| {
+            t.file("big", &[0u8; 1001], 0o644);
+        })],
+        limits,
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("entry `big` is 1001 bytes, over the limit of 1000"), "{err}");
-    let err = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.file("a", &[0u8; 800], 0o644);
-    }), layer(|t| {
-        t.file("b", &[0u8; 800], 0o644);
-    })], limits)
+    let err = unpack_layers(
+        tmp.path(),
+        vec![
+            layer(|t| {
+                t.file("a", &[0u8; 800], 0o644);
+            }),
+            layer(|t| {
+                t.file("b", &[0u8; 800], 0o644);
+            }),
+        ],
+        limits,
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("more than 1500 bytes"), "{err}");
-    let err = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.file("a", &[0u8; 800], 0o644);
-        t.file("b", &[0u8; 800], 0o644);
-    })], limits)
+    let err = unpack_layers(
+        tmp.path(),
+        vec![layer(|t| {
+            t.file("a", &[0u8; 800], 0o644);
+            t.file("b", &[0u8; 800], 0o644);
+        })],
+        limits,
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("layer unpacks to more than 1500 bytes"), "{err}");
     let long = "x".repeat(300);
-    let err = unpack_layers(tmp.path(), vec![layer(|t| {
-        t.file(&long, b"", 0o644);
-    })], Limits::default())
+    let err = unpack_layers(
+        tmp.path(),
+        vec![layer(|t| {
+            t.file(&long, b"", 0o644);
+        })],
+        Limits::default(),
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("300 bytes long"), "{err}");
@@ -250,12 +322,15 @@ fn whiteout_then_children_acts_as_opaque() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = unpack_layers(
         tmp.path(),
-        vec![layer(|t| {
-            t.file("d/old", b"", 0o644);
-        }), layer(|t| {
-            t.file("d/new", b"n", 0o644);
-            t.whiteout("d");
-        })],
+        vec![
+            layer(|t| {
+                t.file("d/old", b"", 0o644);
+            }),
+            layer(|t| {
+                t.file("d/new", b"n", 0o644);
+                t.whiteout("d");
+            }),
+        ],
         Limits::default(),
     )
     .unwrap();
@@ -273,11 +348,20 @@ fn layer_not_matching_the_config_diff_id_is_refused() {
     let wrong = rpixen::oci::digest::sha256(b"another tar");
     let dir = tmp.path().join("img");
     ImageBuilder::new()
-        .raw_layer(rpixen::oci::layout::LayerData { media_type: Compression::Gzip.media_type(), blob, diff_id: wrong.clone() })
+        .raw_layer(rpixen::oci::layout::LayerData {
+            media_type: Compression::Gzip.media_type(),
+            blob,
+            diff_id: wrong.clone(),
+        })
         .write(&dir, "latest")
         .unwrap();
     let r = format!("oci:{}", dir.display());
     let image = oci::resolve(&opts(tmp.path()), &r).unwrap();
     let err = unpack_image(&image, &Limits::default()).unwrap_err().to_string();
-    assert!(err.contains(&r) && err.contains(&wrong) && err.contains(&rpixen::oci::digest::sha256(&tar)), "{err}");
+    assert!(
+        err.contains(&r)
+            && err.contains(&wrong)
+            && err.contains(&rpixen::oci::digest::sha256(&tar)),
+        "{err}"
+    );
 }

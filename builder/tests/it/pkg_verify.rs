@@ -71,7 +71,16 @@ fn corrupted_cached_deb_stops_the_build() {
     assert_ne!(&actual, pin);
 
     let out_dir = tmp.path().join("out");
-    let err = failed(&rpixen(&["pkg", "build", "pkg/busybox", "--offline", "--cache", s(&cache), "-o", s(&out_dir)]));
+    let err = failed(&rpixen(&[
+        "pkg",
+        "build",
+        "pkg/busybox",
+        "--offline",
+        "--cache",
+        s(&cache),
+        "-o",
+        s(&out_dir),
+    ]));
     for needle in ["package busybox", "busybox-static", s(&cached), pin.as_str(), actual.as_str()] {
         assert!(err.contains(needle), "error lacks {needle:?}:\n{err}");
     }
@@ -93,7 +102,8 @@ fn changed_pin_stops_the_build_after_download() {
         assert!(err.contains(needle), "error lacks {needle:?}:\n{err}");
     }
     assert!(!out_dir.exists(), "no layout is written after a digest error");
-    let kept: Vec<_> = std::fs::read_dir(cache.join("debs/sha256")).map(|d| d.count()).into_iter().collect();
+    let kept: Vec<_> =
+        std::fs::read_dir(cache.join("debs/sha256")).map(|d| d.count()).into_iter().collect();
     assert!(kept.iter().all(|n| *n == 0), "nothing enters the cache");
 }
 
@@ -140,7 +150,8 @@ fn missing_build_script_is_said_plainly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo/pkg/hypervisor");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(testkit::repo_root().join("pkg/hypervisor/pkg.yml"), dir.join("pkg.yml")).unwrap();
+    std::fs::copy(testkit::repo_root().join("pkg/hypervisor/pkg.yml"), dir.join("pkg.yml"))
+        .unwrap();
     let out_dir = tmp.path().join("out");
     let err = failed(&rpixen(&["pkg", "build", s(&dir), "--offline", "-o", s(&out_dir)]));
     assert!(err.contains("package hypervisor") && err.contains("build.sh is missing"), "{err}");

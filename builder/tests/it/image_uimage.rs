@@ -12,7 +12,9 @@ fn mkimage(dir: &std::path::Path, name: &str, addr: u32, epoch: u32, body: &[u8]
     testkit::run(
         Command::new("mkimage")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
-            .args(["-A", "arm64", "-T", "script", "-C", "none", "-a", &a, "-e", &a, "-n", name, "-d"])
+            .args([
+                "-A", "arm64", "-T", "script", "-C", "none", "-a", &a, "-e", &a, "-n", name, "-d",
+            ])
             .arg(&src)
             .arg(&out),
     );
@@ -40,7 +42,10 @@ fn byte_identical_to_mkimage() {
 fn mkimage_lists_and_dumpimage_extracts() {
     let dir = tempfile::tempdir().unwrap();
     let body = b"echo second stage\nsource ${scriptaddr}\n";
-    let img = script(&ScriptImage { name: "rpixen", load: 0x5000_0000, entry: 0x5000_0000, time: 1_600_000_000 }, body);
+    let img = script(
+        &ScriptImage { name: "rpixen", load: 0x5000_0000, entry: 0x5000_0000, time: 1_600_000_000 },
+        body,
+    );
     let path = dir.path().join("ours.scr");
     std::fs::write(&path, &img).unwrap();
 
@@ -51,7 +56,12 @@ fn mkimage_lists_and_dumpimage_extracts() {
     assert!(listing.contains("Created:      Sun Sep 13 12:26:40 2020"), "{listing}");
 
     let extracted = dir.path().join("out.txt");
-    testkit::run(Command::new("dumpimage").args(["-T", "script", "-p", "0", "-o"]).arg(&extracted).arg(&path));
+    testkit::run(
+        Command::new("dumpimage")
+            .args(["-T", "script", "-p", "0", "-o"])
+            .arg(&extracted)
+            .arg(&path),
+    );
     // dumpimage hands back the whole data part: the length table, then the script.
     let mut expected = (body.len() as u32).to_be_bytes().to_vec();
     expected.extend_from_slice(&[0, 0, 0, 0]);

@@ -1,18 +1,23 @@
 //! `rpixen pull` and `rpixen rootfs` as a user runs them: a manifest naming a layout and a registry
 //! image, files on top, init configuration and dom0-init placed; outputs read by cpio and unsquashfs.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{cpio_cat, cpio_list, fake_dom0_init, has, layered_image, line_for, manifest_with_rootfs, squashfs_list, Registry};
+use common::{
+    cpio_cat, cpio_list, fake_dom0_init, has, layered_image, line_for, manifest_with_rootfs,
+    squashfs_list, Registry,
+};
 use rpixen::oci::layout::{Compression, ImageBuilder, LayerTar};
 use rpixen::oci::registry::push_layout;
 
 fn rpixen(tmp: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rpixen"));
-    c.env("XDG_CACHE_HOME", tmp.join("xdg-cache")).env("RPIXEN_PKG_DIR", tmp.join("pkg")).env_remove("DOCKER_CONFIG");
+    c.env("XDG_CACHE_HOME", tmp.join("xdg-cache"))
+        .env("RPIXEN_PKG_DIR", tmp.join("pkg"))
+        .env_remove("DOCKER_CONFIG");
     c
 }
 
@@ -27,9 +32,17 @@ fn rootfs_command_builds_both_formats_and_caches() {
     let r = format!("{}/test/layered:v1", reg.host());
     push_layout(&common::opts(t), &layout, "latest", &r).unwrap();
     let mut base = LayerTar::new();
-    base.dir("bin", 0o755).file("bin/sh", b"not really a shell", 0o755).file("etc/hostname", b"lower\n", 0o644);
+    base.dir("bin", 0o755).file("bin/sh", b"not really a shell", 0o755).file(
+        "etc/hostname",
+        b"lower\n",
+        0o644,
+    );
     let base_dir = t.join("base");
-    ImageBuilder::new().layer(&base.finish(), Compression::Gzip).unwrap().write(&base_dir, "v2").unwrap();
+    ImageBuilder::new()
+        .layer(&base.finish(), Compression::Gzip)
+        .unwrap()
+        .write(&base_dir, "v2")
+        .unwrap();
     std::fs::write(t.join("banner.txt"), "from the host\n").unwrap();
     let manifest = t.join("m.yml");
     std::fs::write(
@@ -61,12 +74,23 @@ fn rootfs_command_builds_both_formats_and_caches() {
     let first = std::fs::read(&out).unwrap();
     let again = rpixen(t).arg("rootfs").arg(&manifest).arg("-o").arg(&out).output().unwrap();
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("from the cache"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("from the cache"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(std::fs::read(&out).unwrap(), first);
 
     // squashfs: dom0-init at /sbin/init.
     let sq = t.join("out/rootfs.squashfs");
-    let o = rpixen(t).arg("rootfs").arg(&manifest).arg("-o").arg(&sq).args(["--format", "squashfs"]).output().unwrap();
+    let o = rpixen(t)
+        .arg("rootfs")
+        .arg(&manifest)
+        .arg("-o")
+        .arg(&sq)
+        .args(["--format", "squashfs"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("xattrs of `/bin/ping` dropped"));
     let list = squashfs_list(&sq);
@@ -84,7 +108,11 @@ fn rootfs_errors_name_the_culprit_and_leave_nothing() {
     let t = tmp.path();
     fake_dom0_init(&t.join("pkg"), "#!/bin/sh\n");
     let manifest = t.join("m.yml");
-    std::fs::write(&manifest, manifest_with_rootfs("rootfs:\n  format: cpio\n  images: [nosuchpackage]\n")).unwrap();
+    std::fs::write(
+        &manifest,
+        manifest_with_rootfs("rootfs:\n  format: cpio\n  images: [nosuchpackage]\n"),
+    )
+    .unwrap();
     let out = t.join("rootfs.cpio.gz");
     let o = rpixen(t).arg("rootfs").arg(&manifest).arg("-o").arg(&out).output().unwrap();
     assert!(!o.status.success());
@@ -105,8 +133,19 @@ fn rootfs_errors_name_the_culprit_and_leave_nothing() {
     assert!(!out.exists());
 
     // An unreachable registry, offline: the error says so.
-    std::fs::write(&manifest, manifest_with_rootfs("rootfs:\n  format: cpio\n  images: [\"127.0.0.1:9/x/y:z\"]\n")).unwrap();
-    let o = rpixen(t).arg("rootfs").arg(&manifest).arg("-o").arg(&out).arg("--offline").output().unwrap();
+    std::fs::write(
+        &manifest,
+        manifest_with_rootfs("rootfs:\n  format: cpio\n  images: [\"127.0.0.1:9/x/y:z\"]\n"),
+    )
+    .unwrap();
+    let o = rpixen(t)
+        .arg("rootfs")
+        .arg(&manifest)
+        .arg("-o")
+        .arg(&out)
+        .arg("--offline")
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--offline"));
 }

@@ -61,10 +61,10 @@ fn disables_listed_nodes_and_keeps_the_rest() {
 
 #[test]
 fn patches_the_real_pi4_dtb() {
-    let pkg = testkit::debian_package("linux-image-6.12.117+deb13-arm64");
-    let path = pkg.join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb");
+    let path = testkit::test_kernel_rpi4_dtb();
     let dtb = std::fs::read(&path).unwrap();
-    let nodes: Vec<String> = ["/soc/hdmi@7ef00700", "/soc/i2c@7ef04500"].iter().map(|s| s.to_string()).collect();
+    let nodes: Vec<String> =
+        ["/soc/hdmi@7ef00700", "/soc/i2c@7ef04500"].iter().map(|s| s.to_string()).collect();
     let patched = disable_nodes("pi.dtb", &dtb, &nodes).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = decompile(dir.path(), &patched);
@@ -73,7 +73,15 @@ fn patches_the_real_pi4_dtb() {
     assert!(hdmi.contains("status = \"disabled\";"), "{hdmi}");
     // Nothing else changed: without status lines both trees decompile to the same text.
     let before = decompile(dir.path(), &dtb);
-    let strip = |t: &str| t.lines().filter(|l| !l.trim_start().starts_with("status = ")).collect::<Vec<_>>().join("\n");
+    let strip = |t: &str| {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with("status = "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(strip(&before), strip(&text));
-    assert!(text.matches("status = \"disabled\"").count() > before.matches("status = \"disabled\"").count());
+    assert!(
+        text.matches("status = \"disabled\"").count()
+            > before.matches("status = \"disabled\"").count()
+    );
 }

@@ -2,12 +2,12 @@
 //! image by our layout writer, pushed to a real registry, pulled and built by `rootfs::build` with a
 //! script as dom0-init, then booted by Debian's arm64 kernel in QEMU `virt`; its `/init` prints a marker.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::{fake_dom0_init, manifest_with_rootfs, opts, Registry};
-use rpixen::manifest::{Manifest, RootfsFormat};
+use rpixen::manifest::{self, RootfsFormat};
 use rpixen::oci::layout::{Compression, ImageBuilder, LayerTar};
 use rpixen::oci::registry::push_layout;
 
@@ -15,9 +15,9 @@ const MARKER: &str = "RPIXEN-OCI-INITRAMFS-OK";
 
 #[test]
 fn registry_rootfs_boots_as_initramfs() {
-    let busybox = std::fs::read(testkit::debian_package("busybox-static").join("usr/bin/busybox")).unwrap();
-    let kernel_pkg = testkit::debian_package("linux-image-6.12.117+deb13-arm64");
-    let kernel = kernel_pkg.join("boot/vmlinuz-6.12.117+deb13-arm64");
+    let busybox =
+        std::fs::read(testkit::debian_package("busybox-static").join("usr/bin/busybox")).unwrap();
+    let kernel = testkit::test_kernel_image();
 
     let reg = Registry::start();
     let tmp = tempfile::tempdir().unwrap();
@@ -33,7 +33,10 @@ fn registry_rootfs_boots_as_initramfs() {
     // A hard link: the kernel links later names of an inode to the first, whose entry carries the data.
     l1.hardlink("bin/cat", "bin/busybox");
     let mut l2 = LayerTar::new();
-    l2.dir("dev", 0o755).char_device("dev/console", 5, 1, 0o600).dir("proc", 0o555).dir("sys", 0o555);
+    l2.dir("dev", 0o755)
+        .char_device("dev/console", 5, 1, 0o600)
+        .dir("proc", 0o555)
+        .dir("sys", 0o555);
     let layout = t.join("busybox-layout");
     ImageBuilder::new()
         .layer(&l1.finish(), Compression::Gzip)
@@ -52,27 +55,52 @@ fn registry_rootfs_boots_as_initramfs() {
         ),
     );
     let manifest_path = t.join("m.yml");
-    std::fs::write(&manifest_path, manifest_with_rootfs(&format!("rootfs:\n  format: cpio\n  images: [\"{r}\"]\n"))).unwrap();
-    let manifest = Manifest::load(&manifest_path).unwrap();
+    std::fs::write(
+        &manifest_path,
+        manifest_with_rootfs(&format!("rootfs:\n  format: cpio\n  images: [\"{r}\"]\n")),
+    )
+    .unwrap();
+    let manifest = manifest::load(&manifest_path).unwrap();
     let initrd = t.join("initrd.cpio.gz");
-    let report =
-        rpixen::rootfs::build(&o, &manifest, t, RootfsFormat::Cpio, &mut std::fs::File::create(&initrd).unwrap()).unwrap();
+    let report = rpixen::rootfs::build(
+        &o,
+        &manifest,
+        RootfsFormat::Cpio,
+        &mut std::fs::File::create(&initrd).unwrap(),
+    )
+    .unwrap();
     assert!(!report.cached);
-    let raw: u64 = common::sh(&format!("gzip -dc {} | wc -c", initrd.display())).trim().parse().unwrap();
+    let raw: u64 =
+        common::sh(&format!("gzip -dc {} | wc -c", initrd.display())).trim().parse().unwrap();
     assert!(raw > 1 << 20, "the archive spans several parallel-gzip blocks: {raw}");
     drop(reg);
 
     let mut qemu = testkit::Qemu::start(
         &[
-            "-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none",
-            "-kernel", kernel.to_str().unwrap(),
-            "-initrd", initrd.to_str().unwrap(),
-            "-append", "console=ttyAMA0 rdinit=/init panic=-1",
+            "-M",
+            "virt",
+            "-cpu",
+            "cortex-a72",
+            "-m",
+            "1G",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyAMA0 rdinit=/init panic=-1",
         ],
         1,
     );
     let boot = qemu
-        .wait_for(MARKER, &["Kernel panic", "junk at the end", "invalid magic"], Duration::from_secs(240))
+        .wait_for(
+            MARKER,
+            &["Kernel panic", "junk at the end", "invalid magic"],
+            Duration::from_secs(240),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     let _ = qemu.wait_for("hostname: rpixen", &["Kernel panic"], Duration::from_secs(60));
     let out = qemu.output();

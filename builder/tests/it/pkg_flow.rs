@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const READY: &str = "rpixen: dom0 ready";
-const FAILURES: &[&str] = &["Kernel panic", "(XEN) Panic", "rpixen: cannot load", "Unknown command", "panicked at"];
+const FAILURES: &[&str] =
+    &["Kernel panic", "(XEN) Panic", "rpixen: cannot load", "Unknown command", "panicked at"];
 const BOOT_LIMIT: Duration = Duration::from_secs(420);
 
 /// The board under test: `$BOARD` as `make` reads it, else make's default.
@@ -69,7 +70,11 @@ fn boot_to_ready(repo: &Path, rpixen: &Path, image: &Path) -> Duration {
     let args: Vec<&str> = out.lines().collect();
     let mut q = testkit::Qemu::start(&args, 1);
     let outcome = q.wait_for(READY, FAILURES, BOOT_LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(outcome.output.contains("with script"), "U-Boot did not run boot.scr:\n{}", outcome.output);
+    assert!(
+        outcome.output.contains("with script"),
+        "U-Boot did not run boot.scr:\n{}",
+        outcome.output
+    );
     outcome.elapsed
 }
 
@@ -79,7 +84,9 @@ fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
     let root = testkit::repo_root();
     let tmp = tempfile::tempdir_in(testkit::cache_dir()).unwrap();
     let clone = tmp.path().join("rpixen");
-    testkit::run(Command::new("git").args(["clone", "-q", "--no-hardlinks"]).arg(&root).arg(&clone));
+    testkit::run(
+        Command::new("git").args(["clone", "-q", "--no-hardlinks"]).arg(&root).arg(&clone),
+    );
     // This checkout's target folder: crates.io dependencies are shared (building them again would cost
     // CI a quarter of an hour), while the clone's own crates are built anew from the clone's sources,
     // because cargo keys path crates by their location.
@@ -102,18 +109,29 @@ struct Dockerd {
 
 impl Dockerd {
     fn start() -> Dockerd {
-        assert!(Path::new("/usr/sbin/dockerd").exists(), "dockerd missing: scripts/setup-host.sh installs docker.io");
+        assert!(
+            Path::new("/usr/sbin/dockerd").exists(),
+            "dockerd missing: scripts/setup-host.sh installs docker.io"
+        );
         // All state is this process's own (two test runs may overlap) and removed on drop. Socket paths
         // are limited to 108 bytes, hence /tmp.
         let exec = PathBuf::from(format!("/tmp/rpixen-dockerd-{}", std::process::id()));
         let data = exec.join("data");
         std::fs::create_dir_all(&exec).unwrap();
         let sock = exec.join("docker.sock");
-        let log = std::fs::File::create(testkit::cache_dir().join(format!("dockerd-{}.log", std::process::id()))).unwrap();
+        let log = std::fs::File::create(
+            testkit::cache_dir().join(format!("dockerd-{}.log", std::process::id())),
+        )
+        .unwrap();
         let child = Command::new("/usr/sbin/dockerd")
             .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
             // Apart from any system dockerd sharing a system containerd.
-            .args(["--containerd-namespace", "rpixen-test", "--containerd-plugins-namespace", "rpixen-test-plugins"])
+            .args([
+                "--containerd-namespace",
+                "rpixen-test",
+                "--containerd-plugins-namespace",
+                "rpixen-test-plugins",
+            ])
             .arg("--data-root")
             .arg(&data)
             .arg("--exec-root")
@@ -129,7 +147,10 @@ impl Dockerd {
         let d = Dockerd { child, host: format!("unix://{}", sock.display()), state: exec };
         let start = Instant::now();
         while !d.docker(&["info"]).status.success() {
-            assert!(start.elapsed() < Duration::from_secs(60), "dockerd did not come up (see dockerd-PID.log in the test cache)");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "dockerd did not come up (see dockerd-PID.log in the test cache)"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         d
@@ -184,17 +205,29 @@ fn docker_run_live_matches_make_live_and_boots() {
     let dockerd = Dockerd::start();
     let tag = "rpixen-test";
     let started = Instant::now();
-    make(&root, &["live", "docker", &format!("DOCKER_TAG={tag}")], &[("XDG_CACHE_HOME", &xdg), ("DOCKER_HOST", Path::new(&dockerd.host))]);
+    make(
+        &root,
+        &["live", "docker", &format!("DOCKER_TAG={tag}")],
+        &[("XDG_CACHE_HOME", &xdg), ("DOCKER_HOST", Path::new(&dockerd.host))],
+    );
     eprintln!("make live docker: {:?}", started.elapsed());
     let want = std::fs::read(root.join("dist/live.raw")).unwrap();
 
     // stdout carries only the image; every log line goes to stderr.
     let started = Instant::now();
     let board = board();
-    let out = dockerd.command().args(["run", "--rm", tag, "live", &board]).stderr(Stdio::inherit()).output().unwrap();
+    let out = dockerd
+        .command()
+        .args(["run", "--rm", tag, "live", &board])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "docker run {tag} live failed");
     eprintln!("docker run live: {} bytes in {:?}", out.stdout.len(), started.elapsed());
-    assert!(out.stdout.len() == want.len() && out.stdout == want, "docker run live differs from make live");
+    assert!(
+        out.stdout.len() == want.len() && out.stdout == want,
+        "docker run live differs from make live"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("live.raw");
@@ -207,13 +240,22 @@ fn docker_run_live_matches_make_live_and_boots() {
     std::fs::create_dir_all(&out_dir).unwrap();
     std::fs::write(in_dir.join("sub/server"), b"zedcloud.example.invalid\n").unwrap();
     let o = dockerd.docker(&[
-        "run", "--rm", "-v", &format!("{}:/in:ro", s(&in_dir)), "-v", &format!("{}:/out", s(&out_dir)), tag, "live",
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/in:ro", s(&in_dir)),
+        "-v",
+        &format!("{}:/out", s(&out_dir)),
+        tag,
+        "live",
         &board,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stdout.is_empty(), "with /out mounted stdout stays empty");
     let written = out_dir.join("live.raw");
-    let config = testkit::run(Command::new("mtype").arg("-i").arg(partition(&written, "CONFIG")).arg("::/sub/server"));
+    let config = testkit::run(
+        Command::new("mtype").arg("-i").arg(partition(&written, "CONFIG")).arg("::/sub/server"),
+    );
     assert_eq!(config, "zedcloud.example.invalid\n");
 
     let o = dockerd.docker(&["run", "--rm", tag, "installer_raw"]);

@@ -29,12 +29,17 @@ fn check(spec: &Spec<'_>, files: &[F<'_>]) {
             }
         })
         .collect();
-    let entries: Vec<Entry<'_>> = files.iter().zip(&sources).map(|(f, s)| Entry { path: f.path, source: s }).collect();
+    let entries: Vec<Entry<'_>> =
+        files.iter().zip(&sources).map(|(f, s)| Entry { path: f.path, source: s }).collect();
     std::fs::write(&img, build(spec, &entries).unwrap().to_bytes().unwrap()).unwrap();
     let fsck = Command::new("fsck.fat").arg("-n").arg(&img).output().unwrap();
-    let report = String::from_utf8_lossy(&fsck.stdout).into_owned() + &String::from_utf8_lossy(&fsck.stderr);
+    let report =
+        String::from_utf8_lossy(&fsck.stdout).into_owned() + &String::from_utf8_lossy(&fsck.stderr);
     assert!(fsck.status.success(), "fsck.fat -n rejected the volume:\n{report}");
-    assert!(!report.contains("Free cluster summary wrong") && !report.contains("differ"), "{report}");
+    assert!(
+        !report.contains("Free cluster summary wrong") && !report.contains("differ"),
+        "{report}"
+    );
     for f in files {
         let out = dir.path().join("out");
         let _ = std::fs::remove_file(&out);
@@ -49,13 +54,22 @@ fn check(spec: &Spec<'_>, files: &[F<'_>]) {
         assert_eq!(std::fs::read(&out).unwrap(), f.data, "{}", f.path);
     }
     let listing = testkit::run(Command::new("mdir").arg("-i").arg(&img).arg("::"));
-    assert!(listing.contains(&format!("Volume in drive : is {}", spec.label.to_uppercase())), "{listing}");
+    assert!(
+        listing.contains(&format!("Volume in drive : is {}", spec.label.to_uppercase())),
+        "{listing}"
+    );
 }
 
 #[test]
 fn fat32_boot_volume_with_folders_passes_fsck() {
     let kernel: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
-    let spec = Spec { label: "RPIXEN-BOOT", size: 64 << 20, fat32: true, volume_id: 0xdead_beef, epoch: 1_700_000_000 };
+    let spec = Spec {
+        label: "RPIXEN-BOOT",
+        size: 64 << 20,
+        fat32: true,
+        volume_id: 0xdead_beef,
+        epoch: 1_700_000_000,
+    };
     let mut files = vec![
         F { path: "config.txt", data: b"arm_64bit=1\n" },
         F { path: "boot.scr", data: b"script" },
@@ -74,5 +88,8 @@ fn fat32_boot_volume_with_folders_passes_fsck() {
 #[test]
 fn small_config_volume_passes_fsck() {
     let spec = Spec { label: "CONFIG", size: 8 << 20, fat32: false, volume_id: 7, epoch: 0 };
-    check(&spec, &[F { path: "etc/server", data: b"example.org\n" }, F { path: "README", data: b"hi\n" }]);
+    check(
+        &spec,
+        &[F { path: "etc/server", data: b"example.org\n" }, F { path: "README", data: b"hi\n" }],
+    );
 }

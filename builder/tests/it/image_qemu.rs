@@ -2,13 +2,19 @@
 //! unattended, loads every file and starts Debian's Xen 4.20, whose Dom0 (Debian's 6.12 kernel) runs
 //! the test initramfs's /init. Once from the GPT disk, once over TFTP (netboot).
 
-mod image_support;
+use crate::image_support;
 
 use std::time::Duration;
 
 use image_support::*;
 
-const FAILURES: &[&str] = &["rpixen: cannot load", "Unknown command", "Kernel panic", "(XEN) Panic", "Bad Linux ARM64 Image"];
+const FAILURES: &[&str] = &[
+    "rpixen: cannot load",
+    "Unknown command",
+    "Kernel panic",
+    "(XEN) Panic",
+    "Bad Linux ARM64 Image",
+];
 const LIMIT: Duration = Duration::from_secs(480);
 
 /// One boot at a time: TCG boots are CPU-bound, and three at once on a small machine starve each other.
@@ -20,7 +26,16 @@ fn one_boot() -> std::sync::MutexGuard<'static, ()> {
 
 fn virt_args<'a>(uboot: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
-        "-M", "virt,virtualization=on,gic-version=2", "-cpu", "cortex-a72", "-smp", "2", "-m", "2G", "-bios", uboot,
+        "-M",
+        "virt,virtualization=on,gic-version=2",
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        "2",
+        "-m",
+        "2G",
+        "-bios",
+        uboot,
     ];
     a.extend_from_slice(extra);
     a
@@ -47,18 +62,32 @@ fn xen_boots_dom0_from_the_live_image() {
     let initrd = busybox_initramfs(dir.path());
     let img = dir.path().join("live.raw");
     let o = run_rpixen(
-        &["live", manifest.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "-o", img.to_str().unwrap()],
+        &[
+            "live",
+            manifest.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "-o",
+            img.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let uboot = uboot_qemu();
     let drive = format!("if=none,file={},format=raw,id=d", img.display());
-    let args = virt_args(uboot.to_str().unwrap(), &["-nic", "none", "-drive", &drive, "-device", "virtio-blk-device,drive=d"]);
+    let args = virt_args(
+        uboot.to_str().unwrap(),
+        &["-nic", "none", "-drive", &drive, "-device", "virtio-blk-device,drive=d"],
+    );
     let _turn = one_boot();
     let mut q = testkit::Qemu::start(&args, 1);
     let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(outcome.output.contains("with script"), "U-Boot did not pick boot.scr:\n{}", outcome.output);
+    assert!(
+        outcome.output.contains("with script"),
+        "U-Boot did not pick boot.scr:\n{}",
+        outcome.output
+    );
     assert_scripts_ran(&outcome.output, "xen");
     eprintln!("live image: Dom0 /init reached in {:?}", outcome.elapsed);
 }
@@ -83,7 +112,14 @@ fn xen_boots_dom0_over_tftp() {
         &[],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for f in ["tftp/rpixen.scr", "tftp/xen", "tftp/Image", "tftp/initrd.img", "sdcard/boot.scr", "sdcard.raw"] {
+    for f in [
+        "tftp/rpixen.scr",
+        "tftp/xen",
+        "tftp/Image",
+        "tftp/initrd.img",
+        "sdcard/boot.scr",
+        "sdcard.raw",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // The card holds no kernel: everything the second stage loads must come over TFTP.
@@ -94,12 +130,27 @@ fn xen_boots_dom0_over_tftp() {
     let netdev = format!("user,id=n,tftp={}", out.join("tftp").display());
     let args = virt_args(
         uboot.to_str().unwrap(),
-        &["-drive", &drive, "-device", "virtio-blk-device,drive=d", "-netdev", &netdev, "-device", "virtio-net-device,netdev=n", "-nic", "none"],
+        &[
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-device,drive=d",
+            "-netdev",
+            &netdev,
+            "-device",
+            "virtio-net-device,netdev=n",
+            "-nic",
+            "none",
+        ],
     );
     let _turn = one_boot();
     let mut q = testkit::Qemu::start(&args, 1);
     let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(outcome.output.contains("TFTP from server 10.0.2.2"), "not over TFTP:\n{}", outcome.output);
+    assert!(
+        outcome.output.contains("TFTP from server 10.0.2.2"),
+        "not over TFTP:\n{}",
+        outcome.output
+    );
     assert_scripts_ran(&outcome.output, "xen");
     eprintln!("netboot: Dom0 /init reached in {:?}", outcome.elapsed);
 }
@@ -113,15 +164,14 @@ fn xen_boots_dom0_on_raspi4b() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
-    let linux = testkit::debian_package("linux-image-6.12.117+deb13-arm64");
-    let dtb = linux.join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb");
+    let dtb = testkit::test_kernel_rpi4_dtb();
     let uboot = testkit::debian_package("u-boot-rpi").join("usr/lib/u-boot/rpi_arm64/u-boot.bin");
     let fw = testkit::debian_package("raspi-firmware").join("usr/lib/raspi-firmware");
     // SD reads in QEMU run at about 1 MiB/s: a gzipped kernel (Xen unpacks it) loads 3x faster.
     let kernel_gz = d.join("Image.gz");
     testkit::run(std::process::Command::new("sh").arg("-c").arg(format!(
         "gzip -n -1 -c '{}' > '{}'",
-        linux.join("boot/vmlinuz-6.12.117+deb13-arm64").display(),
+        testkit::test_kernel_image().display(),
         kernel_gz.display()
     )));
     let initrd = busybox_initramfs(d);
@@ -176,11 +226,22 @@ partitions:
     .unwrap();
     let img = d.join("live.raw");
     let o = run_rpixen(
-        &["live", manifest.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "-o", img.to_str().unwrap()],
+        &[
+            "live",
+            manifest.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "-o",
+            img.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::metadata(&img).unwrap().len(), 256 << 20, "QEMU wants a power-of-two SD card");
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().len(),
+        256 << 20,
+        "QEMU wants a power-of-two SD card"
+    );
     // QEMU gets the DTB from our FAT: the one the second stage also loads.
     let patched = d.join("patched.dtb");
     testkit::run(
@@ -192,11 +253,19 @@ partitions:
     );
     let drive = format!("if=sd,format=raw,file={}", img.display());
     let args = [
-        "-M", "raspi4b", "-kernel", uboot.to_str().unwrap(), "-dtb", patched.to_str().unwrap(), "-drive", &drive,
+        "-M",
+        "raspi4b",
+        "-kernel",
+        uboot.to_str().unwrap(),
+        "-dtb",
+        patched.to_str().unwrap(),
+        "-drive",
+        &drive,
     ];
     let _turn = one_boot();
     let mut q = testkit::Qemu::start(&args, 2);
-    let outcome = q.wait_for(MARKER, FAILURES, Duration::from_secs(420)).unwrap_or_else(|e| panic!("{e}"));
+    let outcome =
+        q.wait_for(MARKER, FAILURES, Duration::from_secs(420)).unwrap_or_else(|e| panic!("{e}"));
     for line in [
         "rpixen: running rpixen.scr",
         "rpixen: loading hypervisor xen at 0x10200000",

@@ -1,6 +1,5 @@
 //! Shared fixtures for the image tests: manifests pointing at host files, fake arm64 Images, and a
 //! busybox initramfs built with the system `cpio` (an independent tool).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,7 +99,7 @@ pub fn busybox_initramfs(dir: &Path) -> PathBuf {
 /// A qemu-virt manifest with Debian's Xen 4.20, kernel and U-Boot (host-file references).
 pub fn xen_virt_manifest(dir: &Path) -> PathBuf {
     let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
-    let linux = testkit::debian_package("linux-image-6.12.117+deb13-arm64").join("boot/vmlinuz-6.12.117+deb13-arm64");
+    let linux = testkit::test_kernel_image();
     let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
     let m = dir.join("xen-virt.yml");
     std::fs::write(

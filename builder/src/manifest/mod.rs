@@ -1,0 +1,156 @@
+//! The image manifest: read once ([`load`]), checked once, and handed on as a typed [`Plan`].
+//!
+//! - [`schema`]: what the YAML may contain (serde types, unknown keys rejected).
+//! - [`plan`]: the checked result: sizes in bytes, files as [`FileSource`]s, modes as numbers.
+
+pub mod plan;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+/// The `init:` section is the file `dom0-init` reads (`/etc/rpixen/init.yml`); its types live in the
+/// `init-config` crate so the builder and PID 1 agree on every field.
+pub use init_config::{Backoff, InitConfig, Mount as InitMount, Restart, Service};
+pub use plan::{
+    parse_size, size_text, Board, BoardKind, BootFile, Dom0, FileContent, FileSource, Hypervisor,
+    HypervisorKind, Partitions, PlacedFile, Plan, Rootfs, RootfsFormat,
+};
+
+/// Errors from reading a manifest. Each names the file and, where known, the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read image manifest {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image manifest {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_norway::Error,
+    },
+    #[error("image manifest {path}: field `{field}`: {message}")]
+    Invalid { path: PathBuf, field: String, message: String },
+}
+
+/// Reads and checks a manifest file; host files it names are relative to its folder.
+pub fn load(path: &Path) -> Result<Plan, ManifestError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parse(&text, path, base)
+}
+
+/// Parses and checks manifest text; `path` names the file in errors, `base` resolves host files.
+pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Plan, ManifestError> {
+    let manifest: schema::Manifest = serde_norway::from_str(text)
+        .map_err(|source| ManifestError::Parse { path: path.to_owned(), source })?;
+    Plan::from_manifest(&manifest, base).map_err(|e| ManifestError::Invalid {
+        path: path.to_owned(),
+        field: e.field,
+        message: e.message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+    }
+
+    fn qemu_virt() -> String {
+        std::fs::read_to_string(images().join("qemu-virt.yml")).unwrap()
+    }
+
+    /// The error and its causes, as the command line prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    }
+
+    fn parse_err(text: &str) -> String {
+        chain(&parse(text, Path::new("x.yml"), Path::new("/m")).unwrap_err())
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert_eq!(size_text(512 << 20), "512M");
+        assert_eq!(size_text(1 << 30), "1G");
+        assert_eq!(size_text(1536 << 20), "1536M");
+        assert_eq!(size_text(4097), "4097");
+    }
+
+    #[test]
+    fn board_manifests_become_plans() {
+        for name in ["rpi4.yml", "rpi4-qemu.yml", "qemu-virt.yml", "qemu-virt-xen.yml"] {
+            let plan = load(&images().join(name)).unwrap();
+            assert!(!plan.rootfs.images.is_empty(), "{name}");
+            assert_eq!(plan.dom0.memory, 512 << 20, "{name}");
+            assert!(plan.partitions.boot >= plan::MIN_BOOT_SIZE, "{name}");
+        }
+    }
+
+    #[test]
+    fn host_files_resolve_against_the_manifest_folder() {
+        let text = qemu_virt()
+            + "config_files:\n  - {path: /etc/x, source: {file: x.txt}, mode: \"0600\"}\n";
+        let plan = parse(&text, Path::new("x.yml"), Path::new("/m")).unwrap();
+        let f = plan.config_files.iter().find(|f| f.path == "/etc/x").unwrap();
+        assert_eq!(f.content, FileContent::From(FileSource::Host("/m/x.txt".into())));
+        assert_eq!(f.mode, 0o600);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse_err(&qemu_virt().replace("dom0:\n", "dom0:\n  colour: blue\n"));
+        assert!(err.contains("x.yml") && err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn init_section_uses_init_config() {
+        let text = qemu_virt();
+        let good = text.replace(
+            "init:\n",
+            "init:\n  services:\n    - {name: web, command: [httpd], restart: on-failure}\n",
+        );
+        let m = parse(&good, Path::new("x.yml"), Path::new(".")).unwrap();
+        assert_eq!(m.init.services[0].restart(), Restart::OnFailure);
+        let err = parse_err(
+            &text.replace("init:\n", "init:\n  services:\n    - {name: web, command: []}\n"),
+        );
+        assert!(err.contains("init.services[0].command"), "{err}");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let text = qemu_virt();
+        for (from, to, field) in [
+            ("memory: 512M", "memory: lots", "dom0.memory"),
+            ("boot: 64M", "boot: 16M", "partitions.boot"),
+            ("imga: ", "imga: 3X #", "partitions.imga"),
+            ("kind: qemu-virt", "kind: qemu-virt\n  dtb_disable: [/soc]", "board.dtb_disable"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let err = parse_err(&text.replacen(from, to, 1));
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The image manifest as it is written: one YAML file per board in `images/`. Unknown keys are errors
+//! (`deny_unknown_fields`), so a typo never silently drops a setting. These types say only what the
+//! YAML may contain; [`super::plan`] checks them and turns them into the typed [`super::Plan`] that
+//! every later stage takes.
+
+use std::path::PathBuf;
+
+use init_config::InitConfig;
+use serde::Deserialize;
+
+pub use super::plan::{BoardKind, HypervisorKind, RootfsFormat};
+
+/// A whole image description.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub board: Board,
+    /// Files copied to the root of the boot FAT unchanged (Pi GPU firmware, overlays, ...).
+    #[serde(default)]
+    pub firmware: Vec<BootFile>,
+    /// Extra lines appended to the generated `config.txt` (Pi only).
+    #[serde(default)]
+    pub config_txt: Vec<String>,
+    pub hypervisor: Hypervisor,
+    pub dom0: Dom0,
+    pub rootfs: Rootfs,
+    /// What `dom0-init` runs: written to `/etc/rpixen/init.yml` in the rootfs.
+    #[serde(default)]
+    pub init: InitConfig,
+    /// Files placed on the CONFIG partition.
+    #[serde(default)]
+    pub config_files: Vec<InlineFile>,
+    pub partitions: Partitions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub kind: BoardKind,
+    /// The device tree put on the boot FAT. On `qemu-virt` QEMU provides it, so it may be absent.
+    #[serde(default)]
+    pub dtb: Option<FileRef>,
+    /// U-Boot binary: started by the Pi firmware (`kernel=` in config.txt) or by QEMU's `-bios`.
+    pub uboot: FileRef,
+    /// The hypervisor's console, as in Xen's `dtuart=`: a DT alias (`serial1`) or path.
+    pub console: String,
+    /// Device-tree nodes set to `status = "disabled"` in the DTB written to the boot FAT (for QEMU's
+    /// raspi4b, which lacks the HDMI blocks the upstream DTB describes).
+    #[serde(default)]
+    pub dtb_disable: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hypervisor {
+    pub kind: HypervisorKind,
+    pub binary: FileRef,
+    /// The hypervisor command line (`xen,xen-bootargs`).
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dom0 {
+    pub kernel: FileRef,
+    /// Dom0's command line (`xen,dom0-bootargs`).
+    #[serde(default)]
+    pub cmdline: String,
+    /// Dom0 memory, as `dom0_mem=` takes it: `512M`, `1G`.
+    pub memory: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rootfs {
+    pub format: RootfsFormat,
+    /// OCI images whose layers, in order, make the rootfs: package names (`busybox`),
+    /// `oci:DIR[:TAG]` layouts or registry references (`host/repo:tag`, `...@sha256:...`).
+    pub images: Vec<String>,
+    /// Files added on top of the layers, as LinuxKit's `files:`.
+    #[serde(default)]
+    pub files: Vec<InlineFile>,
+}
+
+/// A file in the rootfs or on CONFIG: given inline, or copied from a [`FileRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineFile {
+    /// Absolute path in the target filesystem.
+    pub path: String,
+    #[serde(default)]
+    pub contents: Option<String>,
+    #[serde(default)]
+    pub source: Option<FileRef>,
+    /// Octal mode, as a string (`"0755"`); default 0644.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// A file for the boot FAT: where it comes from and the name it gets there.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFile {
+    pub source: FileRef,
+    /// Name on the boot FAT (may contain `/` for subfolders, e.g. `overlays/x.dtbo`).
+    pub dest: String,
+}
+
+/// Where a file comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum FileRef {
+    /// A file inside an OCI image: `{image: kernel, path: boot/vmlinuz}`.
+    InImage { image: String, path: String },
+    /// A file on the build host, relative to the manifest's folder unless absolute.
+    Host { file: PathBuf },
+}
+
+/// Partition sizes, as `64M`, `1G`. The boot FAT stays small: large FATs have broken Pi boots.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partitions {
+    pub boot: String,
+    pub imga: String,
+    pub imgb: String,
+    pub config: String,
+    pub persist: String,
+}

@@ -14,10 +14,7 @@ use std::time::Duration;
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 
 fn main() {
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let dir = testkit::cache_dir().join("bench-dom0-init");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -28,16 +25,10 @@ fn main() {
         let times: Vec<f64> = (0..runs).map(|_| boot_ms(initrd)).collect();
         let best = times.iter().cloned().fold(f64::MAX, f64::min);
         let shown: Vec<String> = times.iter().map(|t| format!("{t:.0}")).collect();
-        println!(
-            "{name:>13}: exec -> service running {} ms (best {best:.0})",
-            shown.join(", ")
-        );
+        println!("{name:>13}: exec -> service running {} ms (best {best:.0})", shown.join(", "));
         results.push(best);
     }
-    println!(
-        "ratio dom0-init / busybox init (best of {runs}): {:.2}",
-        results[0] / results[1]
-    );
+    println!("ratio dom0-init / busybox init (best of {runs}): {:.2}", results[0] / results[1]);
 }
 
 enum Init {
@@ -85,10 +76,7 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
     let status = Command::new("sh")
         .current_dir(&root)
         .arg("-c")
-        .arg(format!(
-            "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > {}",
-            out.display()
-        ))
+        .arg(format!("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > {}", out.display()))
         .status()
         .unwrap();
     assert!(status.success());
@@ -97,10 +85,8 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
 
 /// One boot: ms between the kernel timestamps of `Run /init` and the service's marker.
 fn boot_ms(initrd: &Path) -> f64 {
-    let kernel = testkit::debian_package(KERNEL_PKG).join(format!(
-        "boot/vmlinuz-{}",
-        KERNEL_PKG.trim_start_matches("linux-image-")
-    ));
+    let kernel = testkit::debian_package(KERNEL_PKG)
+        .join(format!("boot/vmlinuz-{}", KERNEL_PKG.trim_start_matches("linux-image-")));
     let mut qemu = testkit::Qemu::start(
         &[
             "-M",
@@ -121,23 +107,14 @@ fn boot_ms(initrd: &Path) -> f64 {
         ],
         1,
     );
-    let out = qemu
-        .wait_for("Power down", &["Kernel panic"], Duration::from_secs(240))
-        .unwrap()
-        .output;
+    let out =
+        qemu.wait_for("Power down", &["Kernel panic"], Duration::from_secs(240)).unwrap().output;
     let stamp = |marker: &str| -> f64 {
         let line = out
             .lines()
             .find(|l| l.contains(marker))
             .unwrap_or_else(|| panic!("no {marker:?}:\n{out}"));
-        line.trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        line.trim_start_matches('[').split(']').next().unwrap().trim().parse().unwrap()
     };
     (stamp("bench: service up") - stamp("Run /init as init process")) * 1000.0
 }
-

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 /// Parses a sysfs `uevent` file: `KEY=VALUE` lines.
 pub fn uevent_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The `/dev` node of the partition whose GPT name (PARTNAME) is `label`.

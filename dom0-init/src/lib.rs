@@ -129,23 +129,17 @@ pub fn run(t0: Instant) -> ! {
         }
     }
     let pid = nix::unistd::getpid();
-    info!(
-        "starting (pid {pid}{})",
-        if mode.host { ", host mode" } else { "" }
-    );
+    info!("starting (pid {pid}{})", if mode.host { ", host mode" } else { "" });
     trace!("early mounts done");
 
     let (config, errors) = load_config(&mode);
     trace!("config read");
     set_up_system(&config, &mut mode, isolated, &cmdline);
-    let device = (!mode.host && !mode.rescue)
-        .then(|| firstboot::identity_on_persist(&cmdline))
-        .flatten();
+    let device =
+        (!mode.host && !mode.rescue).then(|| firstboot::identity_on_persist(&cmdline)).flatten();
 
     let log_dir = config.log_dir.clone().map(PathBuf::from).or_else(|| {
-        let persist = mounts::current_mounts()
-            .iter()
-            .any(|m| m.target == "/persist");
+        let persist = mounts::current_mounts().iter().any(|m| m.target == "/persist");
         persist.then(|| PathBuf::from("/persist/log"))
     });
     let mut sup = Supervisor::new(log_dir, console, t0);
@@ -155,11 +149,7 @@ pub fn run(t0: Instant) -> ! {
         (!errors.is_empty() && mounts::exists("/bin/sh")).then(|| vec!["/bin/sh".to_owned()])
     });
     if let Some(argv) = shell {
-        let console = Service {
-            name: "console".into(),
-            command: argv,
-            ..Service::default()
-        };
+        let console = Service { name: "console".into(), command: argv, ..Service::default() };
         sup.add(console, Kind::Console);
         sup.start_due();
     }
@@ -215,13 +205,7 @@ fn load_config(mode: &Mode) -> (InitConfig, Vec<init_config::ConfigError>) {
     if mode.rescue {
         info!("rescue mode after a failure: console shell only");
         let shell = mounts::exists("/bin/sh").then(|| vec!["/bin/sh".to_owned()]);
-        return (
-            InitConfig {
-                console_shell: shell,
-                ..InitConfig::default()
-            },
-            Vec::new(),
-        );
+        return (InitConfig { console_shell: shell, ..InitConfig::default() }, Vec::new());
     }
     let (config, errors) = read_config(&mode.config);
     for e in &errors {
@@ -242,10 +226,7 @@ fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: 
         modules::load_all(&config.modules, false);
         coldplug::start();
     } else if !config.modules.is_empty() {
-        info!(
-            "host mode: not loading modules {}",
-            config.modules.join(", ")
-        );
+        info!("host mode: not loading modules {}", config.modules.join(", "));
     }
     trace!("hostname set, modules loaded");
     if isolated {
@@ -300,9 +281,7 @@ fn install_panic_hook(rescue: bool) {
             use std::os::unix::process::CommandExt;
             let mut args: Vec<String> = std::env::args().skip(1).collect();
             args.push("--rescue".into());
-            let err = std::process::Command::new("/proc/self/exe")
-                .args(&args)
-                .exec();
+            let err = std::process::Command::new("/proc/self/exe").args(&args).exec();
             log::line(&format!("dom0-init: cannot restart in rescue mode: {err}"));
         }
         loop {
@@ -352,13 +331,7 @@ fn supervise_for(sup: &mut Supervisor, signals: &Signals, mode: &Mode, cap: Dura
         .min(cap);
     for sig in signals.wait(timeout) {
         if let Some(action) = action_for(sig) {
-            shutdown::shutdown(
-                action,
-                &format!("{} received", sig.as_str()),
-                sup,
-                signals,
-                mode,
-            );
+            shutdown::shutdown(action, &format!("{} received", sig.as_str()), sup, signals, mode);
         }
     }
     for (pid, exit) in reap() {
@@ -377,9 +350,7 @@ fn read_config(path: &std::path::Path) -> (InitConfig, Vec<init_config::ConfigEr
         }
         Err(e) => (
             InitConfig::default(),
-            vec![init_config::ConfigError::Syntax(format!(
-                "cannot read: {e}"
-            ))],
+            vec![init_config::ConfigError::Syntax(format!("cannot read: {e}"))],
         ),
     }
 }
@@ -387,11 +358,7 @@ fn read_config(path: &std::path::Path) -> (InitConfig, Vec<init_config::ConfigEr
 /// Makes /dev/console init's stdio and log sink; returns its path for the console shell.
 fn open_console() -> Option<PathBuf> {
     let path = PathBuf::from("/dev/console");
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-    {
+    match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => {
             sys::console_to_stdio(&f);
             log::set_console(f);
@@ -415,10 +382,7 @@ fn label_mounts() -> Vec<String> {
             continue;
         };
         let Some(fstype) = blockdev::probe_device(&dev) else {
-            info!(
-                "{label} ({}) holds no known filesystem; not mounted",
-                dev.display()
-            );
+            info!("{label} ({}) holds no known filesystem; not mounted", dev.display());
             continue;
         };
         let spec = mounts::MountSpec::new(&dev.to_string_lossy(), target, fstype, flags, None);

@@ -31,12 +31,7 @@ pub fn set_start(t0: Instant) {
 
 /// Milliseconds since init started (its exec).
 pub fn elapsed_ms() -> u128 {
-    START
-        .lock()
-        .ok()
-        .and_then(|s| *s)
-        .map(|t| t.elapsed().as_millis())
-        .unwrap_or(0)
+    START.lock().ok().and_then(|s| *s).map(|t| t.elapsed().as_millis()).unwrap_or(0)
 }
 
 /// Writes one line (a newline is added). Errors are ignored: there is nowhere else to report them.

@@ -19,12 +19,7 @@ impl LogFile {
     pub fn open(path: PathBuf, max: u64) -> std::io::Result<LogFile> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(LogFile {
-            path,
-            file: Some(file),
-            size,
-            max,
-        })
+        Ok(LogFile { path, file: Some(file), size, max })
     }
 
     /// Appends `<ms> <text>`; rotates first when the line would pass the limit.
@@ -45,11 +40,7 @@ impl LogFile {
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
         let _ = std::fs::rename(&self.path, &old);
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .ok();
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
         self.size = 0;
     }
 
@@ -77,16 +68,9 @@ mod tests {
         log.close();
         let current = std::fs::read_to_string(&path).unwrap();
         let previous = std::fs::read_to_string(dir.join("svc.log.1")).unwrap();
-        assert!(
-            current.len() <= 100 && previous.len() <= 100,
-            "{current:?} {previous:?}"
-        );
+        assert!(current.len() <= 100 && previous.len() <= 100, "{current:?} {previous:?}");
         assert!(current.ends_with("      29 0123456789\n"), "{current:?}");
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            2,
-            "one old file only"
-        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "one old file only");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -39,13 +39,7 @@ pub fn early_plan() -> Vec<MountSpec> {
     vec![
         MountSpec::new("proc", "/proc", "proc", nosuid_nodev_noexec, None),
         MountSpec::new("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, None),
-        MountSpec::new(
-            "devtmpfs",
-            "/dev",
-            "devtmpfs",
-            MsFlags::MS_NOSUID,
-            Some("mode=0755"),
-        ),
+        MountSpec::new("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
         MountSpec::new(
             "devpts",
             "/dev/pts",
@@ -93,13 +87,7 @@ pub fn config_plan(
             None => Some(m.source.clone()),
         };
         match source {
-            Some(s) => plan.push(MountSpec::new(
-                &s,
-                &m.target,
-                &m.fstype,
-                flags,
-                data.as_deref(),
-            )),
+            Some(s) => plan.push(MountSpec::new(&s, &m.target, &m.fstype, flags, data.as_deref())),
             None => problems.push(format!("mount {}: no partition {}", m.target, m.source)),
         }
     }
@@ -169,9 +157,7 @@ fn unescape(s: &str) -> String {
 }
 
 pub fn current_mounts() -> Vec<Mounted> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| parse_mountinfo(&t))
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse_mountinfo(&t)).unwrap_or_default()
 }
 
 /// Mounts `spec` unless something of the same type is already mounted there (after a root switch,
@@ -181,10 +167,7 @@ pub fn mount_one(spec: &MountSpec) -> Result<bool, String> {
 }
 
 fn mount_unless(spec: &MountSpec, mounted: &[Mounted]) -> Result<bool, String> {
-    if mounted
-        .iter()
-        .any(|m| m.target == spec.target && m.fstype == spec.fstype)
-    {
+    if mounted.iter().any(|m| m.target == spec.target && m.fstype == spec.fstype) {
         return Ok(false);
     }
     if let Err(e) = std::fs::create_dir_all(&spec.target) {
@@ -197,12 +180,7 @@ fn mount_unless(spec: &MountSpec, mounted: &[Mounted]) -> Result<bool, String> {
         spec.flags,
         spec.data.as_deref(),
     )
-    .map_err(|e| {
-        format!(
-            "mount {} on {} ({}): {e}",
-            spec.source, spec.target, spec.fstype
-        )
-    })?;
+    .map_err(|e| format!("mount {} on {} ({}): {e}", spec.source, spec.target, spec.fstype))?;
     Ok(true)
 }
 
@@ -268,7 +246,9 @@ mod tests {
     fn mounts_over_the_config_are_left_out() {
         let (kept, skipped) = not_hiding(early_plan(), std::path::Path::new("/tmp/ci/t/init.yml"));
         assert_eq!(skipped, vec!["/tmp".to_string()]);
-        assert!(kept.iter().any(|m| m.target == "/run") && !kept.iter().any(|m| m.target == "/tmp"));
+        assert!(
+            kept.iter().any(|m| m.target == "/run") && !kept.iter().any(|m| m.target == "/tmp")
+        );
         let (kept, skipped) = not_hiding(early_plan(), std::path::Path::new("/work/t/init.yml"));
         assert!(skipped.is_empty());
         assert_eq!(kept.len(), early_plan().len());
@@ -291,10 +271,8 @@ mod tests {
             options: Some("ro,noatime".into()),
         };
         let by_label = |l: &str| (l == "DATA").then(|| "/dev/vda6".to_owned());
-        let (plan, problems) = config_plan(
-            &[m("PARTLABEL=DATA"), m("PARTLABEL=NOPE"), m("/dev/sda1")],
-            by_label,
-        );
+        let (plan, problems) =
+            config_plan(&[m("PARTLABEL=DATA"), m("PARTLABEL=NOPE"), m("/dev/sda1")], by_label);
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0].source, "/dev/vda6");
         assert_eq!(plan[0].flags, MsFlags::MS_RDONLY | MsFlags::MS_NOATIME);
@@ -307,20 +285,8 @@ mod tests {
         let text = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
                     30 22 0:5 / /mnt/with\\040space rw shared:1 - tmpfs tmpfs rw\n";
         let m = parse_mountinfo(text);
-        assert_eq!(
-            m[0],
-            Mounted {
-                target: "/proc".into(),
-                fstype: "proc".into()
-            }
-        );
-        assert_eq!(
-            m[1],
-            Mounted {
-                target: "/mnt/with space".into(),
-                fstype: "tmpfs".into()
-            }
-        );
+        assert_eq!(m[0], Mounted { target: "/proc".into(), fstype: "proc".into() });
+        assert_eq!(m[1], Mounted { target: "/mnt/with space".into(), fstype: "tmpfs".into() });
     }
 
     #[test]

@@ -18,9 +18,7 @@ const NEWROOT: &str = "/newroot";
 
 /// Which label to look for, from the kernel command line; None: do not switch.
 pub fn root_label(cmdline: &str) -> Option<(String, bool)> {
-    let explicit = cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rpixen.root="));
+    let explicit = cmdline.split_whitespace().find_map(|w| w.strip_prefix("rpixen.root="));
     match explicit {
         Some("none") => None,
         Some(label) => Some((label.to_owned(), true)),
@@ -62,11 +60,7 @@ pub fn try_switch(cmdline: &str) {
     slots.extend(other_slot(&label).map(str::to_owned));
     for (n, slot) in slots.iter().enumerate() {
         // An explicit label is worth waiting for: the block driver may still be probing.
-        let wait = if explicit && n == 0 {
-            Duration::from_secs(10)
-        } else {
-            Duration::ZERO
-        };
+        let wait = if explicit && n == 0 { Duration::from_secs(10) } else { Duration::ZERO };
         let reason = match crate::blockdev::wait_for_partlabel(slot, wait) {
             None => format!("no partition labelled {slot}"),
             Some(dev) if crate::blockdev::probe_device(&dev) != Some("squashfs") => {
@@ -116,31 +110,13 @@ const RW: &str = "/run/rpixen/rw";
 
 /// squashfs read-only + tmpfs upper layer as an overlay on NEWROOT; returns the init it holds.
 fn prepare(dev: &str) -> Result<&'static str, String> {
-    mount_one(&MountSpec::new(
-        dev,
-        RO,
-        "squashfs",
-        MsFlags::MS_RDONLY,
-        None,
-    ))?;
-    mount_one(&MountSpec::new(
-        "tmpfs",
-        RW,
-        "tmpfs",
-        MsFlags::empty(),
-        Some("mode=0755"),
-    ))?;
+    mount_one(&MountSpec::new(dev, RO, "squashfs", MsFlags::MS_RDONLY, None))?;
+    mount_one(&MountSpec::new("tmpfs", RW, "tmpfs", MsFlags::empty(), Some("mode=0755")))?;
     for d in ["upper", "work"] {
         std::fs::create_dir_all(format!("{RW}/{d}")).map_err(|e| format!("mkdir {RW}/{d}: {e}"))?;
     }
     let data = format!("lowerdir={RO},upperdir={RW}/upper,workdir={RW}/work");
-    mount_one(&MountSpec::new(
-        "overlay",
-        NEWROOT,
-        "overlay",
-        MsFlags::empty(),
-        Some(&data),
-    ))?;
+    mount_one(&MountSpec::new("overlay", NEWROOT, "overlay", MsFlags::empty(), Some(&data)))?;
     ["/sbin/init", "/init"]
         .into_iter()
         .find(|p| Path::new(&format!("{NEWROOT}{p}")).exists())
@@ -229,10 +205,7 @@ mod tests {
     #[test]
     fn label_from_cmdline() {
         assert_eq!(root_label("console=ttyAMA0"), Some(("IMGA".into(), false)));
-        assert_eq!(
-            root_label("console=ttyAMA0 rpixen.root=IMGB"),
-            Some(("IMGB".into(), true))
-        );
+        assert_eq!(root_label("console=ttyAMA0 rpixen.root=IMGB"), Some(("IMGB".into(), true)));
         assert_eq!(root_label("rpixen.root=none quiet"), None);
     }
 }

@@ -108,13 +108,7 @@ impl Supervisor {
                 info!("cannot create log folder {}: {e}", dir.display());
             }
         }
-        Supervisor {
-            units: Vec::new(),
-            log_dir,
-            console,
-            t0,
-            stopping: false,
-        }
+        Supervisor { units: Vec::new(), log_dir, console, t0, stopping: false }
     }
 
     /// Adds a unit. Services and the console start on the next [`Supervisor::start_due`]; an onboot
@@ -205,11 +199,7 @@ impl Supervisor {
             let (stdin, stdout, stderr) = match &self.console {
                 Some(dev) => {
                     let f = OpenOptions::new().read(true).write(true).open(dev)?;
-                    (
-                        Stdio::from(f.try_clone()?),
-                        Stdio::from(f.try_clone()?),
-                        Stdio::from(f),
-                    )
+                    (Stdio::from(f.try_clone()?), Stdio::from(f.try_clone()?), Stdio::from(f))
                 }
                 None => (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
             };
@@ -221,33 +211,29 @@ impl Supervisor {
         // Its own process group, so stopping a service also stops what it started.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let (reader, writer) = std::io::pipe()?;
-        cmd.stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
-            .stderr(writer);
+        cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
         let child = cmd.spawn()?;
         drop(cmd); // closes our copies of the pipe's write end, so the pump sees EOF when the child ends
         let name = u.spec.name.clone();
         let log = u.log.clone();
         let t0 = self.t0;
-        let pump = std::thread::Builder::new()
-            .name(format!("log-{name}"))
-            .spawn(move || {
-                let mut r = BufReader::new(reader);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    // A line longer than MAX_LINE is passed on in pieces rather than buffered whole.
-                    match r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {
-                            let text = String::from_utf8_lossy(&buf);
-                            let text = text.trim_end_matches(['\n', '\r']);
-                            crate::log::line(&format!("[{name}] {text}"));
-                            write_log(&log, t0, text);
-                        }
+        let pump = std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
+            let mut r = BufReader::new(reader);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // A line longer than MAX_LINE is passed on in pieces rather than buffered whole.
+                match r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&buf);
+                        let text = text.trim_end_matches(['\n', '\r']);
+                        crate::log::line(&format!("[{name}] {text}"));
+                        write_log(&log, t0, text);
                     }
                 }
-            });
+            }
+        });
         if let Err(e) = pump {
             info!("[{}] no log thread ({e}); its output is lost", u.spec.name);
         }
@@ -271,11 +257,7 @@ impl Supervisor {
 
     fn after_exit(&mut self, i: usize, exit: Exit) {
         let u = &self.units[i];
-        let policy = if u.kind == Kind::Console {
-            Restart::Always
-        } else {
-            u.spec.restart()
-        };
+        let policy = if u.kind == Kind::Console { Restart::Always } else { u.spec.restart() };
         if self.stopping || !should_restart(policy, exit) {
             self.note(i, &format!("exited ({exit}); not restarted"));
             return;
@@ -346,10 +328,7 @@ impl Supervisor {
                 }
             }
             if let Some(pid) = self.units[i].pid {
-                self.note(
-                    i,
-                    &format!("did not stop within {} ms: SIGKILL", timeout.as_millis()),
-                );
+                self.note(i, &format!("did not stop within {} ms: SIGKILL", timeout.as_millis()));
                 let _ = kill(group, Signal::SIGKILL);
                 let _ = kill(pid, Signal::SIGKILL);
                 while self.units[i].pid.is_some() {

@@ -115,10 +115,7 @@ pub fn is_live_user_process(stat: &str) -> bool {
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     // fields[0] is the state (field 3), fields[6] the flags (field 9).
     let state = fields.first().copied().unwrap_or("Z");
-    let flags: u64 = fields
-        .get(6)
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(PF_KTHREAD);
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(PF_KTHREAD);
     state != "Z" && state != "X" && flags & PF_KTHREAD == 0
 }
 
@@ -128,14 +125,8 @@ mod tests {
 
     #[test]
     fn kernel_threads_and_zombies_do_not_count() {
-        assert!(is_live_user_process(
-            "42 (sh) S 1 42 42 0 -1 4194560 100 0 0 0"
-        ));
-        assert!(!is_live_user_process(
-            "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0"
-        ));
-        assert!(!is_live_user_process(
-            "43 (a b) c) Z 1 43 43 0 -1 4194560 0 0"
-        ));
+        assert!(is_live_user_process("42 (sh) S 1 42 42 0 -1 4194560 100 0 0 0"));
+        assert!(!is_live_user_process("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0"));
+        assert!(!is_live_user_process("43 (a b) c) Z 1 43 43 0 -1 4194560 0 0"));
     }
 }

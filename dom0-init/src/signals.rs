@@ -86,11 +86,7 @@ impl Signals {
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
         while let Ok(n @ 1..) = nix::unistd::read(r, &mut buf) {
-            out.extend(
-                buf[..n]
-                    .iter()
-                    .filter_map(|b| Signal::try_from(*b as i32).ok()),
-            );
+            out.extend(buf[..n].iter().filter_map(|b| Signal::try_from(*b as i32).ok()));
         }
         out
     }

@@ -63,29 +63,14 @@ pub fn new_session_with_tty(cmd: &mut Command) {
 pub fn interface_up(name: &str) -> io::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
     // Any socket will do for interface ioctls; no need to bind one.
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .or_else(|_| {
-        socket(
-            AddressFamily::Inet6,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-    })
-    .map_err(io::Error::from)?;
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .or_else(|_| socket(AddressFamily::Inet6, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None))
+        .map_err(io::Error::from)?;
     // SAFETY: ifreq is a plain C struct; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
     if bytes.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;

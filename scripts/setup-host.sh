@@ -32,7 +32,7 @@ PKGS=(gdisk fdisk dosfstools mtools u-boot-tools cpio squashfs-tools device-tree
       docker-registry gcc-aarch64-linux-gnu xz-utils zstd curl ca-certificates skopeo
       debian-archive-keyring util-linux hyperfine
       docker.io musl-tools git make
-      openssh-client openssl e2fsprogs debootstrap bmap-tools)
+      openssh-client openssl e2fsprogs debootstrap bmap-tools python3-jsonschema)
 
 main() {
     need_root
@@ -48,6 +48,9 @@ main() {
         apt-get install -y -qq --no-install-recommends -t bookworm-backports "${BACKPORTS_PKGS[@]}"
         apt-get install -y -qq --no-install-recommends "${PKGS[@]}"
     fi
+    # The SBOM test's independent checker (SPDX's own validator); pinned.
+    python3 -m pip show spdx-tools >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --break-system-packages spdx-tools==0.8.5
     rustup target add aarch64-unknown-none aarch64-unknown-linux-musl x86_64-unknown-linux-musl >/dev/null
 }
 main "$@"

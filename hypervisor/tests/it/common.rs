@@ -173,6 +173,31 @@ pub fn virt_direct_args(
     .collect()
 }
 
+/// QEMU virt booting a disk image through Debian's U-Boot (`-bios`), as a board boots from its SD
+/// card: the boot script on the image's FAT loads the hypervisor, Dom0 and the device tree.
+pub fn virt_uboot_args(uboot: &Path, img: &Path) -> Vec<String> {
+    let drive = format!("if=none,file={},format=raw,id=d", img.display());
+    let args = [
+        "-M",
+        "virt,virtualization=on,gic-version=2",
+        "-cpu",
+        "cortex-a72",
+        "-smp",
+        "4",
+        "-m",
+        "2G",
+        "-nic",
+        "none",
+        "-bios",
+        uboot.to_str().expect("a UTF-8 path"),
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-device,drive=d",
+    ];
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 /// The checks every Dom0 boot must pass (issue 4 "Done when").
 pub fn assert_dom0_booted(out: &str, cpus: u32, dom0_mem_mib: u64) {
     for line in [

@@ -23,25 +23,8 @@ fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {
     let img = dir.path().join("live.raw");
     rpixen_live(&manifest, &initrd, &img);
 
-    let drive = format!("if=none,file={},format=raw,id=d", img.display());
-    let args = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "4",
-        "-m",
-        "2G",
-        "-nic",
-        "none",
-        "-bios",
-        uboot.to_str().unwrap(),
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-device,drive=d",
-    ];
+    let args = virt_uboot_args(&uboot, &img);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
     let outcome =
         q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));

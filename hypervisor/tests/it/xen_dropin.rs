@@ -47,25 +47,8 @@ fn our_binary_in_place_of_xen_boots_dom0_from_the_xen_image() {
     let fsck = Command::new("fsck.fat").arg("-n").arg(&fsck_img).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
 
-    let drive = format!("if=none,file={},format=raw,id=d", img.display());
-    let args = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "4",
-        "-m",
-        "2G",
-        "-nic",
-        "none",
-        "-bios",
-        uboot.to_str().unwrap(),
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-device,drive=d",
-    ];
+    let args = virt_uboot_args(&uboot, &img);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut q = testkit::Qemu::start(&args, 1);
     q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
     let status = q

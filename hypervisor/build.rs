@@ -9,6 +9,7 @@ fn main() {
             format!("-T{dir}/link.ld"),
             "--pie".into(),
             "-znotext".into(),
+            "-zpack-relative-relocs".into(),
             "--no-dynamic-linker".into(),
         ] {
             println!("cargo:rustc-link-arg-bins={arg}");

@@ -3,7 +3,6 @@
 //! the only one: every line is on the wire before the caller continues).
 
 use core::cell::UnsafeCell;
-use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use rpixen_hv_core::ratelimit::{RateLimit, Verdict};
@@ -85,31 +84,126 @@ fn put_bytes(u: &Uart, bytes: &[u8]) {
     }
 }
 
-struct LineBuf {
+/// One argument of a console line. The hypervisor formats its own lines: `core::fmt` (padding,
+/// `Debug` builders, integer tables, `Arguments` plumbing) was about a tenth of the EL2 binary, whose
+/// budget is Bao's 90,112-byte Pi 4 build.
+#[derive(Clone, Copy)]
+pub enum Arg<'a> {
+    Str(&'a str),
+    Dec(u64),
+    /// `0x`-prefixed lower-case hex, as `{:#x}` prints it.
+    Hex(u64),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(s: &'a str) -> Self {
+        Arg::Str(s)
+    }
+}
+
+impl<'a> From<&'a alloc::string::String> for Arg<'a> {
+    fn from(s: &'a alloc::string::String) -> Self {
+        Arg::Str(s)
+    }
+}
+
+macro_rules! arg_from_uint {
+    ($($t:ty)*) => {$(
+        impl From<$t> for Arg<'_> {
+            fn from(v: $t) -> Self {
+                Arg::Dec(v as u64)
+            }
+        }
+    )*};
+}
+arg_from_uint!(u8 u16 u32 u64 usize);
+
+/// `v` printed as `0x...`.
+pub fn hex(v: impl Into<u64>) -> Arg<'static> {
+    Arg::Hex(v.into())
+}
+
+/// One console line being assembled (truncated at 320 bytes).
+pub struct Line {
     b: [u8; 320],
     n: usize,
 }
 
-impl Write for LineBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let take = s.len().min(self.b.len() - self.n);
-        self.b[self.n..self.n + take].copy_from_slice(&s.as_bytes()[..take]);
+impl Line {
+    pub fn new() -> Self {
+        Line { b: [0; 320], n: 0 }
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) -> &mut Self {
+        let take = bytes.len().min(self.b.len() - self.n);
+        self.b[self.n..self.n + take].copy_from_slice(&bytes[..take]);
         self.n += take;
-        Ok(())
+        self
+    }
+
+    fn put_digits(&mut self, mut v: u64, base: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v % base) as usize];
+            v /= base;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+
+    pub fn arg(&mut self, a: Arg<'_>) -> &mut Self {
+        match a {
+            Arg::Str(s) => {
+                self.put(s.as_bytes());
+            }
+            Arg::Dec(v) => self.put_digits(v, 10),
+            Arg::Hex(v) => {
+                self.put(b"0x");
+                self.put_digits(v, 16);
+            }
+        }
+        self
+    }
+
+    /// `fmt` with each `{}` replaced by the next argument (missing ones print nothing). Works on
+    /// bytes: `str` slicing would link the char-boundary panic and its Unicode tables.
+    pub fn format(&mut self, fmt: &str, args: &[Arg<'_>]) -> &mut Self {
+        let mut args = args.iter();
+        let f = fmt.as_bytes();
+        let mut i = 0;
+        while i < f.len() {
+            if f[i] == b'{' && f.get(i + 1) == Some(&b'}') {
+                if let Some(a) = args.next() {
+                    self.arg(*a);
+                }
+                i += 2;
+            } else {
+                self.put(&f[i..=i]);
+                i += 1;
+            }
+        }
+        self
+    }
+
+    /// Writes the line (and its newline) under the console lock.
+    pub fn emit(&self) {
+        with_lock(|u| {
+            if MID_LINE.swap(false, Ordering::Relaxed) {
+                put_bytes(u, b"\n");
+            }
+            put_bytes(u, &self.b[..self.n]);
+            put_bytes(u, b"\n");
+        });
     }
 }
 
 /// Prints one hypervisor line.
-pub fn print_line(args: fmt::Arguments<'_>) {
-    let mut line = LineBuf { b: [0; 320], n: 0 };
-    let _ = line.write_fmt(args);
-    with_lock(|u| {
-        if MID_LINE.swap(false, Ordering::Relaxed) {
-            put_bytes(u, b"\n");
-        }
-        put_bytes(u, &line.b[..line.n]);
-        put_bytes(u, b"\n");
-    });
+pub fn print_line(fmt: &str, args: &[Arg<'_>]) {
+    Line::new().format(fmt, args).emit();
 }
 
 /// Writes Dom0 console output as it is: a complete line, or a partial one that has waited long enough
@@ -132,13 +226,13 @@ pub fn set_rate_limit(freq: u64) {
 }
 
 /// Prints a line a guest caused, unless the rate limit says otherwise.
-pub fn print_limited(now: u64, args: fmt::Arguments<'_>) {
+pub fn print_limited(now: u64, fmt: &str, args: &[Arg<'_>]) {
     let verdict = GUEST_CAUSED.lock().check(now);
     if let Verdict::Print { suppressed } = verdict {
         if suppressed != 0 {
-            print_line(format_args!("hv: {} messages suppressed", suppressed));
+            print_line("hv: {} messages suppressed", &[suppressed.into()]);
         }
-        print_line(args);
+        print_line(fmt, args);
     }
 }
 
@@ -146,17 +240,27 @@ pub fn print_limited(now: u64, args: fmt::Arguments<'_>) {
 pub fn flush_suppressed() {
     let n = GUEST_CAUSED.lock().take_suppressed();
     if n != 0 {
-        print_line(format_args!("hv: {} messages suppressed", n));
+        print_line("hv: {} messages suppressed", &[n.into()]);
     }
 }
 
+/// `hvprintln!("text {} {}", a, hex(b))`: each `{}` takes the next argument (a string, an unsigned
+/// integer printed in decimal, or `hex(v)`).
 macro_rules! hvprintln {
-    ($($t:tt)*) => { $crate::console::print_line(format_args!($($t)*)) };
+    ($fmt:literal $(, $a:expr)* $(,)?) => {
+        $crate::console::print_line($fmt, &[$($crate::console::Arg::from($a)),*])
+    };
 }
 pub(crate) use hvprintln;
 
 /// `hvprintln!` for lines a guest can provoke (rate-limited).
 macro_rules! guest_caused {
-    ($($t:tt)*) => { $crate::console::print_limited($crate::arch::mrs!("cntpct_el0"), format_args!($($t)*)) };
+    ($fmt:literal $(, $a:expr)* $(,)?) => {
+        $crate::console::print_limited(
+            $crate::arch::mrs!("cntpct_el0"),
+            $fmt,
+            &[$($crate::console::Arg::from($a)),*],
+        )
+    };
 }
 pub(crate) use guest_caused;

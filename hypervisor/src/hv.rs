@@ -17,7 +17,7 @@ use rpixen_hv_core::{cmdline, dt, guard, pagetable, stage2, Region};
 
 use crate::arch::entry::{self, HV_CPU_MPIDR};
 use crate::arch::{self, mrs, msr};
-use crate::console::{self, hvprintln, Uart};
+use crate::console::{self, hex, hvprintln, Arg, Line, Uart};
 use crate::gic::Gic;
 use crate::mmio::Mmio;
 use crate::platform::{self, Power};
@@ -32,13 +32,13 @@ const DOM0_VMID: u16 = 1;
 /// RAM the hypervisor takes at boot for its heap (Dom0's device tree) and stage-2 tables.
 const HV_ARENA: u64 = 8 << 20;
 
-fn fail(what: core::fmt::Arguments<'_>) -> ! {
-    hvprintln!("hv: FATAL: {}", what);
+fn fail(fmt: &str, args: &[Arg<'_>]) -> ! {
+    Line::new().put(b"hv: FATAL: ").format(fmt, args).emit();
     platform::halt_forever()
 }
 
 macro_rules! fatal {
-    ($($t:tt)*) => { fail(format_args!($($t)*)) };
+    ($fmt:literal $(, $a:expr)* $(,)?) => { fail($fmt, &[$(Arg::from($a)),*]) };
 }
 
 fn uart_of(u: &hostdt::Uart) -> Uart {
@@ -84,40 +84,40 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         console::set_uart(uart_of(u));
     }
     hvprintln!(
-        "hv: rpixen hypervisor, EL2 entry x0={:#x} CurrentEL={} load={:#x} size={:#x}",
-        dtb_pa,
+        "hv: rpixen hypervisor, EL2 entry x0={} CurrentEL={} load={} size={}",
+        hex(dtb_pa),
         (mrs!("currentel") >> 2) & 3,
-        load,
-        img_end - img_start
+        hex(load),
+        hex(img_end - img_start)
     );
     let info = match info {
         Ok(i) => i,
-        Err(e) => fatal!("host device tree: {:?}", e),
+        Err(e) => fatal!("host device tree: {}", e.message()),
     };
     if let Err(e) = cmdline::parse(hv_args) {
-        fatal!("command line \"{}\": {:?}", hv_args, e);
+        fatal!("command line \"{}\": {}", hv_args, e.message());
     }
     hvprintln!("hv: cmdline \"{}\"", hv_args);
     match &hv_uart {
         Some(u) => hvprintln!(
-            "hv: console {} ({:?} at {:#x}){}",
-            u.path,
-            u.kind,
-            u.base,
+            "hv: console {} ({} at {}){}",
+            &u.path,
+            u.kind.name(),
+            hex(u.base),
             if args.sync_console { ", sync" } else { "" }
         ),
         None => fatal!("no console UART for dtuart={}", uart_name),
     }
     for r in &info.ram {
-        hvprintln!("hv: RAM {:#x}-{:#x}", r.base, r.end() - 1);
+        hvprintln!("hv: RAM {}-{}", hex(r.base), hex(r.end() - 1));
     }
     let g = info.gic;
     hvprintln!(
-        "hv: GICv2 GICD {:#x} GICC {:#x} GICH {:#x} GICV {:#x} maintenance INTID {}",
-        g.dist.base,
-        g.cpu.base,
-        g.hyp.base,
-        g.vcpu.base,
+        "hv: GICv2 GICD {} GICC {} GICH {} GICV {} maintenance INTID {}",
+        hex(g.dist.base),
+        hex(g.cpu.base),
+        hex(g.hyp.base),
+        hex(g.vcpu.base),
         g.maint_intid
     );
 
@@ -125,11 +125,11 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         hvprintln!("hv: selftest: reading VA 1 TiB, outside the EL2 map");
         // SAFETY: deliberately faults (translation fault at EL2); the vector reports and halts.
         let v = unsafe { core::ptr::read_volatile((1u64 << 40) as *const u64) };
-        hvprintln!("hv: selftest: read {:#x}, no fault?", v);
+        hvprintln!("hv: selftest: read {}, no fault?", hex(v));
     }
     let s1 = match mm::el2_map(&info.ram, entry::image_sections()) {
         Ok(r) => r,
-        Err(e) => fatal!("EL2 page tables: {:?}", e),
+        Err(e) => fatal!("EL2 page tables: {}", e.message()),
     };
     mm::switch_tables(s1);
     hvprintln!("hv: mmu on");
@@ -141,14 +141,14 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     let (cpus, ignored) = CpuMap::from_dt(&mpidrs);
     if ignored.count > 0 {
         hvprintln!(
-            "hv: {} cpus of the device tree ignored (from MPIDR {:#x}): at most {} supported",
+            "hv: {} cpus of the device tree ignored (from MPIDR {}): at most {} supported",
             ignored.count,
-            ignored.first_mpidr.unwrap_or(0),
+            hex(ignored.first_mpidr.unwrap_or(0)),
             MAX_CPUS
         );
     }
     let Some(me) = cpus.index_of(mrs!("mpidr_el1")) else {
-        fatal!("boot CPU MPIDR {:#x} is not in the device tree's /cpus", mrs!("mpidr_el1"))
+        fatal!("boot CPU MPIDR {} is not in the device tree's /cpus", hex(mrs!("mpidr_el1")))
     };
     arch::set_cpu_index(me);
     for (i, slot) in HV_CPU_MPIDR.iter().enumerate() {
@@ -204,7 +204,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     // Pages Dom0 shares with the hypervisor (the Pi's GPIO and PM blocks): trapped, guarded.
     let guarded = guard::guarded_pages(&fdt, &hv_uart.path, pm);
     for p in &guarded {
-        hvprintln!("hv: dom0 page {:#x} trapped: {} kept by the hypervisor", p.base, p.what);
+        hvprintln!("hv: dom0 page {} trapped: {} kept by the hypervisor", hex(p.base), p.what);
     }
     // Stage 2: Dom0 RAM, all non-RAM except the GIC frames, the UART pages and the guarded pages;
     // GICV at GICC.
@@ -223,13 +223,13 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     let plan = stage2::dom0(&[dom0.mem], &info.ram, &traps, (g.cpu.base, g.vcpu.base, gicv_size));
     let (s2, used) = match mm::stage2_map(&plan) {
         Ok(r) => r,
-        Err(e) => fatal!("stage-2 tables: {:?}", e),
+        Err(e) => fatal!("stage-2 tables: {}", e.message()),
     };
     hvprintln!(
-        "hv: stage-2 ready: 40-bit IPA, {} tables, GICV {:#x} at IPA {:#x}",
+        "hv: stage-2 ready: 40-bit IPA, {} tables, GICV {} at IPA {}",
         used,
-        g.vcpu.base,
-        g.cpu.base
+        hex(g.vcpu.base),
+        hex(g.cpu.base)
     );
 
     // Dom0's distributor: every SPI is Dom0's except the hypervisor's UART (polled) and the line of
@@ -273,7 +273,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
             _ => continue,
         }
         if !platform::start_cpu(c.mpidr, c.method) {
-            hvprintln!("hv: cpu{} ({:#x}) did not start ({:?})", i, c.mpidr, c.method);
+            hvprintln!("hv: cpu{} ({}) did not start ({})", i, hex(c.mpidr), c.method.name());
         }
     }
     let start = mrs!("cntpct_el0");
@@ -284,11 +284,11 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     }
     let up = (0..nr_vcpus).filter(|&i| i == me || vcpus.is_up(i)).count();
     hvprintln!(
-        "hv: {} of {} cpus in the hypervisor; entering dom0 at EL1 (entry {:#x}, dtb {:#x})",
+        "hv: {} of {} cpus in the hypervisor; entering dom0 at EL1 (entry {}, dtb {})",
         up,
         nr_vcpus,
-        dom0.entry,
-        dom0.dtb
+        hex(dom0.entry),
+        hex(dom0.dtb)
     );
     vcpus.set_on(me);
     entry::enter_guest(dom0.entry, dom0.dtb, me)
@@ -320,8 +320,8 @@ fn build_dom0(
     let rd64 = |o: usize| u64::from_le_bytes(khdr[o..o + 8].try_into().unwrap_or([0; 8]));
     if khdr[56..60] != *b"ARM\x64" {
         fatal!(
-            "Dom0 kernel at {:#x} is not an arm64 Image (no ARM\\x64 magic)",
-            kernel.region.base
+            "Dom0 kernel at {} is not an arm64 Image (no ARM\\x64 magic)",
+            hex(kernel.region.base)
         );
     }
     let (text_offset, image_size) = match rd64(16) {
@@ -355,9 +355,9 @@ fn build_dom0(
             busy.extend(initrd_module);
             let Some(mem) = placement::place_dom0(&info.ram, &busy, size, limit, SZ_2M) else {
                 for b in &busy {
-                    hvprintln!("hv: in use: {:#x}-{:#x}", b.base, b.end());
+                    hvprintln!("hv: in use: {}-{}", hex(b.base), hex(b.end()));
                 }
-                fatal!("no {:#x} bytes of free RAM for Dom0 below {:#x}", size, limit)
+                fatal!("no {} bytes of free RAM for Dom0 below {}", hex(size), hex(limit))
             };
             match placement::layout(
                 mem,
@@ -367,8 +367,9 @@ fn build_dom0(
                 initrd_module.map(|r| r.size),
             ) {
                 Ok(l) => (mem, l),
-                Err(e) => {
-                    fatal!("dom0_mem={:#x} too small for the kernel, DTB and initrd: {:?}", size, e)
+                // LayoutError has one variant, TooSmall.
+                Err(_) => {
+                    fatal!("dom0_mem={} too small for the kernel, DTB and initrd", hex(size))
                 }
             }
         }
@@ -380,16 +381,16 @@ fn build_dom0(
     busy.extend([mem, host_dtb, kernel.region]);
     busy.extend(initrd_module);
     let Some(arena) = placement::place_dom0(&info.ram, &busy, HV_ARENA, u64::MAX, SZ_2M) else {
-        fatal!("no {:#x} bytes of free RAM for the hypervisor's heap and tables", HV_ARENA)
+        fatal!("no {} bytes of free RAM for the hypervisor's heap and tables", hex(HV_ARENA))
     };
     let boot_heap = crate::heap::used();
     // SAFETY: `arena` is RAM (mapped Normal by the EL2 map), overlaps nothing in use (image, DTB,
     // modules, reserved memory, Dom0), is never mapped for a guest, and no other CPU runs yet.
     unsafe { crate::heap::add_arena(arena.base, arena.size) };
     hvprintln!(
-        "hv: hypervisor memory {:#x}-{:#x} (heap, stage-2 tables; {} KiB of the boot heap used)",
-        arena.base,
-        arena.end() - 1,
+        "hv: hypervisor memory {}-{} (heap, stage-2 tables; {} KiB of the boot heap used)",
+        hex(arena.base),
+        hex(arena.end() - 1),
         boot_heap >> 10
     );
 
@@ -442,28 +443,28 @@ fn build_dom0(
     }
     arch::invalidate_icache();
     hvprintln!(
-        "hv: dom0 memory {:#x}-{:#x} ({} MiB){}",
-        mem.base,
-        mem.end() - 1,
+        "hv: dom0 memory {}-{} ({} MiB){}",
+        hex(mem.base),
+        hex(mem.end() - 1),
         mem.size >> 20,
         if limit != u64::MAX { ", below 1 GiB for DMA" } else { "" }
     );
     hvprintln!(
-        "hv: dom0 kernel {:#x} ({} bytes, {}), dtb {:#x} ({} bytes)",
-        layout.kernel.base,
+        "hv: dom0 kernel {} ({} bytes, {}), dtb {} ({} bytes)",
+        hex(layout.kernel.base),
         kernel.region.size,
         if copied { "copied" } else { "in place" },
-        layout.dtb.base,
+        hex(layout.dtb.base),
         dtb.len()
     );
     if let Some(r) = layout.initrd {
-        hvprintln!("hv: dom0 initrd {:#x}-{:#x}", r.base, r.end());
+        hvprintln!("hv: dom0 initrd {}-{}", hex(r.base), hex(r.end()));
     }
     hvprintln!(
-        "hv: dom0 bootargs \"{}\"; console: emulated PL011 at {:#x} ({}), relayed line by line",
+        "hv: dom0 bootargs \"{}\"; console: emulated PL011 at {} ({}), relayed line by line",
         bootargs,
-        vuart.base,
-        vuart.path
+        hex(vuart.base),
+        &vuart.path
     );
     for d in &disable {
         hvprintln!("hv: dom0 device tree: {} disabled (hypervisor's)", d);
@@ -496,12 +497,19 @@ extern "C" fn hv_secondary_main(cpu: usize) -> ! {
     let hv = state::get();
     mm::enable_mmu(hv.s1_root);
     cpu_init(hv, cpu);
-    hvprintln!("hv: cpu{} up mpidr={:#x}", cpu, mrs!("mpidr_el1"));
+    hvprintln!("hv: cpu{} up mpidr={}", cpu, hex(mrs!("mpidr_el1")));
     vcpu::park(hv, cpu)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    hvprintln!("hv: PANIC: {}", info);
+    // Only static messages and the location: formatting a panic's arguments would link `core::fmt`.
+    let mut line = Line::new();
+    line.put(b"hv: PANIC: ")
+        .put(info.message().as_str().unwrap_or("(formatted message)").as_bytes());
+    if let Some(l) = info.location() {
+        line.format(" at {}:{}", &[l.file().into(), l.line().into()]);
+    }
+    line.emit();
     platform::halt_forever()
 }

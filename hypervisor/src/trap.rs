@@ -9,7 +9,7 @@ use rpixen_hv_core::vgicd::{Access, Effect, Reply};
 
 use crate::arch::entry::Frame;
 use crate::arch::{self, mrs, msr};
-use crate::console::{guest_caused, hvprintln};
+use crate::console::{guest_caused, hex, hvprintln};
 use crate::state::{self, Hv};
 use crate::{guest_console, platform, vcpu, virq};
 
@@ -37,21 +37,21 @@ extern "C" fn hv_trap(f: &mut Frame, kind: u64) {
             // The guest's own asynchronous error (a bus error on one of its devices): it gets it back
             // as a virtual SError, taken when it unmasks SErrors, as on hardware without EL2.
             guest_caused!(
-                "hv: SError from dom0 ESR={:#x} ELR={:#x}; injecting a virtual SError",
-                mrs!("esr_el2"),
-                f.elr
+                "hv: SError from dom0 ESR={} ELR={}; injecting a virtual SError",
+                hex(mrs!("esr_el2")),
+                hex(f.elr)
             );
             msr!("hcr_el2", mrs!("hcr_el2") | HCR_VSE);
         }
         _ => {
             let esr = mrs!("esr_el2");
             hvprintln!(
-                "hv: PANIC: unexpected exception (vector {}) EC={:#x} ESR={:#x} FAR={:#x} ELR={:#x}",
+                "hv: PANIC: unexpected exception (vector {}) EC={} ESR={} FAR={} ELR={}",
                 kind,
-                esr >> 26,
-                esr,
-                mrs!("far_el2"),
-                f.elr
+                hex(esr >> 26),
+                hex(esr),
+                hex(mrs!("far_el2")),
+                hex(f.elr)
             );
             platform::halt_forever()
         }
@@ -78,14 +78,14 @@ fn lower_sync(hv: &Hv, cpu: usize, f: &mut Frame) {
         Exit::DataAbort(d) => data_abort(hv, cpu, f, d),
         Exit::InstructionAbort { ipa } => {
             guest_caused!(
-                "hv: refused dom0 instruction fetch at IPA {:#x} (ELR {:#x}): not dom0 memory",
-                ipa.0,
-                f.elr
+                "hv: refused dom0 instruction fetch at IPA {} (ELR {}): not dom0 memory",
+                hex(ipa.0),
+                hex(f.elr)
             );
             inject_abort(f, false, false);
         }
         Exit::Other { ec, esr } => {
-            guest_caused!("hv: unexpected trap from dom0 EC={:#x} ESR={:#x} ELR={:#x}; injecting undefined instruction", ec, esr, f.elr);
+            guest_caused!("hv: unexpected trap from dom0 EC={} ESR={} ELR={}; injecting undefined instruction", hex(ec), hex(esr), hex(f.elr));
             inject_undef(f);
         }
     }
@@ -155,10 +155,10 @@ fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
                 }
                 Guarded::Refuse => {
                     guest_caused!(
-                        "hv: refused dom0 write of {:#x} to {} register {:#x}: the hypervisor's",
-                        store.unwrap_or(0),
+                        "hv: refused dom0 write of {} to {} register {}: the hypervisor's",
+                        hex(store.unwrap_or(0)),
                         page.what,
-                        d.ipa.0
+                        hex(d.ipa.0)
                     );
                     true
                 }
@@ -174,11 +174,11 @@ fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
     }
     let size = d.access.map_or(0, |a| a.size);
     guest_caused!(
-        "hv: refused dom0 {} at IPA {:#x} ({} bytes, ELR {:#x}): not dom0's; injecting an external abort",
+        "hv: refused dom0 {} at IPA {} ({} bytes, ELR {}): not dom0's; injecting an external abort",
         if d.write { "write" } else { "read" },
-        d.ipa.0,
+        hex(d.ipa.0),
         size,
-        f.elr
+        hex(f.elr)
     );
     inject_abort(f, true, d.write);
 }

@@ -4,7 +4,7 @@
 use rpixen_hv_core::psci::{self, Call};
 
 use crate::arch::entry::{enter_guest, Frame};
-use crate::console::{self, guest_caused, hvprintln};
+use crate::console::{self, guest_caused, hex, hvprintln};
 use crate::state::Hv;
 use crate::{arch, guest_console, platform, virq};
 
@@ -31,9 +31,9 @@ pub fn smccc(hv: &Hv, cpu: usize, f: &mut Frame) {
                 }
                 (psci::INVALID_ADDRESS, _) => {
                     guest_caused!(
-                        "hv: refused dom0 CPU_ON of {:#x} at {:#x}: not dom0 memory",
-                        target,
-                        entry
+                        "hv: refused dom0 CPU_ON of {} at {}: not dom0 memory",
+                        hex(target),
+                        hex(entry)
                     )
                 }
                 _ => {}

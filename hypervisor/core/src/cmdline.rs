@@ -30,6 +30,15 @@ pub enum CmdlineError {
     BadNumber,
 }
 
+impl CmdlineError {
+    pub fn message(self) -> &'static str {
+        match self {
+            CmdlineError::BadSize => "dom0_mem= is not a size such as 512M",
+            CmdlineError::BadNumber => "dom0_max_vcpus= is not a number",
+        }
+    }
+}
+
 /// Parses a size with an optional K/M/G suffix (Xen's `parse_size_and_unit`, bytes when bare).
 pub fn parse_size(s: &str) -> Option<u64> {
     let (num, mult) = match s.as_bytes().last()? {

@@ -17,9 +17,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use fdt::node::FdtNode;
 use fdt::Fdt;
-use vm_fdt::{FdtReserveEntry, FdtWriter};
 
 use crate::dt::{self, child_cells, is_compatible, prop_str};
+use crate::fdtw::FdtWriter;
 use crate::hostdt::GIC_COMPATIBLE;
 use crate::Region;
 
@@ -45,27 +45,32 @@ pub enum Dom0DtError {
     Writer(&'static str),
 }
 
+/// `name@<hex>` without `core::fmt` (its machinery is a large part of the EL2 binary).
+pub fn unit_name(name: &str, addr: u64) -> String {
+    let mut s = String::from(name);
+    s.push('@');
+    let digits = (64 - (addr | 1).leading_zeros()).div_ceil(4);
+    for i in (0..digits).rev() {
+        s.push(char::from(b"0123456789abcdef"[(addr >> (i * 4)) as usize & 0xf]));
+    }
+    s
+}
+
 const PMU_COMPATIBLE: &[&str] =
     &["arm,armv8-pmuv3", "arm,cortex-a72-pmu", "arm,cortex-a53-pmu", "arm,cortex-a15-pmu"];
 const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 const MODULE_COMPATIBLE: &[&str] =
     &["multiboot,module", "xen,multiboot-module", "xen,linux-zimage", "xen,linux-initrd"];
 
-fn werr(step: &'static str) -> impl Fn(vm_fdt::Error) -> Dom0DtError {
-    move |_| Dom0DtError::Writer(step)
-}
-
 pub fn build(host: &[u8], cfg: &Dom0DtConfig<'_>) -> Result<Vec<u8>, Dom0DtError> {
     let fdt = Fdt::new(host).map_err(|_| Dom0DtError::BadHostBlob)?;
-    let rsv: Vec<FdtReserveEntry> = fdt
-        .memory_reservations()
-        .filter_map(|r| FdtReserveEntry::new(r.address() as u64, r.size() as u64).ok())
-        .collect();
-    let mut w = FdtWriter::new_with_mem_reserv(&rsv).map_err(werr("header"))?;
+    let rsv: Vec<(u64, u64)> =
+        fdt.memory_reservations().map(|r| (r.address() as u64, r.size() as u64)).collect();
+    let mut w = FdtWriter::new(&rsv);
     let root = fdt.find_node("/").ok_or(Dom0DtError::BadHostBlob)?;
     let mut path = String::from("/");
     copy_node(&mut w, root, &mut path, cfg, (2, 1))?;
-    w.finish().map_err(werr("finish"))
+    w.finish().map_err(|_| Dom0DtError::Writer("finish"))
 }
 
 /// Whether a `/cpus` child stays: not a CPU, or a CPU Dom0 gets.
@@ -96,7 +101,7 @@ fn copy_node(
 ) -> Result<(), Dom0DtError> {
     let is_root = path == "/";
     let name = if is_root { "" } else { node.name };
-    let h = w.begin_node(name).map_err(werr("begin_node"))?;
+    w.begin_node(name);
     let parent = dt::parent_path(path);
     let is_chosen = path == "/chosen";
     let is_cpu = parent == "/cpus" && prop_str(&node, "device_type") == Some("cpu");
@@ -125,7 +130,7 @@ fn copy_node(
         if is_gic && n == "reg" {
             // GICD and GICC only: the guest never sees GICH/GICV.
             let step = (parent_cells.0 + parent_cells.1) * 4;
-            w.property(n, &v[..(2 * step).min(v.len())]).map_err(werr("gic reg"))?;
+            w.property(n, &v[..(2 * step).min(v.len())]);
             continue;
         }
         if is_gic && n == "interrupts" {
@@ -133,26 +138,26 @@ fn copy_node(
         }
         if is_timer && n == "interrupts" {
             // S-phys, NS-phys, virt; the fourth (hypervisor) PPI belongs to EL2.
-            w.property(n, &v[..v.len().min(9 * 4)]).map_err(werr("timer"))?;
+            w.property(n, &v[..v.len().min(9 * 4)]);
             continue;
         }
-        w.property(n, v).map_err(werr("property"))?;
+        w.property(n, v);
     }
     if is_chosen {
-        w.property_string("bootargs", cfg.bootargs).map_err(werr("bootargs"))?;
+        w.property_string("bootargs", cfg.bootargs);
         if let Some(rd) = cfg.initrd {
-            w.property_u64("linux,initrd-start", rd.base).map_err(werr("initrd"))?;
-            w.property_u64("linux,initrd-end", rd.end()).map_err(werr("initrd"))?;
+            w.property_u64("linux,initrd-start", rd.base);
+            w.property_u64("linux,initrd-end", rd.end());
         }
         if let Some(s) = cfg.stdout_path {
-            w.property_string("stdout-path", s).map_err(werr("stdout-path"))?;
+            w.property_string("stdout-path", s);
         }
     }
     if is_cpu {
-        w.property_string("enable-method", "psci").map_err(werr("enable-method"))?;
+        w.property_string("enable-method", "psci");
     }
     if disabled {
-        w.property_string("status", "disabled").map_err(werr("status"))?;
+        w.property_string("status", "disabled");
     }
 
     for child in node.children() {
@@ -166,8 +171,8 @@ fn copy_node(
             // to their driver instead of keeping it a console.
             || cfg.stdout_path == Some(path.as_str())
             || (path == "/cpus" && child.name == "cpu-map" && cfg.cpus.is_some())
-            // Overlay metadata (`__symbols__`, `__overrides__`): Dom0 applies no overlays, and vm-fdt
-            // rejects node names that do not start with a letter.
+            // Overlay metadata (`__symbols__`, `__overrides__`): Dom0 applies no overlays, and the
+            // paths in them name nodes Dom0 may not get.
             || child.name.starts_with("__");
         if skip {
             continue;
@@ -183,32 +188,29 @@ fn copy_node(
 
     if is_root {
         for bank in cfg.memory {
-            let h =
-                w.begin_node(&alloc::format!("memory@{:x}", bank.base)).map_err(werr("memory"))?;
-            w.property_string("device_type", "memory").map_err(werr("memory"))?;
+            w.begin_node(&unit_name("memory", bank.base));
+            w.property_string("device_type", "memory");
             let mut reg = Vec::new();
             encode_cells(&mut reg, bank.base, my_cells.0);
             encode_cells(&mut reg, bank.size, my_cells.1);
-            w.property("reg", &reg).map_err(werr("memory"))?;
-            w.end_node(h).map_err(werr("memory"))?;
+            w.property("reg", &reg);
+            w.end_node();
         }
-        let h = w.begin_node("psci").map_err(werr("psci"))?;
-        w.property_string_list(
-            "compatible",
-            alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into(), "arm,psci".into()],
-        )
-        .map_err(werr("psci"))?;
-        w.property_string("method", "hvc").map_err(werr("psci"))?;
-        w.property_u32("cpu_off", crate::psci::CPU_OFF).map_err(werr("psci"))?;
-        w.property_u32("cpu_on", crate::psci::CPU_ON_64).map_err(werr("psci"))?;
-        w.end_node(h).map_err(werr("psci"))?;
+        w.begin_node("psci");
+        w.property_strings("compatible", PSCI_COMPATIBLE);
+        w.property_string("method", "hvc");
+        w.property_u32("cpu_off", crate::psci::CPU_OFF);
+        w.property_u32("cpu_on", crate::psci::CPU_ON_64);
+        w.end_node();
     }
-    w.end_node(h).map_err(werr("end_node"))
+    w.end_node();
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_fdt::{FdtReserveEntry, FdtWriter};
 
     /// A small host tree in the shape of QEMU virt's, with Xen-style /chosen modules.
     fn host_tree() -> Vec<u8> {
@@ -370,6 +372,13 @@ mod tests {
         assert_eq!(prop_str(&psci, "method"), Some("hvc"));
         assert_eq!(fdt.memory_reservations().count(), 1);
         assert!(dt::node(&fdt, "/hypervisor").is_none());
+    }
+
+    #[test]
+    fn unit_names_are_lower_hex() {
+        assert_eq!(unit_name("memory", 0x4000_0000), "memory@40000000");
+        assert_eq!(unit_name("memory", 0), "memory@0");
+        assert_eq!(unit_name("x", u64::MAX), "x@ffffffffffffffff");
     }
 
     /// Defect 8: `dom0_max_vcpus` trims Dom0's `/cpus` (and drops `cpu-map`, which would name the

@@ -16,6 +16,16 @@ pub enum UartKind {
     MiniUart,
 }
 
+impl UartKind {
+    /// The name the console line gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            UartKind::Pl011 => "Pl011",
+            UartKind::MiniUart => "MiniUart",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uart {
     pub path: String,
@@ -48,6 +58,17 @@ pub enum EnableMethod {
     Psci,
     SpinTable { release_addr: u64 },
     Unknown,
+}
+
+impl EnableMethod {
+    /// The DT's `enable-method` value it came from.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EnableMethod::Psci => "psci",
+            EnableMethod::SpinTable { .. } => "spin-table",
+            EnableMethod::Unknown => "unknown enable-method",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +123,18 @@ pub enum HostDtError {
     BadModule,
 }
 
+impl HostDtError {
+    pub fn message(self) -> &'static str {
+        match self {
+            HostDtError::BadBlob => "not a valid flattened device tree",
+            HostDtError::NoMemory => "no memory node with a non-empty reg",
+            HostDtError::NoGicV2 => "no GICv2 node with four reg ranges",
+            HostDtError::NoCpus => "no /cpus/cpu@* nodes",
+            HostDtError::BadModule => "a /chosen module node has an unreadable reg",
+        }
+    }
+}
+
 pub const GIC_COMPATIBLE: &[&str] =
     &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic", "arm,arm11mp-gic"];
 
@@ -124,7 +157,7 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     if ram.is_empty() {
         return Err(HostDtError::NoMemory);
     }
-    ram.sort_unstable();
+    crate::region::sort(&mut ram);
     let gic = gic_path.ok_or(HostDtError::NoGicV2)?;
     let regs = reg_phys(fdt, &gic).ok_or(HostDtError::NoGicV2)?;
     if regs.len() < 4 {

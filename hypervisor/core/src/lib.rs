@@ -11,6 +11,7 @@ pub mod cpus;
 pub mod dom0dt;
 pub mod dt;
 pub mod exit;
+pub mod fdtw;
 pub mod gicv2;
 pub mod guard;
 pub mod hostdt;

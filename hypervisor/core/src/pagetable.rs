@@ -56,6 +56,16 @@ pub enum MapError {
     Overlap,
 }
 
+impl MapError {
+    pub fn message(self) -> &'static str {
+        match self {
+            MapError::OutOfTables => "out of tables",
+            MapError::BadRange => "address out of range or not 4 KiB aligned",
+            MapError::Overlap => "overlaps a block mapping",
+        }
+    }
+}
+
 /// MAIR_EL2 for the stage-1 attribute indices used here: 0 = Device-nGnRnE, 1 = Normal WB RW-allocate.
 pub const MAIR_EL2: u64 = 0xFF << 8;
 /// TCR_EL2: T0SZ 25, IRGN0/ORGN0 WBWA, SH0 inner, TG0 4K, PS 40-bit, RES1 bits 31 and 23.

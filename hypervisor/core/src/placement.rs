@@ -17,8 +17,8 @@ pub fn place_dom0(
     align: u64,
 ) -> Option<Region> {
     let mut banks: alloc::vec::Vec<Region> = ram.to_vec();
-    banks.sort_unstable_by_key(|b| core::cmp::Reverse(b.base));
-    for bank in banks {
+    crate::region::sort(&mut banks);
+    for bank in banks.into_iter().rev() {
         let mut end = align_down(bank.end().min(limit), align);
         while end >= bank.base + size && end >= size {
             let cand = Region::new(end - size, size);

@@ -30,11 +30,23 @@ pub const fn align_down(x: u64, a: u64) -> u64 {
     x & !(a - 1)
 }
 
+/// Sorts regions by base (then size). An insertion sort: the lists are a handful of banks, and
+/// `slice::sort*` costs the EL2 binary ~8 KiB of code per element type.
+pub fn sort(v: &mut [Region]) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && v[j - 1] > v[j] {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
 /// The parts of `[start, end)` not covered by any of `used` (which need not be sorted or disjoint).
 pub fn gaps(used: &[Region], start: u64, end: u64) -> alloc::vec::Vec<Region> {
     let mut sorted: alloc::vec::Vec<Region> =
         used.iter().copied().filter(|r| r.size != 0).collect();
-    sorted.sort_unstable();
+    sort(&mut sorted);
     let mut out = alloc::vec::Vec::new();
     let mut cur = start;
     for r in sorted {
@@ -68,6 +80,19 @@ mod tests {
             [Region::new(0, 0x1000), Region::new(0x2400, 0xc00), Region::new(0x4000, 0x1000)]
         );
         assert_eq!(gaps(&[Region::new(0, 0x10000)], 0x1000, 0x2000), []);
+    }
+
+    #[test]
+    fn sort_orders_by_base_then_size() {
+        let mut v = [
+            Region::new(0x3000, 1),
+            Region::new(0x1000, 2),
+            Region::new(0x1000, 1),
+            Region::new(0, 5),
+        ];
+        sort(&mut v);
+        let want = [(0, 5), (0x1000, 1), (0x1000, 2), (0x3000, 1)];
+        assert_eq!(v.map(|r| (r.base, r.size)), want);
     }
 
     #[test]

@@ -111,7 +111,18 @@ _start:
     msr     daifset, #0xf       // U-Boot leaves SError unmasked
     mov     x19, x0             // DTB
     adr     x20, _start         // load address
-    adrp    x1, __bss_start
+    adrp    x1, __data_init        // .data from its initial bytes (see link.ld), before relocating
+    add     x1, x1, :lo12:__data_init
+    adrp    x2, __data_start
+    add     x2, x2, :lo12:__data_start
+    adrp    x3, __data_end
+    add     x3, x3, :lo12:__data_end
+21: cmp     x2, x3
+    b.hs    22f
+    ldp     x4, x5, [x1], #16
+    stp     x4, x5, [x2], #16
+    b       21b
+22: adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
     adrp    x2, __bss_end
     add     x2, x2, :lo12:__bss_end
@@ -119,18 +130,35 @@ _start:
     b.hs    3f
     stp     xzr, xzr, [x1], #16
     b       2b
-3:  adrp    x1, __rela_start
-    add     x1, x1, :lo12:__rela_start
-    adrp    x2, __rela_end
-    add     x2, x2, :lo12:__rela_end
+    // Relocate: the image is linked at 0 with packed relative relocations (RELR, `-z
+    // pack-relative-relocs`: ~0.1 KiB where RELA took ~3 KiB). Each word is an address to relocate
+    // (even) or a bitmap (odd) of the 63 words after the last one relocated.
+3:  adrp    x1, __relr_start
+    add     x1, x1, :lo12:__relr_start
+    adrp    x2, __relr_end
+    add     x2, x2, :lo12:__relr_end
+    mov     x6, x20             // where the next bitmap starts
 4:  cmp     x1, x2
     b.hs    5f
-    ldp     x3, x4, [x1], #16   // r_offset, r_info
-    ldr     x5, [x1], #8        // r_addend
-    cmp     x4, #1027           // R_AARCH64_RELATIVE
-    b.ne    4b
+    ldr     x3, [x1], #8
+    tbnz    x3, #0, 41f
+    add     x4, x20, x3         // an address: relocate the word there
+    ldr     x5, [x4]
     add     x5, x5, x20
-    str     x5, [x20, x3]
+    str     x5, [x4]
+    add     x6, x4, #8
+    b       4b
+41: mov     x4, x6              // a bitmap: bit n (n >= 1) relocates where + (n - 1) * 8
+    lsr     x3, x3, #1
+42: cbz     x3, 44f
+    tbz     x3, #0, 43f
+    ldr     x5, [x4]
+    add     x5, x5, x20
+    str     x5, [x4]
+43: add     x4, x4, #8
+    lsr     x3, x3, #1
+    b       42b
+44: add     x6, x6, #504        // 63 words
     b       4b
 5:  VECTORS
     msr     tpidr_el2, xzr

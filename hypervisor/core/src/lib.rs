@@ -7,6 +7,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod cmdline;
+pub mod conmux;
 pub mod cpus;
 pub mod dom0dt;
 pub mod dom0less;
@@ -18,6 +19,7 @@ pub mod gicv2;
 pub mod guard;
 pub mod guest;
 pub mod hostdt;
+pub mod lifecycle;
 pub mod pagetable;
 pub mod partition;
 pub mod placement;

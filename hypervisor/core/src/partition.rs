@@ -105,14 +105,17 @@ pub fn plan_cpus(
         }
         domus.push(free.drain(..wanted).collect());
     }
-    let mut dom0: Vec<usize> = free;
-    dom0.push(boot_cpu);
-    dom0.sort_unstable();
-    if let Some(max) = dom0_max_vcpus {
-        // The boot CPU first, then the lowest others.
-        let others: Vec<usize> = dom0.iter().copied().filter(|&c| c != boot_cpu).collect();
-        dom0 = core::iter::once(boot_cpu).chain(others).take(max.max(1)).collect();
-        dom0.sort_unstable();
+    // Ascending, the boot CPU always in, at most `dom0_max_vcpus` (the boot CPU counts first).
+    let max = dom0_max_vcpus.unwrap_or(usize::MAX).max(1);
+    let mut others_left = max - 1;
+    let mut dom0 = Vec::new();
+    for c in 0..nr_pcpus {
+        if c == boot_cpu {
+            dom0.push(c);
+        } else if free.contains(&c) && others_left > 0 {
+            dom0.push(c);
+            others_left -= 1;
+        }
     }
     Ok((dom0, domus))
 }
@@ -172,14 +175,14 @@ pub fn plan_memory(
         taken.push(r);
         host_of[i] = Some(alloc::vec![Region::new(r.base, s.memory)]);
     }
-    specs
-        .iter()
-        .zip(host_of)
-        .map(|(s, host)| {
-            into_guest_banks(&host.unwrap_or_default())
-                .ok_or_else(|| PlanError::TooMuchMemory { domain: s.name.into() })
-        })
-        .collect()
+    // A loop, not `collect::<Result<..>>`: smaller in the EL2 binary.
+    let mut out = Vec::new();
+    for (s, host) in specs.iter().zip(host_of) {
+        let banks = into_guest_banks(&host.unwrap_or_default())
+            .ok_or_else(|| PlanError::TooMuchMemory { domain: s.name.into() })?;
+        out.push(banks);
+    }
+    Ok(out)
 }
 
 pub fn plan(

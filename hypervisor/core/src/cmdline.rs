@@ -42,9 +42,11 @@ impl CmdlineError {
 /// Parses a size with an optional K/M/G suffix (Xen's `parse_size_and_unit`, bytes when bare).
 pub fn parse_size(s: &str) -> Option<u64> {
     let (num, mult) = match s.as_bytes().last()? {
-        b'K' | b'k' => (&s[..s.len() - 1], 1u64 << 10),
-        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
-        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        // `get`, not indexing: a str index that could panic links the char-boundary panic and
+        // Unicode tables (~3 KiB) into the EL2 binary.
+        b'K' | b'k' => (s.get(..s.len() - 1)?, 1u64 << 10),
+        b'M' | b'm' => (s.get(..s.len() - 1)?, 1 << 20),
+        b'G' | b'g' => (s.get(..s.len() - 1)?, 1 << 30),
         _ => (s, 1),
     };
     let n = if let Some(hex) = num.strip_prefix("0x") {

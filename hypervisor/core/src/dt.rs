@@ -52,7 +52,8 @@ pub fn child_cells(node: &FdtNode<'_, '_>) -> (usize, usize) {
 pub fn parent_path(path: &str) -> &str {
     match path.rfind('/') {
         Some(0) | None => "/",
-        Some(i) => &path[..i],
+        // `get`: see cmdline::parse_size.
+        Some(i) => path.get(..i).unwrap_or("/"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Builds Dom0's device tree from the host's (Xen's `prepare_dtb_hwdom`, minus everything that would
 //! tell Linux it runs on Xen):
 //! - `/memory`: only Dom0's banks (IPA = PA);
-//! - `/chosen`: Dom0's `bootargs` and `linux,initrd-start/end`; `xen,*` properties and module nodes gone;
+//! - `/chosen`: Dom0's `bootargs` and `linux,initrd-start/end`; `xen,*` properties, module nodes and
+//!   other domains' nodes (`xen,domain`, as Xen's `handle_node` skips them) gone;
 //!   `stdout-path` points at Dom0's console;
 //! - GIC: `reg` = GICD + GICC only (GICV is mapped at GICC's address), no maintenance interrupt;
 //! - timer: the hypervisor timer PPI dropped; PMU dropped (its PPI is not forwarded);
@@ -59,6 +60,8 @@ pub fn unit_name(name: &str, addr: u64) -> String {
 const PMU_COMPATIBLE: &[&str] =
     &["arm,armv8-pmuv3", "arm,cortex-a72-pmu", "arm,cortex-a53-pmu", "arm,cortex-a15-pmu"];
 const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
+/// `/chosen` nodes that describe other domains (Xen's `handle_node` skips them for Dom0 too).
+const DOMAIN_COMPATIBLE: &[&str] = &["xen,domain", "xen,domain-shared-memory-v1", "xen,evtchn-v1"];
 const MODULE_COMPATIBLE: &[&str] =
     &["multiboot,module", "xen,multiboot-module", "xen,linux-zimage", "xen,linux-initrd"];
 
@@ -165,6 +168,7 @@ fn copy_node(
         let skip = child_is_memory
             || (is_root && (is_compatible(&child, PSCI_COMPATIBLE) || child.name == "hypervisor"))
             || (is_chosen && is_compatible(&child, MODULE_COMPATIBLE))
+            || (is_chosen && is_compatible(&child, DOMAIN_COMPATIBLE))
             || is_compatible(&child, PMU_COMPATIBLE)
             || (path == "/cpus" && !keeps_cpu(&child, cfg, my_cells.0))
             // serdev devices on Dom0's console UART (the Pi's `bluetooth`): Linux would hand the port
@@ -248,6 +252,18 @@ mod tests {
         .unwrap();
         w.property_array_u64("reg", &[0x4400_0000, 0x10_0000]).unwrap();
         w.end_node(d).unwrap();
+        let domu = w.begin_node("domU1").unwrap();
+        w.property_string("compatible", "xen,domain").unwrap();
+        w.property_array_u32("memory", &[0, 65536]).unwrap();
+        let dk = w.begin_node("module@4a000000").unwrap();
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["multiboot,kernel".into(), "multiboot,module".into()],
+        )
+        .unwrap();
+        w.property_array_u64("reg", &[0x4a00_0000, 0x10_0000]).unwrap();
+        w.end_node(dk).unwrap();
+        w.end_node(domu).unwrap();
         w.end_node(c).unwrap();
         let cpus = w.begin_node("cpus").unwrap();
         w.property_u32("#address-cells", 1).unwrap();
@@ -347,7 +363,7 @@ mod tests {
             chosen.property("xen,xen-bootargs").is_none()
                 && chosen.property("xen,dom0-bootargs").is_none()
         );
-        assert_eq!(chosen.children().count(), 0, "module nodes removed");
+        assert_eq!(chosen.children().count(), 0, "module and DomU nodes removed");
         assert_eq!(
             dt::read_cells(chosen.property("linux,initrd-end").unwrap().value, 2),
             Some(0x6300_1000)

@@ -156,7 +156,7 @@ pub fn contents(partitions: usize, head: &[u8], tail: &[u8]) -> Vec<String> {
 /// primary GPT header last. Until that last sector is written and flushed, the disk has no valid
 /// primary GPT, and a disk torn mid-install never looks like a bootable one.
 pub fn write_order(len: u64) -> Vec<Range<u64>> {
-    debug_assert!(len >= 4 * SECTOR && len % SECTOR == 0);
+    debug_assert!(len >= 4 * SECTOR && len.is_multiple_of(SECTOR));
     vec![2 * SECTOR..len - SECTOR, len - SECTOR..len, 0..SECTOR, SECTOR..2 * SECTOR]
 }
 
@@ -182,7 +182,7 @@ pub fn apply_overlay(buf: &mut [u8], at: u64, overlay: &[u8], overlay_at: u64) {
 /// The progress line after `done` of `total` bytes, when a new tenth has been reached since
 /// `last` (the tenth last reported); updates `last`.
 pub fn progress(done: u64, total: u64, last: &mut u64) -> Option<String> {
-    let tenth = if total == 0 { 10 } else { done.saturating_mul(10) / total };
+    let tenth = done.saturating_mul(10).checked_div(total).unwrap_or(10);
     if tenth <= *last {
         return None;
     }
@@ -237,7 +237,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, String> {
         }
     }
     let size = size.ok_or("no `size` line")?;
-    if size < 4 * SECTOR || size % SECTOR != 0 {
+    if size < 4 * SECTOR || !size.is_multiple_of(SECTOR) {
         return Err(format!("size {size} is not a whole number of sectors"));
     }
     Ok(Payload { size, sha256: sha.ok_or("no `sha256` line")? })

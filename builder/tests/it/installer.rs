@@ -107,7 +107,22 @@ fn uboot() -> PathBuf {
 
 struct Fixture {
     dir: tempfile::TempDir,
+    manifest: PathBuf,
+    pkg: PathBuf,
+    in_dir: PathBuf,
     installer: PathBuf,
+}
+
+impl Fixture {
+    /// `rpixen ARGS` with the fixture's packages, a private cache, and `/in` as the container has it.
+    fn rpixen(&self, args: &[&str]) {
+        let mut cmd = testkit::rpixen_command();
+        cmd.args(args)
+            .env("RPIXEN_PKG_DIR", &self.pkg)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("RPIXEN_IN_DIR", &self.in_dir);
+        testkit::run(&mut cmd);
+    }
 }
 
 /// `rpixen installer_raw EXTRA` of a qemu-virt manifest with one CONFIG file, plus `/in/sub/server`.
@@ -132,16 +147,13 @@ fn build_installer(extra: &[&str]) -> Fixture {
     std::fs::create_dir_all(in_dir.join("sub")).unwrap();
     std::fs::write(in_dir.join("sub/server"), b"controller.example.invalid\n").unwrap();
     let installer = dir.path().join("installer.raw");
+    let fx = Fixture { manifest, pkg, in_dir, installer, dir };
     let started = Instant::now();
-    let mut cmd = testkit::rpixen_command();
-    cmd.args(["installer_raw", s(&manifest), "-o", s(&installer)])
-        .args(extra)
-        .env("RPIXEN_PKG_DIR", &pkg)
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .env("RPIXEN_IN_DIR", &in_dir);
-    testkit::run(&mut cmd);
+    let mut args = vec!["installer_raw", s(&fx.manifest), "-o", s(&fx.installer)];
+    args.extend_from_slice(extra);
+    fx.rpixen(&args);
     eprintln!("rpixen installer_raw: {:?}", started.elapsed());
-    Fixture { dir, installer }
+    fx
 }
 
 /// QEMU virt with the disks in order (the first is virtio 0).
@@ -324,4 +336,43 @@ fn wipe_overwrites_a_used_target_and_a_torn_install_leaves_no_table() {
     q.wait_exit(Duration::from_secs(120)).unwrap_or_else(|e| panic!("no power-off: {e}"));
     drop(q);
     assert_eq!(mtype(&used, "::/build.txt"), "from the manifest\n");
+}
+
+#[test]
+fn installer_carries_the_live_image_and_its_digest() {
+    let fx = build_installer(&[]);
+    let live = fx.dir.path().join("live.raw");
+    fx.rpixen(&["live", s(&fx.manifest), "-o", s(&live)]);
+    let len = std::fs::metadata(&live).unwrap().len();
+
+    // The INSTALLER partition starts with `rpixen live`'s image, byte for byte.
+    let (at, size) = partition(&fx.installer, "INSTALLER");
+    assert!(size >= len, "INSTALLER holds {size} bytes, the image {len}");
+    let payload = fx.dir.path().join("payload.raw");
+    crate::image_support::extract(&fx.installer, at, len, &payload);
+    let digest = sha256(&live);
+    assert_eq!(sha256(&payload), digest, "the payload differs from rpixen live's image");
+
+    // The installer's initramfs records that size and digest, and runs only the installer.
+    let (boot, _) = partition(&fx.installer, "BOOT");
+    let initrd = fx.dir.path().join("installer-initrd.img");
+    let drive = format!("{}@@{boot}", fx.installer.display());
+    testkit::run(Command::new("mcopy").args(["-i", &drive, "::initrd.img"]).arg(&initrd));
+    let recorded = crate::common::cpio_cat(&initrd, "'*etc/rpixen/installer'");
+    assert_eq!(recorded, format!("size {len}\nsha256 {digest}\n"));
+    let init = crate::common::cpio_cat(&initrd, "'*etc/rpixen/init.yml'");
+    assert!(init.contains("/proc/self/exe") && init.contains("install"), "{init}");
+
+    // No PERSIST or IMGA that a later boot could take for an installed system; tables and FATs clean.
+    let table = testkit::run(Command::new("sgdisk").arg("-p").arg(&fx.installer));
+    assert!(!table.contains("PERSIST") && !table.contains("IMGA"), "{table}");
+    let verify = testkit::run(Command::new("sgdisk").arg("-v").arg(&fx.installer));
+    assert!(verify.contains("No problems found"), "{verify}");
+    for name in ["BOOT", "CONFIG"] {
+        let (at, len) = partition(&fx.installer, name);
+        let fat = fx.dir.path().join(format!("{name}.fat"));
+        crate::image_support::extract(&fx.installer, at, len, &fat);
+        testkit::run(Command::new("fsck.fat").arg("-n").arg(&fat));
+    }
+    assert_eq!(mtype(&fx.installer, "::/sub/server"), "controller.example.invalid\n");
 }

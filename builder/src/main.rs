@@ -32,9 +32,10 @@ enum Command {
     /// Build, fetch and re-pin the packages in pkg/.
     #[command(subcommand)]
     Pkg(cmd::pkg::PkgCommand),
-    /// The installer image (EVE's `installer_raw`): not yet available.
+    /// Write an installer image (EVE's `installer_raw`): it boots to an installer that writes the
+    /// live image it carries onto the device's internal storage (eMMC, NVMe, a second disk).
     #[command(name = "installer_raw")]
-    InstallerRaw,
+    InstallerRaw(cmd::installer::InstallerArgs),
     /// Print the version.
     Version,
 }
@@ -52,7 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Pull(a) => cmd::pull::run(a),
         Command::Rootfs(a) => cmd::rootfs::run(a),
         Command::Pkg(c) => cmd::pkg::run(c),
-        Command::InstallerRaw => cmd::container::installer_raw(),
+        Command::InstallerRaw(a) => cmd::installer::run(a),
         Command::Version => {
             println!("rpixen {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -17,6 +17,7 @@
 pub mod blockdev;
 pub mod coldplug;
 pub mod firstboot;
+pub mod install;
 pub mod log;
 pub mod logfile;
 pub mod modules;
@@ -235,7 +236,10 @@ fn set_up_system(config: &InitConfig, mode: &mut Mode, isolated: bool, cmdline: 
         }
     }
     trace!("loopback up");
-    if !mode.host {
+    // An installer boot leaves every disk alone: first boot, the root switch and the mounts by
+    // label could each act on the disk it is about to overwrite.
+    let installer = install::plan::is_installer_boot(cmdline);
+    if !mode.host && !installer {
         if !mode.rescue {
             firstboot::prepare_disk(cmdline);
             trace!("first-boot disk steps done");

@@ -7,6 +7,7 @@
 //! | `nocloud` | onboot: applies the boot FAT's NoCloud files and CONFIG's overrides |
 //! | `network` | service: DHCP/static addresses, link changes, DNS, SNTP, Wi-Fi |
 //! | `sshd` | service: host keys on PERSIST, then dropbear (keys only) |
+//! | `install` | onboot, installer images only: writes the carried live image to another disk |
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ pub fn dispatch() -> Option<i32> {
         "nocloud" => crate::nocloud::apply::main(Path::new("/config")),
         "network" => crate::net::main(Path::new(init_config::DEFAULT_PATH)),
         "sshd" => crate::ssh::main(),
+        "install" => crate::install::main(),
         _ => return None,
     };
     Some(code)

@@ -1,7 +1,8 @@
 //! The container's conventions, in EVE's spirit (see the Dockerfile, which sets the variables):
 //! - a folder mounted at `$RPIXEN_IN_DIR` (`/in`) overrides files on the CONFIG partition: each file
 //!   `/in/REL` becomes CONFIG's `/REL`, replacing the manifest's file of that name;
-//! - a folder mounted at `$RPIXEN_OUT_DIR` (`/out`) receives the image (`/out/live.raw`) instead of stdout.
+//! - a folder mounted at `$RPIXEN_OUT_DIR` (`/out`) receives the image (`/out/live.raw`,
+//!   `/out/installer.raw`) instead of stdout.
 //!
 //! Outside the container the variables are unset and nothing changes.
 
@@ -14,6 +15,11 @@ use rpixen::manifest::{FileContent, FileSource, PlacedFile, Plan};
 
 fn mounted(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).map(PathBuf::from).filter(|d| d.is_dir())
+}
+
+/// The `/out` folder, when one is mounted.
+pub fn out_dir() -> Option<PathBuf> {
+    mounted("RPIXEN_OUT_DIR")
 }
 
 /// Applies `/out` to `rpixen live`'s arguments: the image goes to `/out/live.raw` unless `-o` says
@@ -64,14 +70,6 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// `rpixen installer_raw`: EVE's installer image. Not built yet; says so and fails.
-pub fn installer_raw() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "installer_raw is not yet available in rpixen: write the image with `live` and flash it directly \
-         (see README, Flashing)"
-    )
 }
 
 #[cfg(test)]

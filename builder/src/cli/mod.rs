@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod inspect;
+pub mod installer;
 pub mod live;
 pub mod netboot;
 pub mod pkg;

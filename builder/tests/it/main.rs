@@ -13,6 +13,7 @@ mod image_fat;
 mod image_live;
 mod image_qemu;
 mod image_uimage;
+mod installer;
 mod oci_boot;
 mod oci_cli;
 mod oci_layout;

@@ -3,7 +3,7 @@
 //!   to Dom0's readiness line;
 //! - a Docker engine (Debian's docker.io, started here with the vfs driver) builds the `rpixen` image
 //!   from the Dockerfile; `docker run --rm rpixen live > live.raw` writes the same bytes as `make live`,
-//!   and that image boots in QEMU; `/in` and `/out` mounts work; `installer_raw` fails plainly.
+//!   and that image boots in QEMU; `/in` and `/out` mounts work, for `installer_raw` too.
 //!
 //! Both are slow (cargo, package builds, a QEMU boot); they run one at a time. The board is `make`'s
 //! default (`qemu-virt`, our hypervisor); `BOARD=qemu-virt-xen` runs the same flows with Xen.
@@ -258,9 +258,26 @@ fn docker_run_live_matches_make_live_and_boots() {
     );
     assert_eq!(config, "zedcloud.example.invalid\n");
 
-    let o = dockerd.docker(&["run", "--rm", tag, "installer_raw"]);
-    assert!(!o.status.success(), "installer_raw must fail until it exists");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not yet available"));
+    // installer_raw takes the same mounts: /out receives installer.raw, whose CONFIG (copied to the
+    // target by the installer) holds the /in file; tests/it/installer.rs boots one.
+    let o = dockerd.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/in:ro", s(&in_dir)),
+        "-v",
+        &format!("{}:/out", s(&out_dir)),
+        tag,
+        "installer_raw",
+        &board,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let installer = out_dir.join("installer.raw");
+    let config = testkit::run(
+        Command::new("mtype").arg("-i").arg(partition(&installer, "CONFIG")).arg("::/sub/server"),
+    );
+    assert_eq!(config, "zedcloud.example.invalid\n");
+    partition(&installer, "INSTALLER");
     let o = dockerd.docker(&["run", "--rm", tag, "version"]);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("rpixen "), "{o:?}");
 

@@ -3,6 +3,12 @@
 //!
 //! - [`oci`]: the manifest and descriptor types and sha256 digests.
 //! - [`cosign`]: cosign's key files, simple-signing payloads and `.sig` manifests.
+//! - [`registry`]: a small blocking registry client (pull, and the pushes signing needs).
+//! - [`sign`]: signing a manifest in a registry, stored as cosign stores it.
+//! - [`verify`]: the device-side pull: signature, payload digest, then every blob while it streams.
 
 pub mod cosign;
 pub mod oci;
+pub mod registry;
+pub mod sign;
+pub mod verify;

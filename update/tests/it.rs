@@ -1,0 +1,230 @@
+//! rpixen-update against the real tools: Debian's `docker-registry` on 127.0.0.1 and cosign 2.5
+//! (Debian trixie) as the independent signer and verifier.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rpixen_update::cosign::{PrivateKey, PublicKey};
+use rpixen_update::oci::{self, Descriptor, Manifest};
+use rpixen_update::registry::{Client, Credentials, Reference};
+use rpixen_update::sign::sign_in_registry;
+use rpixen_update::verify::{pull_verified, BlobStore, VerifyError};
+use testkit::Registry;
+
+/// A cosign key pair made by `cosign generate-key-pair` in its own folder.
+struct KeyPair {
+    dir: tempfile::TempDir,
+    password: &'static str,
+}
+
+impl KeyPair {
+    fn generate(password: &'static str) -> KeyPair {
+        let dir = tempfile::tempdir().unwrap();
+        let out = cosign(dir.path(), password, &["generate-key-pair"]);
+        assert!(out.status.success(), "cosign generate-key-pair: {}", stderr(&out));
+        KeyPair { dir, password }
+    }
+    fn key_path(&self) -> PathBuf {
+        self.dir.path().join("cosign.key")
+    }
+    fn pub_path(&self) -> PathBuf {
+        self.dir.path().join("cosign.pub")
+    }
+    fn private(&self) -> PrivateKey {
+        let pem = std::fs::read_to_string(self.key_path()).unwrap();
+        PrivateKey::from_encrypted_pem("cosign.key", &pem, self.password.as_bytes()).unwrap()
+    }
+    fn public(&self) -> PublicKey {
+        PublicKey::from_pem("cosign.pub", &std::fs::read_to_string(self.pub_path()).unwrap())
+            .unwrap()
+    }
+}
+
+/// Runs cosign offline: no transparency log, plain HTTP to the loopback registry, a private HOME so
+/// nothing is read from or cached in the user's.
+fn cosign(dir: &Path, password: &str, args: &[&str]) -> Output {
+    Command::new("cosign")
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", password)
+        .env("HOME", dir)
+        .output()
+        .expect("cosign (Debian trixie package cosign) must be installed")
+}
+
+fn stderr(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn cosign_sign(keys: &KeyPair, reference: &str) {
+    let key = keys.key_path();
+    let out = cosign(
+        keys.dir.path(),
+        keys.password,
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            "--yes",
+            reference,
+        ],
+    );
+    assert!(out.status.success(), "cosign sign {reference}: {}", stderr(&out));
+}
+
+fn cosign_verify(keys: &KeyPair, reference: &str) -> Output {
+    let key = keys.pub_path();
+    cosign(
+        keys.dir.path(),
+        "",
+        &[
+            "verify",
+            "--key",
+            key.to_str().unwrap(),
+            "--insecure-ignore-tlog",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            reference,
+        ],
+    )
+}
+
+/// Pushes a two-file artifact (as a slot artifact is shaped: raw file layers, empty config) and
+/// returns its reference pinned to the manifest digest, and the layers.
+fn push_artifact(reg: &Registry, repo: &str, tag: &str, files: &[&[u8]]) -> (Reference, Manifest) {
+    let client = Client::new(&reg.host(), Credentials::Anonymous, &[]);
+    let config = b"{}";
+    client.put_blob(repo, config).unwrap();
+    let mut layers = Vec::new();
+    for f in files {
+        client.put_blob(repo, f).unwrap();
+        layers.push(Descriptor::of("application/octet-stream", f));
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MANIFEST_V1.into()),
+        artifact_type: Some("application/vnd.rpixen.test.v1".into()),
+        config: Descriptor::of(oci::EMPTY_V1, config),
+        layers,
+        annotations: Default::default(),
+    };
+    let bytes = manifest.to_bytes();
+    client.put_manifest(repo, tag, oci::MANIFEST_V1, &bytes).unwrap();
+    let reference = Reference::parse(&format!("{}/{repo}@{}", reg.host(), oci::sha256(&bytes)));
+    (reference.unwrap(), manifest)
+}
+
+fn client(reg: &Registry) -> Client {
+    Client::new(&reg.host(), Credentials::Anonymous, &[])
+}
+
+#[test]
+fn an_artifact_signed_by_cosign_is_accepted_and_its_blobs_fetched() {
+    let reg = Registry::start();
+    let keys = KeyPair::generate("cosign-pw");
+    let (reference, manifest) =
+        push_artifact(&reg, "fleet/slot", "v1", &[b"hypervisor bytes", b"kernel bytes"]);
+    cosign_sign(&keys, &reference.to_string());
+
+    let store = tempfile::tempdir().unwrap();
+    let by_tag = reference.at("v1");
+    let (verified, paths) =
+        pull_verified(&client(&reg), &by_tag, &keys.public(), &BlobStore::new(store.path()))
+            .unwrap();
+    assert_eq!(Some(verified.digest.as_str()), reference.digest.as_deref());
+    assert_eq!(verified.payload.critical.identity.docker_reference, reference.name());
+    assert_eq!(paths.len(), 2);
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), b"hypervisor bytes");
+    assert_eq!(std::fs::read(&paths[1]).unwrap(), b"kernel bytes");
+    assert_eq!(verified.manifest, manifest);
+}
+
+#[test]
+fn an_artifact_signed_by_rpixen_verifies_with_cosign() {
+    let reg = Registry::start();
+    let keys = KeyPair::generate("rpixen-pw");
+    let (reference, _) = push_artifact(&reg, "fleet/slot", "v2", &[b"rootfs"]);
+    // Before signing, cosign itself refuses it: the check below is not vacuous.
+    let out = cosign_verify(&keys, &reference.to_string());
+    assert!(!out.status.success(), "cosign verified an unsigned artifact: {}", stderr(&out));
+
+    let signed = sign_in_registry(&client(&reg), &reference.at("v2"), &keys.private()).unwrap();
+    assert_eq!(Some(&signed.digest), reference.digest.as_ref());
+    let out = cosign_verify(&keys, &format!("{}:v2", reference.name()));
+    assert!(out.status.success(), "cosign verify: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&signed.digest), "{}", stderr(&out));
+}
+
+#[test]
+fn cosign_and_rpixen_signatures_sit_side_by_side() {
+    let reg = Registry::start();
+    let (ours, theirs) = (KeyPair::generate("a"), KeyPair::generate("b"));
+    let (reference, _) = push_artifact(&reg, "fleet/slot", "v3", &[b"dtb"]);
+    cosign_sign(&theirs, &reference.to_string());
+    sign_in_registry(&client(&reg), &reference, &ours.private()).unwrap();
+    for keys in [&ours, &theirs] {
+        let out = cosign_verify(keys, &reference.to_string());
+        assert!(out.status.success(), "cosign verify: {}", stderr(&out));
+        let store = tempfile::tempdir().unwrap();
+        pull_verified(&client(&reg), &reference, &keys.public(), &BlobStore::new(store.path()))
+            .unwrap();
+    }
+}
+
+#[test]
+fn unsigned_other_key_and_tampered_artifacts_are_refused_naming_the_digest() {
+    let reg = Registry::start();
+    let keys = KeyPair::generate("pw");
+    let other = KeyPair::generate("pw2");
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(store_dir.path());
+    let blobs = store_dir.path().join("blobs/sha256");
+    let c = client(&reg);
+
+    // Unsigned.
+    let (unsigned, _) = push_artifact(&reg, "fleet/unsigned", "v1", &[b"u"]);
+    let e = pull_verified(&c, &unsigned.at("v1"), &keys.public(), &store).unwrap_err();
+    let digest = unsigned.digest.clone().unwrap();
+    assert!(matches!(e, VerifyError::Unsigned { .. }), "{e}");
+    assert!(e.to_string().contains(&digest), "{e}");
+
+    // Signed, but with another key.
+    let (foreign, _) = push_artifact(&reg, "fleet/foreign", "v1", &[b"f"]);
+    cosign_sign(&other, &foreign.to_string());
+    let e = pull_verified(&c, &foreign.at("v1"), &keys.public(), &store).unwrap_err();
+    assert!(matches!(e, VerifyError::Signature { .. }), "{e}");
+    assert!(e.to_string().contains(foreign.digest.as_deref().unwrap()), "{e}");
+    assert!(e.to_string().contains("does not verify with the given public key"), "{e}");
+
+    // Signed with the right key, but a blob changed in the registry's storage afterwards.
+    let (tampered, manifest) =
+        push_artifact(&reg, "fleet/tampered", "v1", &[b"good layer", b"kernel 1.0"]);
+    cosign_sign(&keys, &tampered.to_string());
+    let bad = &manifest.layers[1];
+    std::fs::write(reg.blob_file(&bad.digest), b"kernel 6.6").unwrap();
+    let e = pull_verified(&c, &tampered.at("v1"), &keys.public(), &store).unwrap_err();
+    assert!(matches!(e, VerifyError::Blob { .. }), "{e}");
+    assert!(e.to_string().contains(&bad.digest), "{e}");
+    // The good layer is kept (verified) for the next try; the bad one left nothing behind.
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
+    assert!(blobs.join(hex(&manifest.layers[0].digest)).is_file());
+    assert!(!blobs.join(hex(&bad.digest)).exists());
+    assert!(!store_dir.path().join("partial").join(hex(&bad.digest)).exists());
+
+    // A signature whose payload names another manifest (a .sig copied onto this digest) is refused.
+    let (copied, _) = push_artifact(&reg, "fleet/copied", "v1", &[b"c"]);
+    let sig_of_other = format!("sha256-{}.sig", hex(foreign.digest.as_deref().unwrap()));
+    let (sig, media) = client(&reg).manifest("fleet/foreign", &sig_of_other).unwrap().unwrap();
+    let m: Manifest = serde_json::from_slice(&sig).unwrap();
+    for l in std::iter::once(&m.config).chain(&m.layers) {
+        let bytes = c.small_blob("fleet/foreign", &l.digest).unwrap();
+        c.put_blob("fleet/copied", &bytes).unwrap();
+    }
+    let copied_tag = format!("sha256-{}.sig", hex(copied.digest.as_deref().unwrap()));
+    c.put_manifest("fleet/copied", &copied_tag, &media, &sig).unwrap();
+    let e = pull_verified(&c, &copied, &other.public(), &store).unwrap_err();
+    assert!(e.to_string().contains("not this manifest"), "{e}");
+}

@@ -32,6 +32,9 @@ enum Command {
     /// Build, fetch and re-pin the packages in pkg/.
     #[command(subcommand)]
     Pkg(cmd::pkg::PkgCommand),
+    /// Slot artifacts for fleet updates: build, push, sign (cosign) and verify.
+    #[command(subcommand)]
+    Update(cmd::update::UpdateCommand),
     /// The installer image (EVE's `installer_raw`): not yet available.
     #[command(name = "installer_raw")]
     InstallerRaw,
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Pull(a) => cmd::pull::run(a),
         Command::Rootfs(a) => cmd::rootfs::run(a),
         Command::Pkg(c) => cmd::pkg::run(c),
+        Command::Update(c) => cmd::update::run(c),
         Command::InstallerRaw => cmd::container::installer_raw(),
         Command::Version => {
             println!("rpixen {}", env!("CARGO_PKG_VERSION"));

@@ -1,95 +1,21 @@
 //! rpixen-update against the real tools: Debian's `docker-registry` on 127.0.0.1 and cosign 2.5
 //! (Debian trixie) as the independent signer and verifier.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use rpixen_update::cosign::{PrivateKey, PublicKey};
 use rpixen_update::oci::{self, Descriptor, Manifest};
 use rpixen_update::registry::{Client, Credentials, Reference};
 use rpixen_update::sign::sign_in_registry;
 use rpixen_update::verify::{pull_verified, BlobStore, VerifyError};
-use testkit::Registry;
+use testkit::{output_text, CosignKeys, Registry};
 
-/// A cosign key pair made by `cosign generate-key-pair` in its own folder.
-struct KeyPair {
-    dir: tempfile::TempDir,
-    password: &'static str,
+/// The pair as rpixen reads it.
+fn private(keys: &CosignKeys) -> PrivateKey {
+    let pem = std::fs::read_to_string(keys.key_path()).unwrap();
+    PrivateKey::from_encrypted_pem("cosign.key", &pem, keys.password.as_bytes()).unwrap()
 }
 
-impl KeyPair {
-    fn generate(password: &'static str) -> KeyPair {
-        let dir = tempfile::tempdir().unwrap();
-        let out = cosign(dir.path(), password, &["generate-key-pair"]);
-        assert!(out.status.success(), "cosign generate-key-pair: {}", stderr(&out));
-        KeyPair { dir, password }
-    }
-    fn key_path(&self) -> PathBuf {
-        self.dir.path().join("cosign.key")
-    }
-    fn pub_path(&self) -> PathBuf {
-        self.dir.path().join("cosign.pub")
-    }
-    fn private(&self) -> PrivateKey {
-        let pem = std::fs::read_to_string(self.key_path()).unwrap();
-        PrivateKey::from_encrypted_pem("cosign.key", &pem, self.password.as_bytes()).unwrap()
-    }
-    fn public(&self) -> PublicKey {
-        PublicKey::from_pem("cosign.pub", &std::fs::read_to_string(self.pub_path()).unwrap())
-            .unwrap()
-    }
-}
-
-/// Runs cosign offline: no transparency log, plain HTTP to the loopback registry, a private HOME so
-/// nothing is read from or cached in the user's.
-fn cosign(dir: &Path, password: &str, args: &[&str]) -> Output {
-    Command::new("cosign")
-        .args(args)
-        .current_dir(dir)
-        .env("COSIGN_PASSWORD", password)
-        .env("HOME", dir)
-        .output()
-        .expect("cosign (Debian trixie package cosign) must be installed")
-}
-
-fn stderr(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn cosign_sign(keys: &KeyPair, reference: &str) {
-    let key = keys.key_path();
-    let out = cosign(
-        keys.dir.path(),
-        keys.password,
-        &[
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            "--allow-insecure-registry",
-            "--yes",
-            reference,
-        ],
-    );
-    assert!(out.status.success(), "cosign sign {reference}: {}", stderr(&out));
-}
-
-fn cosign_verify(keys: &KeyPair, reference: &str) -> Output {
-    let key = keys.pub_path();
-    cosign(
-        keys.dir.path(),
-        "",
-        &[
-            "verify",
-            "--key",
-            key.to_str().unwrap(),
-            "--insecure-ignore-tlog",
-            "--allow-http-registry",
-            "--allow-insecure-registry",
-            reference,
-        ],
-    )
+fn public(keys: &CosignKeys) -> PublicKey {
+    PublicKey::from_pem("cosign.pub", &std::fs::read_to_string(keys.pub_path()).unwrap()).unwrap()
 }
 
 /// Pushes a two-file artifact (as a slot artifact is shaped: raw file layers, empty config) and
@@ -124,15 +50,15 @@ fn client(reg: &Registry) -> Client {
 #[test]
 fn an_artifact_signed_by_cosign_is_accepted_and_its_blobs_fetched() {
     let reg = Registry::start();
-    let keys = KeyPair::generate("cosign-pw");
+    let keys = CosignKeys::generate("cosign-pw");
     let (reference, manifest) =
         push_artifact(&reg, "fleet/slot", "v1", &[b"hypervisor bytes", b"kernel bytes"]);
-    cosign_sign(&keys, &reference.to_string());
+    keys.sign(&reference.to_string());
 
     let store = tempfile::tempdir().unwrap();
     let by_tag = reference.at("v1");
     let (verified, paths) =
-        pull_verified(&client(&reg), &by_tag, &keys.public(), &BlobStore::new(store.path()))
+        pull_verified(&client(&reg), &by_tag, &public(&keys), &BlobStore::new(store.path()))
             .unwrap();
     assert_eq!(Some(verified.digest.as_str()), reference.digest.as_deref());
     assert_eq!(verified.payload.critical.identity.docker_reference, reference.name());
@@ -145,31 +71,31 @@ fn an_artifact_signed_by_cosign_is_accepted_and_its_blobs_fetched() {
 #[test]
 fn an_artifact_signed_by_rpixen_verifies_with_cosign() {
     let reg = Registry::start();
-    let keys = KeyPair::generate("rpixen-pw");
+    let keys = CosignKeys::generate("rpixen-pw");
     let (reference, _) = push_artifact(&reg, "fleet/slot", "v2", &[b"rootfs"]);
     // Before signing, cosign itself refuses it: the check below is not vacuous.
-    let out = cosign_verify(&keys, &reference.to_string());
-    assert!(!out.status.success(), "cosign verified an unsigned artifact: {}", stderr(&out));
+    let out = keys.verify(&reference.to_string());
+    assert!(!out.status.success(), "cosign verified an unsigned artifact: {}", output_text(&out));
 
-    let signed = sign_in_registry(&client(&reg), &reference.at("v2"), &keys.private()).unwrap();
+    let signed = sign_in_registry(&client(&reg), &reference.at("v2"), &private(&keys)).unwrap();
     assert_eq!(Some(&signed.digest), reference.digest.as_ref());
-    let out = cosign_verify(&keys, &format!("{}:v2", reference.name()));
-    assert!(out.status.success(), "cosign verify: {}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&signed.digest), "{}", stderr(&out));
+    let out = keys.verify(&format!("{}:v2", reference.name()));
+    assert!(out.status.success(), "cosign verify: {}", output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&signed.digest), "{}", output_text(&out));
 }
 
 #[test]
 fn cosign_and_rpixen_signatures_sit_side_by_side() {
     let reg = Registry::start();
-    let (ours, theirs) = (KeyPair::generate("a"), KeyPair::generate("b"));
+    let (ours, theirs) = (CosignKeys::generate("a"), CosignKeys::generate("b"));
     let (reference, _) = push_artifact(&reg, "fleet/slot", "v3", &[b"dtb"]);
-    cosign_sign(&theirs, &reference.to_string());
-    sign_in_registry(&client(&reg), &reference, &ours.private()).unwrap();
+    theirs.sign(&reference.to_string());
+    sign_in_registry(&client(&reg), &reference, &private(&ours)).unwrap();
     for keys in [&ours, &theirs] {
-        let out = cosign_verify(keys, &reference.to_string());
-        assert!(out.status.success(), "cosign verify: {}", stderr(&out));
+        let out = keys.verify(&reference.to_string());
+        assert!(out.status.success(), "cosign verify: {}", output_text(&out));
         let store = tempfile::tempdir().unwrap();
-        pull_verified(&client(&reg), &reference, &keys.public(), &BlobStore::new(store.path()))
+        pull_verified(&client(&reg), &reference, &public(keys), &BlobStore::new(store.path()))
             .unwrap();
     }
 }
@@ -177,8 +103,8 @@ fn cosign_and_rpixen_signatures_sit_side_by_side() {
 #[test]
 fn unsigned_other_key_and_tampered_artifacts_are_refused_naming_the_digest() {
     let reg = Registry::start();
-    let keys = KeyPair::generate("pw");
-    let other = KeyPair::generate("pw2");
+    let keys = CosignKeys::generate("pw");
+    let other = CosignKeys::generate("pw2");
     let store_dir = tempfile::tempdir().unwrap();
     let store = BlobStore::new(store_dir.path());
     let blobs = store_dir.path().join("blobs/sha256");
@@ -186,15 +112,15 @@ fn unsigned_other_key_and_tampered_artifacts_are_refused_naming_the_digest() {
 
     // Unsigned.
     let (unsigned, _) = push_artifact(&reg, "fleet/unsigned", "v1", &[b"u"]);
-    let e = pull_verified(&c, &unsigned.at("v1"), &keys.public(), &store).unwrap_err();
+    let e = pull_verified(&c, &unsigned.at("v1"), &public(&keys), &store).unwrap_err();
     let digest = unsigned.digest.clone().unwrap();
     assert!(matches!(e, VerifyError::Unsigned { .. }), "{e}");
     assert!(e.to_string().contains(&digest), "{e}");
 
     // Signed, but with another key.
     let (foreign, _) = push_artifact(&reg, "fleet/foreign", "v1", &[b"f"]);
-    cosign_sign(&other, &foreign.to_string());
-    let e = pull_verified(&c, &foreign.at("v1"), &keys.public(), &store).unwrap_err();
+    other.sign(&foreign.to_string());
+    let e = pull_verified(&c, &foreign.at("v1"), &public(&keys), &store).unwrap_err();
     assert!(matches!(e, VerifyError::Signature { .. }), "{e}");
     assert!(e.to_string().contains(foreign.digest.as_deref().unwrap()), "{e}");
     assert!(e.to_string().contains("does not verify with the given public key"), "{e}");
@@ -202,10 +128,10 @@ fn unsigned_other_key_and_tampered_artifacts_are_refused_naming_the_digest() {
     // Signed with the right key, but a blob changed in the registry's storage afterwards.
     let (tampered, manifest) =
         push_artifact(&reg, "fleet/tampered", "v1", &[b"good layer", b"kernel 1.0"]);
-    cosign_sign(&keys, &tampered.to_string());
+    keys.sign(&tampered.to_string());
     let bad = &manifest.layers[1];
     std::fs::write(reg.blob_file(&bad.digest), b"kernel 6.6").unwrap();
-    let e = pull_verified(&c, &tampered.at("v1"), &keys.public(), &store).unwrap_err();
+    let e = pull_verified(&c, &tampered.at("v1"), &public(&keys), &store).unwrap_err();
     assert!(matches!(e, VerifyError::Blob { .. }), "{e}");
     assert!(e.to_string().contains(&bad.digest), "{e}");
     // The good layer is kept (verified) for the next try; the bad one left nothing behind.
@@ -225,6 +151,6 @@ fn unsigned_other_key_and_tampered_artifacts_are_refused_naming_the_digest() {
     }
     let copied_tag = format!("sha256-{}.sig", hex(copied.digest.as_deref().unwrap()));
     c.put_manifest("fleet/copied", &copied_tag, &media, &sig).unwrap();
-    let e = pull_verified(&c, &copied, &other.public(), &store).unwrap_err();
+    let e = pull_verified(&c, &copied, &public(&other), &store).unwrap_err();
     assert!(e.to_string().contains("not this manifest"), "{e}");
 }

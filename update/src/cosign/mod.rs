@@ -8,15 +8,23 @@
 //! (sigstore/cosign `specs/SIGNATURE_SPEC.md`; the bytes here were checked against cosign 2.5.)
 
 pub mod keys;
+#[cfg(feature = "sign")]
+pub mod private;
 
 use base64::Engine as _;
-use p256::ecdsa::signature::{Signer, Verifier};
-use p256::ecdsa::{DerSignature, Signature};
+#[cfg(feature = "sign")]
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::signature::Verifier;
+#[cfg(feature = "sign")]
+use p256::ecdsa::DerSignature;
+use p256::ecdsa::Signature;
 use serde::{Deserialize, Serialize};
 
-pub use keys::{PrivateKey, PublicKey};
+pub use keys::PublicKey;
+#[cfg(feature = "sign")]
+pub use private::PrivateKey;
 
-use crate::oci::{self, Descriptor, Manifest};
+use crate::oci::{self, Descriptor};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -90,6 +98,7 @@ pub struct SignedPayload {
     pub signature: String,
 }
 
+#[cfg(feature = "sign")]
 /// Signs `digest` (of a manifest in `repository`). ECDSA here is deterministic (RFC 6979), so equal
 /// inputs give equal signatures.
 pub fn sign(key: &PrivateKey, repository: &str, digest: &str) -> SignedPayload {
@@ -146,12 +155,13 @@ pub fn verify_layer(
     Ok(parsed)
 }
 
+#[cfg(feature = "sign")]
 /// The `.sig` manifest and its config, with `added` appended to the signatures `existing` holds (as
 /// cosign appends; a signature already present is not repeated).
 pub fn signature_manifest(
     existing: &[(Descriptor, Vec<u8>)],
     added: &SignedPayload,
-) -> (Manifest, Vec<u8>) {
+) -> (oci::Manifest, Vec<u8>) {
     let mut layer = Descriptor::of(SIMPLE_SIGNING, &added.payload);
     layer.annotations.insert(SIGNATURE_ANNOTATION.into(), added.signature.clone());
     let mut layers: Vec<Descriptor> = existing.iter().map(|(d, _)| d.clone()).collect();
@@ -192,7 +202,7 @@ pub fn signature_manifest(
         config: serde_json::Map::new(),
     };
     let config = serde_json::to_vec(&config).expect("json");
-    let manifest = Manifest {
+    let manifest = oci::Manifest {
         schema_version: 2,
         media_type: Some(oci::MANIFEST_V1.into()),
         artifact_type: None,
@@ -252,6 +262,7 @@ Wd2ZXR8FURff18hXMy7fkHitJYIjzo5XHjTYY0HH7meBA+QycokZ/O5dWw==
         assert!(e.contains("does not verify"), "{e}");
     }
 
+    #[cfg(feature = "sign")]
     #[test]
     fn our_signature_manifest_has_cosigns_config_bytes() {
         let (d, payload) = cosigns_layer();

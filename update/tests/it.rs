@@ -154,3 +154,73 @@ fn unsigned_other_key_and_tampered_artifacts_are_refused_naming_the_digest() {
     let e = pull_verified(&c, &copied, &public(&other), &store).unwrap_err();
     assert!(e.to_string().contains("not this manifest"), "{e}");
 }
+
+#[test]
+fn an_interrupted_download_resumes_and_a_corrupt_prefix_is_caught() {
+    let reg = Registry::start();
+    let keys = CosignKeys::generate("pw");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (reference, manifest) = push_artifact(&reg, "fleet/resume", "v1", &[&big]);
+    keys.sign(&reference.to_string());
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(store_dir.path());
+    let hex = manifest.layers[0].digest.trim_start_matches("sha256:").to_owned();
+    let partial = store_dir.path().join("partial").join(&hex);
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+
+    // A prefix that is not the blob's: the whole-blob hash catches it and the partial file goes. (Had
+    // the registry ignored the Range request, the fetch would have started over and succeeded: this
+    // failure is also the proof that the download resumed.)
+    let mut wrong = big[..1_000_000].to_vec();
+    wrong[500] ^= 0xff;
+    std::fs::write(&partial, &wrong).unwrap();
+    let e = pull_verified(&client(&reg), &reference, &public(&keys), &store).unwrap_err();
+    assert!(matches!(e, VerifyError::Blob { .. }) && e.to_string().contains(&hex), "{e}");
+    assert!(!partial.exists());
+
+    // A true prefix: the rest is fetched with a Range request and the blob checks out.
+    std::fs::write(&partial, &big[..1_000_000]).unwrap();
+    let (_, paths) = pull_verified(&client(&reg), &reference, &public(&keys), &store).unwrap();
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), big);
+    assert!(!partial.exists());
+}
+
+#[test]
+fn registry_credentials_are_used_and_their_absence_is_named() {
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let reg = Registry::start_with_htpasswd(Some(("fleet", &hash)));
+    let keys = CosignKeys::generate("pw");
+    let creds = Credentials::Basic { user: "fleet".into(), password: "s3cret".into() };
+    let authed = Client::new(&reg.host(), creds, &[]);
+    let config = b"{}";
+    authed.put_blob("fleet/private", config).unwrap();
+    authed.put_blob("fleet/private", b"kernel").unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MANIFEST_V1.into()),
+        artifact_type: Some("application/vnd.rpixen.test.v1".into()),
+        config: Descriptor::of(oci::EMPTY_V1, config),
+        layers: vec![Descriptor::of("application/octet-stream", b"kernel")],
+        annotations: Default::default(),
+    };
+    authed.put_manifest("fleet/private", "v1", oci::MANIFEST_V1, &manifest.to_bytes()).unwrap();
+    let reference = Reference::parse(&format!("{}/fleet/private:v1", reg.host())).unwrap();
+    sign_in_registry(&authed, &reference, &private(&keys)).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    pull_verified(&authed, &reference, &public(&keys), &BlobStore::new(store.path())).unwrap();
+
+    let anonymous = client(&reg);
+    let e = pull_verified(&anonymous, &reference, &public(&keys), &BlobStore::new(store.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wants credentials and none were given"), "{e}");
+    let wrong = Client::new(
+        &reg.host(),
+        Credentials::Basic { user: "fleet".into(), password: "nope".into() },
+        &[],
+    );
+    let e = pull_verified(&wrong, &reference, &public(&keys), &BlobStore::new(store.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("HTTP 401") && e.contains("check the registry credentials"), "{e}");
+}

@@ -28,6 +28,8 @@ PREF
 }
 
 BACKPORTS_PKGS=(qemu-system-arm qemu-user qemu-utils)
+# cosign 2.5: the independent signer and verifier of the update tests (bookworm has no cosign).
+TRIXIE_PKGS=(cosign)
 PKGS=(gdisk fdisk dosfstools mtools u-boot-tools cpio squashfs-tools device-tree-compiler
       docker-registry gcc-aarch64-linux-gnu xz-utils zstd curl ca-certificates skopeo
       debian-archive-keyring util-linux hyperfine
@@ -38,7 +40,7 @@ main() {
     need_root
     export DEBIAN_FRONTEND=noninteractive
     local missing=()
-    for p in "${PKGS[@]}" "${BACKPORTS_PKGS[@]}"; do
+    for p in "${PKGS[@]}" "${BACKPORTS_PKGS[@]}" "${TRIXIE_PKGS[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
     if ! qemu-system-aarch64 -machine help 2>/dev/null | grep -q raspi4b; then missing+=(qemu-system-arm); fi
@@ -47,6 +49,7 @@ main() {
         add_suites
         apt-get install -y -qq --no-install-recommends -t bookworm-backports "${BACKPORTS_PKGS[@]}"
         apt-get install -y -qq --no-install-recommends "${PKGS[@]}"
+        apt-get install -y -qq --no-install-recommends -t trixie "${TRIXIE_PKGS[@]}"
     fi
     # The SBOM test's independent checker (SPDX's own validator); pinned.
     python3 -m pip show spdx-tools >/dev/null 2>&1 \

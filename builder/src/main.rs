@@ -32,6 +32,9 @@ enum Command {
     /// Build, fetch and re-pin the packages in pkg/.
     #[command(subcommand)]
     Pkg(cmd::pkg::PkgCommand),
+    /// Slot artifacts for fleet updates: build, push, sign (cosign) and verify.
+    #[command(subcommand)]
+    Update(cmd::update::UpdateCommand),
     /// Write an installer image (EVE's `installer_raw`): it boots to an installer that writes the
     /// live image it carries onto the device's internal storage (eMMC, NVMe, a second disk).
     #[command(name = "installer_raw")]
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Pull(a) => cmd::pull::run(a),
         Command::Rootfs(a) => cmd::rootfs::run(a),
         Command::Pkg(c) => cmd::pkg::run(c),
+        Command::Update(c) => cmd::update::run(c),
         Command::InstallerRaw(a) => cmd::installer::run(a),
         Command::Version => {
             println!("rpixen {}", env!("CARGO_PKG_VERSION"));

@@ -339,3 +339,77 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A cosign key pair made by `cosign generate-key-pair` (cosign 2.5, Debian trixie) in its own folder,
+/// and cosign run offline against loopback registries: no transparency log, plain HTTP, a private
+/// HOME so nothing is read from or cached in the user's.
+pub struct CosignKeys {
+    dir: tempfile::TempDir,
+    pub password: String,
+}
+
+impl CosignKeys {
+    pub fn generate(password: &str) -> CosignKeys {
+        let keys =
+            CosignKeys { dir: tempfile::tempdir().expect("tempdir"), password: password.into() };
+        let out = keys.cosign(&["generate-key-pair"]);
+        assert!(out.status.success(), "cosign generate-key-pair: {}", output_text(&out));
+        keys
+    }
+
+    /// `cosign.key` (encrypted with [`CosignKeys::password`]).
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("cosign.key")
+    }
+
+    /// `cosign.pub`.
+    pub fn pub_path(&self) -> PathBuf {
+        self.dir.path().join("cosign.pub")
+    }
+
+    /// Runs cosign with this pair's password in `COSIGN_PASSWORD`.
+    pub fn cosign(&self, args: &[&str]) -> std::process::Output {
+        Command::new("cosign")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("COSIGN_PASSWORD", &self.password)
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("cosign (Debian trixie package cosign) must be installed")
+    }
+
+    /// `cosign sign --key` of a reference in a loopback registry; panics when cosign fails.
+    pub fn sign(&self, reference: &str) {
+        let key = self.key_path();
+        let out = self.cosign(&[
+            "sign",
+            "--key",
+            key.to_str().expect("utf-8 temp path"),
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            "--yes",
+            reference,
+        ]);
+        assert!(out.status.success(), "cosign sign {reference}: {}", output_text(&out));
+    }
+
+    /// `cosign verify --key` of a reference in a loopback registry; the caller checks the status.
+    pub fn verify(&self, reference: &str) -> std::process::Output {
+        let key = self.pub_path();
+        self.cosign(&[
+            "verify",
+            "--key",
+            key.to_str().expect("utf-8 temp path"),
+            "--insecure-ignore-tlog",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            reference,
+        ])
+    }
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

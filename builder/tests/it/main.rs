@@ -22,3 +22,4 @@ mod oci_rootfs;
 mod pkg_build;
 mod pkg_flow;
 mod pkg_verify;
+mod update_cli;

@@ -6,7 +6,10 @@
 #   BOARD  qemu-virt, qemu-virt-xen (QEMU virt) or rpi4-qemu (QEMU raspi4b)
 #   --args print the machine arguments one per line instead of starting QEMU (the tests boot with
 #          exactly these, with the serial ports going to files)
-# Environment: RPIXEN (default target/release/rpixen), RPIXEN_RUN_DIR (default dist/run).
+# Environment: RPIXEN (default target/release/rpixen), RPIXEN_RUN_DIR (default dist/run),
+#   RPIXEN_SSH_PORT (default 2222): on qemu-virt, the host port (on 127.0.0.1 only) forwarded to
+#   Dom0's SSH server, so `ssh -p 2222 root@127.0.0.1` reaches the device; QEMU's user network
+#   gives Dom0 its DHCP lease (10.0.2.15) and DNS.
 set -euo pipefail
 print_args=0
 if [ "${1:-}" = --args ]; then print_args=1; shift; fi
@@ -21,8 +24,11 @@ case "$board" in
 qemu-virt | qemu-virt-xen)
     "$rpixen" pkg cat u-boot u-boot/qemu_arm64/u-boot.bin -o "$run_dir/u-boot-qemu_arm64.bin"
     args=(-M virt,virtualization=on,gic-version=2 -cpu cortex-a72 -smp 4 -m 2G
-          -bios "$run_dir/u-boot-qemu_arm64.bin" -nic none
-          -drive "if=none,format=raw,file=$image,id=disk" -device virtio-blk-device,drive=disk)
+          -bios "$run_dir/u-boot-qemu_arm64.bin"
+          -drive "if=none,format=raw,file=$image,id=disk" -device virtio-blk-device,drive=disk
+          # `-nic user,model=virtio-net-device` is refused on virt: the netdev and device spelled out.
+          -netdev "user,id=net,hostfwd=tcp:127.0.0.1:${RPIXEN_SSH_PORT:-2222}-:22"
+          -device virtio-net-device,netdev=net)
     console=(-serial mon:stdio)
     ;;
 rpi4-qemu)

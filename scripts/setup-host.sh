@@ -34,7 +34,8 @@ PKGS=(gdisk fdisk dosfstools mtools u-boot-tools cpio squashfs-tools device-tree
       docker-registry gcc-aarch64-linux-gnu xz-utils zstd curl ca-certificates skopeo
       debian-archive-keyring util-linux hyperfine
       docker.io musl-tools git make
-      openssh-client openssl e2fsprogs debootstrap bmap-tools python3-jsonschema)
+      openssh-client openssl e2fsprogs debootstrap bmap-tools python3-jsonschema
+      kmod)
 
 main() {
     need_root

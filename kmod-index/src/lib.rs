@@ -101,6 +101,13 @@ impl Module {
 pub fn read_module(path: &Path) -> Result<Vec<u8>, Error> {
     let raw =
         std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    module_image(path, raw)
+}
+
+/// The ELF image of a module file's bytes `raw` (read from `path`, which names it in errors and
+/// says by its extension whether it is compressed). For module trees that are not on a filesystem,
+/// such as an OCI image's layers in the builder.
+pub fn module_image(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, Error> {
     let name = path.to_string_lossy();
     if name.ends_with(".ko.xz") {
         let mut out = Vec::with_capacity(raw.len() * 4);
@@ -112,6 +119,17 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, Error> {
     } else {
         Err(Error::NotAModule { path: path.to_owned() })
     }
+}
+
+/// What the module at `rel` declares, from its file's bytes `raw`.
+pub fn module_info(rel: &str, raw: Vec<u8>) -> Result<Module, Error> {
+    let path = PathBuf::from(rel);
+    let image = module_image(&path, raw)?;
+    let info = modinfo(&image);
+    if !info.iter().any(|(k, _)| k == "name") {
+        return Err(Error::NoModinfo { path });
+    }
+    Module::from_modinfo(rel, &info).ok_or(Error::NoModinfo { path })
 }
 
 /// Reads one module of the tree at `root`: `rel` is its path inside the tree.
@@ -233,8 +251,13 @@ pub fn closure_in_tree(root: &Path, wanted: &[&str]) -> Result<Vec<Module>, Erro
 /// Names from the tree's `modules.builtin` (modules compiled into the kernel); empty when absent.
 pub fn builtin_names(root: &Path) -> BTreeSet<String> {
     std::fs::read_to_string(root.join("modules.builtin"))
-        .map(|t| t.lines().filter_map(name_of).collect())
+        .map(|t| parse_builtin(&t))
         .unwrap_or_default()
+}
+
+/// Names from the text of a `modules.builtin`.
+pub fn parse_builtin(text: &str) -> BTreeSet<String> {
+    text.lines().filter_map(name_of).collect()
 }
 
 /// All dependencies of `m`, direct and indirect, in depmod's order: a module comes before the

@@ -413,3 +413,36 @@ impl CosignKeys {
 pub fn output_text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// `rpixen pkg build pkg/NAME -o DIR/NAME` for each of `names`, with the shared download cache, so
+/// that `RPIXEN_PKG_DIR=DIR rpixen live BOARD` builds the board image a user gets from `make live`.
+/// `rpixen` is the binary at `rpixen` (a test's `CARGO_BIN_EXE_rpixen` or `target/release/rpixen`).
+/// Built anew on every call: the packages follow this checkout's pkg.yml files and sources.
+pub fn build_packages(rpixen: &Path, dir: &Path, names: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("package folder");
+    for name in names {
+        run(Command::new(rpixen)
+            .current_dir(repo_root())
+            .args(["pkg", "build", &format!("pkg/{name}"), "--cache"])
+            .arg(pkg_cache())
+            .arg("-o")
+            .arg(dir.join(name)));
+    }
+    dir.to_owned()
+}
+
+/// The release `rpixen` binary of this checkout, built first (for crates that cannot name it).
+pub fn rpixen_release_binary() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo).current_dir(repo_root()).args([
+        "build",
+        "-q",
+        "--release",
+        "-p",
+        "rpixen",
+    ]));
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("release/rpixen")
+}

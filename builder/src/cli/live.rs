@@ -85,9 +85,36 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     };
     let disk =
         live::live(&inputs).with_context(|| format!("building the image for {}", args.target))?;
-    match &args.output {
-        Some(p) => output::to_file(&disk, p)?,
-        None => output::to_stdout(&disk)?,
-    }
+    // Hashed on a second thread while the image is written: the same bytes, zeros included.
+    let digest = std::thread::scope(|scope| -> anyhow::Result<String> {
+        let digest = scope.spawn(|| content_digest(&disk));
+        match &args.output {
+            Some(p) => output::to_file(&disk, p)?,
+            None => output::to_stdout(&disk)?,
+        }
+        digest.join().expect("the digest thread does not panic").context("hashing the image")
+    })?;
+    eprintln!(
+        "rpixen: image {digest} ({} bytes: sha256 of the whole disk image as written, holes as zeros; `sha256sum` of the file prints the same)",
+        disk.len
+    );
     Ok(())
+}
+
+/// `sha256:<hex>` of every byte of the image in order, as [`output::stream`] writes them.
+fn content_digest(disk: &rpixen::disk::Disk) -> std::io::Result<String> {
+    use sha2::Digest;
+    struct Hasher(sha2::Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(sha2::Sha256::new());
+    output::stream(disk, &mut h)?;
+    Ok(format!("sha256:{}", hex::encode(h.0.finalize())))
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub use init_config::{Backoff, InitConfig, Mount as InitMount, Restart, Service};
 pub use plan::{
     parse_size, size_text, Board, BoardKind, BootFile, Dom0, FileContent, FileSource, Hypervisor,
-    HypervisorKind, Partitions, PlacedFile, Plan, Rootfs, RootfsFormat,
+    HypervisorKind, ModuleSet, Partitions, PlacedFile, Plan, Rootfs, RootfsFormat,
 };
 
 /// Errors from reading a manifest. Each names the file and, where known, the field at fault.
@@ -124,19 +124,52 @@ mod tests {
         assert!(err.contains("x.yml") && err.contains("colour"), "{err}");
     }
 
+    /// `qemu-virt.yml` with its whole `init:` section replaced by `init` (YAML, indented).
+    fn with_init(init: &str) -> String {
+        let text = qemu_virt();
+        let start = text.find("\ninit:\n").unwrap() + 1;
+        let end = start + text[start..].find("\npartitions:").unwrap() + 1;
+        format!("{}init:\n{init}{}", &text[..start], &text[end..])
+    }
+
     #[test]
     fn init_section_uses_init_config() {
-        let text = qemu_virt();
-        let good = text.replace(
-            "init:\n",
-            "init:\n  services:\n    - {name: web, command: [httpd], restart: on-failure}\n",
-        );
+        // The board image's own roles (nocloud, network, sshd) are init-config services.
+        let m = parse(&qemu_virt(), Path::new("x.yml"), Path::new(".")).unwrap();
+        let names: Vec<&str> = m.init.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["network", "sshd"]);
+        assert_eq!(m.init.onboot[0].argv(), ["/proc/self/exe", "nocloud"]);
+        let good =
+            with_init("  services:\n    - {name: web, command: [httpd], restart: on-failure}\n");
         let m = parse(&good, Path::new("x.yml"), Path::new(".")).unwrap();
+        assert_eq!(m.init.services.len(), 1);
         assert_eq!(m.init.services[0].restart(), Restart::OnFailure);
-        let err = parse_err(
-            &text.replace("init:\n", "init:\n  services:\n    - {name: web, command: []}\n"),
-        );
+        let err = parse_err(&with_init("  services:\n    - {name: web, command: []}\n"));
         assert!(err.contains("init.services[0].command"), "{err}");
+    }
+
+    #[test]
+    fn rootfs_modules_default_to_the_kernel_image() {
+        let m = parse(&qemu_virt(), Path::new("x.yml"), Path::new(".")).unwrap();
+        assert_eq!(m.rootfs.modules, Some(ModuleSet { image: "kernel".into(), add: vec![] }));
+        let text = qemu_virt().replace("modules: {image: kernel}", "modules: {add: [zram]}");
+        let m = parse(&text, Path::new("x.yml"), Path::new(".")).unwrap();
+        assert_eq!(
+            m.rootfs.modules,
+            Some(ModuleSet { image: "kernel".into(), add: vec!["zram".into()] })
+        );
+        let none = qemu_virt().replace("  modules: {image: kernel}\n", "");
+        assert_eq!(parse(&none, Path::new("x.yml"), Path::new(".")).unwrap().rootfs.modules, None);
+        // A host-file kernel says nothing about where its modules are.
+        let host = qemu_virt()
+            .replace("kernel: {image: kernel, path: boot/Image}", "kernel: {file: Image}")
+            .replace("modules: {image: kernel}", "modules: {add: [zram]}");
+        let err = parse_err(&host);
+        assert!(err.contains("rootfs.modules.image"), "{err}");
+        let err = parse_err(&qemu_virt().replace("{image: kernel}\n", "{add: [zram.ko]}\n"));
+        assert!(err.contains("rootfs.modules.add[0]") && err.contains("zram.ko"), "{err}");
+        let err = parse_err(&qemu_virt().replace("{image: kernel}\n", "{set: [zram]}\n"));
+        assert!(err.contains("set"), "{err}");
     }
 
     #[test]

@@ -123,6 +123,17 @@ pub struct Rootfs {
     pub images: Vec<String>,
     /// Files added on top of the layers; each path is absolute and free of `..`.
     pub files: Vec<PlacedFile>,
+    /// The kernel modules Dom0's rootfs carries; `None`: none are added.
+    pub modules: Option<ModuleSet>,
+}
+
+/// The board's kernel modules plus the manifest's additions, from a kernel image's module tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSet {
+    /// The OCI image holding `lib/modules/<release>/`.
+    pub image: String,
+    /// Module names added to the board's default set (`pkg/kernel/modules.yml`).
+    pub add: Vec<String>,
 }
 
 /// Partition sizes in bytes.
@@ -210,6 +221,7 @@ impl Plan {
                 ));
             }
         }
+        let modules = module_set(&m.rootfs.modules, &m.dom0.kernel)?;
         let partitions = partitions(&m.partitions)?;
         Ok(Plan {
             board: Board {
@@ -238,6 +250,7 @@ impl Plan {
                 format: m.rootfs.format,
                 images: m.rootfs.images.clone(),
                 files: rootfs_files,
+                modules,
             },
             init: m.init.clone(),
             config_files: placed_files(&m.config_files, "config_files", base)?,
@@ -274,6 +287,33 @@ fn placed_files(
         out.push(PlacedFile { path: f.path.clone(), content, mode });
     }
     Ok(out)
+}
+
+/// `rootfs.modules` with its image resolved: given, or the image the Dom0 kernel comes from.
+fn module_set(
+    m: &Option<schema::Modules>,
+    kernel: &FileRef,
+) -> Result<Option<ModuleSet>, FieldError> {
+    let Some(m) = m else { return Ok(None) };
+    let image = match (&m.image, kernel) {
+        (Some(image), _) => image.clone(),
+        (None, FileRef::InImage { image, .. }) => image.clone(),
+        (None, FileRef::Host { .. }) => {
+            return Err(invalid(
+                "rootfs.modules.image",
+                "`dom0.kernel` is a host file, so name the OCI image that holds lib/modules/",
+            ))
+        }
+    };
+    for (i, name) in m.add.iter().enumerate() {
+        if name.is_empty() || name.contains(['/', ' ']) || name.ends_with(".ko") {
+            return Err(invalid(
+                format!("rootfs.modules.add[{i}]"),
+                format!("`{name}` is not a module name (as modinfo names it: `zram`, `wireguard`)"),
+            ));
+        }
+    }
+    Ok(Some(ModuleSet { image, add: m.add.clone() }))
 }
 
 fn partitions(p: &schema::Partitions) -> Result<Partitions, FieldError> {

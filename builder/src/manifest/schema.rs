@@ -81,6 +81,22 @@ pub struct Rootfs {
     /// Files added on top of the layers, as LinuxKit's `files:`.
     #[serde(default)]
     pub files: Vec<InlineFile>,
+    /// The board's kernel modules (`pkg/kernel/modules.yml`), with their dependencies and index
+    /// files, from a kernel image's `lib/modules/<release>/`. Absent: no modules are added.
+    #[serde(default)]
+    pub modules: Option<Modules>,
+}
+
+/// `rootfs.modules`: where the module tree comes from and what the manifest adds to the board's set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modules {
+    /// The OCI image holding `lib/modules/<release>/`; default: the image `dom0.kernel` is read from.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Module names added to the board's default set.
+    #[serde(default)]
+    pub add: Vec<String>,
 }
 
 /// A file in the rootfs or on CONFIG: given inline, or copied from a [`FileRef`].

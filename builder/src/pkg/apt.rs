@@ -35,11 +35,13 @@ impl Apt {
     /// Sets up (or reuses) the private apt state for `suite` under `apt_root`. Holds a lock on it for
     /// the life of the value, since apt refuses to share its lists directory.
     pub fn open(apt_root: &Path, suite: &str) -> Result<Apt, PkgError> {
-        let dir = apt_root.join(suite);
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| PkgError::Io { path, source }
         };
+        // apt reads a relative `Dir::*` path against its own root folder (/etc/apt for the lists
+        // and parts), not against ours: every path it gets must be absolute.
+        let dir = std::path::absolute(apt_root.join(suite)).map_err(io(apt_root))?;
         for sub in ["lists/partial", "cache/archives/partial", "parts"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
         }

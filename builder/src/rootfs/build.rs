@@ -1,6 +1,11 @@
-//! `rootfs::build`: the manifest's `rootfs:` images unpacked in order, its `files:` on top, the init
+//! `rootfs::build`: the manifest's `rootfs:` images unpacked in order, the board's kernel modules
+//! with their index files (`rootfs.modules`, see [`super::modules`]), its `files:` on top, the init
 //! configuration at `/etc/rpixen/init.yml` and `dom0-init` as `/init` (cpio) or `/sbin/init` (squashfs),
 //! written as a gzip newc cpio or a squashfs.
+//!
+//! `/etc/rpixen/init.yml` carries `SOURCE_DATE_EPOCH` as its mtime: the image's build time, which
+//! dom0-init takes as the floor of a board's clock before SNTP answers (the Pi has no RTC). Every
+//! other entry keeps the time its layer gives it, so equal inputs still give equal bytes.
 //!
 //! Finished outputs are cached under the blob cache's `rootfs/`, keyed by a digest of every input (image
 //! manifests and layer digests, the files' bytes, the init configuration, the format), so a rebuild of
@@ -10,9 +15,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::cpio::{write_compressed, CpioCompression};
+use super::modules::{self, ModulesError};
 use super::squashfs::{write_squashfs, SquashfsError};
 use super::tree::{Kind, Meta, Node, Tree};
-use super::unpack::{unpack_layers, Limits};
+use super::unpack::{unpack_image, unpack_layers, Limits};
 use crate::manifest::{FileContent, FileSource, Plan, RootfsFormat};
 use crate::oci::cache::BlobCache;
 use crate::oci::digest::sha256;
@@ -30,6 +36,10 @@ pub enum RootfsError {
     Squashfs(#[from] SquashfsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
+    #[error("{0}")]
+    Epoch(String),
 }
 
 /// What a build did.
@@ -51,7 +61,7 @@ pub fn init_path(format: RootfsFormat) -> &'static str {
 }
 
 /// Bumped when the output for the same inputs changes (writer or layout changes).
-const OUTPUT_VERSION: &str = "rpixen-rootfs-1";
+const OUTPUT_VERSION: &str = "rpixen-rootfs-2";
 
 /// A file from `files:`, resolved to bytes and mode.
 struct ExtraFile {
@@ -72,8 +82,25 @@ pub fn build(
     let files = extra_files(opts, plan)?;
     let init_yml =
         serde_norway::to_string(&plan.init).map_err(|e| RootfsError::Init(format!("init: {e}")))?;
+    let epoch = crate::disk::ids::source_date_epoch().map_err(RootfsError::Epoch)?;
+    // The module tree's image and the names wanted from it (board set, then the manifest's).
+    let module_source = match &plan.rootfs.modules {
+        Some(m) => {
+            let mut wanted = modules::board_set(plan.board.kind)?;
+            wanted.extend(m.add.iter().cloned());
+            Some((oci::resolve(opts, &m.image)?, wanted))
+        }
+        None => None,
+    };
 
-    let key = cache_key(&images, &files, &init_yml, format, opts);
+    let inputs = KeyInputs {
+        images: &images,
+        files: &files,
+        init_yml: &init_yml,
+        epoch,
+        modules: module_source.as_ref().map(|(image, wanted)| (image, wanted.as_slice())),
+    };
+    let key = cache_key(&inputs, format, opts);
     let cache = BlobCache::new(&opts.cache_dir);
     let cached = cache.rootfs_dir()?.join(&key);
     if let Ok(bytes) = std::fs::read(&cached) {
@@ -85,6 +112,11 @@ pub fn build(
     for image in &images {
         unpack_layers(&mut tree, &image.name, &image.layers, &Limits::default())?;
     }
+    if let Some((image, wanted)) = &module_source {
+        let kernel = unpack_image(image, &Limits::default())?;
+        let name = plan.rootfs.modules.as_ref().map_or("", |m| m.image.as_str());
+        modules::install(&mut tree, &kernel, name, wanted)?;
+    }
     for f in &files {
         let node = Node { kind: Kind::File(f.data.clone()), meta: Meta::with_mode(f.mode) };
         tree.insert(f.path.as_bytes(), node)
@@ -92,7 +124,10 @@ pub fn build(
     }
     tree.insert(
         b"etc/rpixen/init.yml",
-        Node { kind: Kind::File(init_yml.into_bytes()), meta: Meta::with_mode(0o644) },
+        Node {
+            kind: Kind::File(init_yml.into_bytes()),
+            meta: Meta { mtime: epoch, ..Meta::with_mode(0o644) },
+        },
     )
     .map_err(|m| RootfsError::Init(format!("/etc/rpixen/init.yml: {m}")))?;
     place_init(opts, &mut tree, format)?;
@@ -180,16 +215,24 @@ fn extra_files(opts: &OciOptions, plan: &Plan) -> Result<Vec<ExtraFile>, RootfsE
     Ok(out)
 }
 
+/// What the rootfs is made of, for its cache key.
+struct KeyInputs<'a> {
+    images: &'a [oci::Image],
+    files: &'a [ExtraFile],
+    init_yml: &'a str,
+    epoch: u64,
+    /// The module tree's image and the module names wanted from it.
+    modules: Option<(&'a oci::Image, &'a [String])>,
+}
+
 /// Digest of everything the output depends on.
-fn cache_key(
-    images: &[oci::Image],
-    files: &[ExtraFile],
-    init_yml: &str,
-    format: RootfsFormat,
-    opts: &OciOptions,
-) -> String {
-    let mut text = format!("{OUTPUT_VERSION}\nformat {format:?}\n");
-    for image in images {
+fn cache_key(inputs: &KeyInputs<'_>, format: RootfsFormat, opts: &OciOptions) -> String {
+    let KeyInputs { images, files, init_yml, epoch, modules } = inputs;
+    let mut text = format!("{OUTPUT_VERSION}\nformat {format:?}\nepoch {epoch}\n");
+    if let Some((image, wanted)) = modules {
+        text.push_str(&format!("modules {} {}\n", image.manifest_digest, wanted.join(",")));
+    }
+    for image in images.iter() {
         text.push_str(&format!("image {}\n", image.manifest_digest));
         for l in &image.layers {
             text.push_str(&format!(
@@ -199,7 +242,7 @@ fn cache_key(
             ));
         }
     }
-    for f in files {
+    for f in files.iter() {
         text.push_str(&format!("file {} {:o} {}\n", f.path, f.mode, sha256(&f.data)));
     }
     text.push_str(&format!("init {}\n", sha256(init_yml.as_bytes())));

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cpio;
+pub mod modules;
 pub mod squashfs;
 pub mod tree;
 pub mod unpack;

@@ -11,6 +11,7 @@ mod image_support;
 mod image_dtb;
 mod image_fat;
 mod image_live;
+mod image_modules;
 mod image_qemu;
 mod image_uimage;
 mod installer;

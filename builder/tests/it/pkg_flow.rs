@@ -56,6 +56,10 @@ fn xdg_cache() -> PathBuf {
 
 /// Boots `image` with exactly the arguments `make run` uses (scripts/run-qemu.sh --args), serial to a
 /// file, and waits for Dom0's readiness line.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn boot_to_ready(repo: &Path, rpixen: &Path, image: &Path) -> Duration {
     let run_dir = tempfile::tempdir().unwrap();
     let out = testkit::run(
@@ -65,7 +69,9 @@ fn boot_to_ready(repo: &Path, rpixen: &Path, image: &Path) -> Duration {
             .arg(image)
             .current_dir(repo)
             .env("RPIXEN", rpixen)
-            .env("RPIXEN_RUN_DIR", run_dir.path()),
+            .env("RPIXEN_RUN_DIR", run_dir.path())
+            // `make run`'s SSH forward on a free port: 2222 may be taken by a developer's `make run`.
+            .env("RPIXEN_SSH_PORT", free_port().to_string()),
     );
     let args: Vec<&str> = out.lines().collect();
     let mut q = testkit::Qemu::start(&args, 1);

@@ -14,9 +14,11 @@
 //!   copy wins and what is left to write);
 //! - two PERSIST attribute bits in that table record "personalized" and "filesystem ready". The
 //!   filesystem bit is written (same two-copy order) only after `mkfs.ext4` finished and was flushed,
-//!   so a cut during `mkfs` just makes it again: PERSIST holds nothing yet at that point. A filesystem
-//!   found on PERSIST *before* first boot (an older image, or one a user prepared) is kept: the bit
-//!   goes into the same write as the new GUIDs, so that decision is never taken again later;
+//!   so a cut during `mkfs` just makes it again: PERSIST holds nothing yet at that point. Once the bit
+//!   is written the filesystem is never made again, so a restart later in first boot keeps what it
+//!   already created (the identity). A filesystem found on PERSIST *before* first boot is never
+//!   trusted: `bmaptool` leaves PERSIST unmapped, so a reused card still holds the old device's
+//!   filesystem there (its logs, keys and identity), and a fresh device must not inherit it;
 //! - ext4, not FAT: its journal keeps the metadata consistent across power cuts, which FAT cannot,
 //!   and PERSIST holds the device's logs and state for years of unclean power-offs;
 //! - the identity files are written with write-flush-rename; `device-id` last marks it complete.
@@ -112,11 +114,10 @@ impl gpt::RandomSource for Pool {
 }
 
 /// Brings the GPT to its final state (steps `gpt` and the table half of `mkfs`): loops over
-/// [`next_step`] until the table is settled. `fs_found` says whether PERSIST holds a filesystem
-/// (asked only before personalizing); `mkfs` makes it. Returns the table and whether it wrote.
+/// [`next_step`] until the table is settled. `mkfs` makes PERSIST's filesystem, whatever PERSIST
+/// held before. Returns the table and whether it wrote.
 pub fn settle_disk(
     disk: &disk::Disk,
-    fs_found: &mut dyn FnMut(&Table) -> bool,
     mkfs: &mut dyn FnMut(&Table) -> Result<(), Error>,
     random: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
     point: &mut dyn FnMut(&str) -> Result<(), Stop>,
@@ -136,14 +137,13 @@ pub fn settle_disk(
                 write_both(disk, &t.with_persist_attrs(ATTR_FS_READY), "fs", point)?;
             }
             Step::Gpt(GptPlan::Personalize(t)) => {
-                let extra = if fs_found(&t) { ATTR_FS_READY } else { 0 };
                 let mut pool = Vec::new();
                 for _ in 0..=t.entries().len() {
                     let mut b = [0u8; 16];
                     random(&mut b).map_err(|e| Error::Io(format!("getrandom: {e}")))?;
                     pool.push(b);
                 }
-                let new = gpt::personalize(&t, disk.sectors, extra, &mut Pool(pool))
+                let new = gpt::personalize(&t, disk.sectors, 0, &mut Pool(pool))
                     .map_err(|e| Error::Plan(format!("{}: {e}", disk.path.display())))?;
                 write_both(disk, &new, "gpt", point)?;
             }
@@ -304,25 +304,14 @@ pub fn prepare_disk(cmdline: &str) {
         return;
     };
     let mut point = pause_hook(cmdline);
-    let mut fs_found = |t: &Table| {
-        let Some(p) = t.persist() else { return false };
-        let mut head = vec![0u8; 4096];
-        let read = std::fs::File::open(&d.path).and_then(|f| {
-            std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, p.first_lba * gpt::SECTOR)
-        });
-        match read.ok().and_then(|()| crate::blockdev::probe(&head)) {
-            Some(fs) => {
-                info!("first boot: PERSIST already holds {fs}: kept as it is");
-                true
-            }
-            None => false,
-        }
-    };
     let mut mkfs = |t: &Table| -> Result<(), Error> {
         let node = persist_node(&d, t)?;
+        if let Some(fs) = crate::blockdev::probe_device(&node) {
+            info!("first boot: PERSIST holds an earlier {fs} (a reused card): made anew");
+        }
         make_ext4(&node)
     };
-    match settle_disk(&d, &mut fs_found, &mut mkfs, &mut getrandom, &mut point) {
+    match settle_disk(&d, &mut mkfs, &mut getrandom, &mut point) {
         Ok((t, wrote)) => {
             if wrote {
                 info!(

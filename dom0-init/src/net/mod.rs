@@ -7,7 +7,7 @@
 //! - Wi-Fi interfaces get a `wpa_supplicant.conf` rendered from netplan `wifis` (`wpa`), or CONFIG's
 //!   own, and the supplicant is started when the image has one;
 //! - the clock: set forward to the image's build time (the mtime of `/etc/rpixen/init.yml`, which
-//!   the builder is to stamp with `SOURCE_DATE_EPOCH`; today it writes 0) or the last time saved on
+//!   the builder stamps with `SOURCE_DATE_EPOCH`) or the last time saved on
 //!   PERSIST after an SNTP sync, whichever is
 //!   later; then set by SNTP when a server answers, never to a time before that floor (`sntp`).
 //!

@@ -107,11 +107,7 @@ fn verify_clean(disk: &Path) {
 
 /// One boot's disk steps; `cut_at` stops at the n-th point (a power cut there). Returns the points
 /// passed and how many times mkfs ran.
-fn boot(
-    disk: &Path,
-    cut_at: Option<usize>,
-    fs_before: bool,
-) -> (Vec<String>, usize, Result<(), Error>) {
+fn boot(disk: &Path, cut_at: Option<usize>) -> (Vec<String>, usize, Result<(), Error>) {
     let d = Disk::open(disk, "test").unwrap();
     let mut points = Vec::new();
     let mut mkfs_runs = 0;
@@ -119,7 +115,6 @@ fn boot(
     let mut n = points_seed();
     let result = settle_disk(
         &d,
-        &mut |_| fs_before,
         &mut |_| {
             mkfs_runs += 1;
             Ok(())
@@ -174,7 +169,7 @@ fn first_boot_renews_guids_and_grows_persist() {
     let d = dir("whole");
     let disk = flashed(&d, "a", 256);
     let image = listing(&disk);
-    let (points, mkfs, result) = boot(&disk, None, false);
+    let (points, mkfs, result) = boot(&disk, None);
     result.unwrap();
     assert_eq!(mkfs, 1);
     assert_eq!(
@@ -194,37 +189,38 @@ fn first_boot_renews_guids_and_grows_persist() {
     assert_final(&disk, &image, 256, "0300000000000000");
     // The next boot finds nothing to do.
     let before = std::fs::read(&disk).unwrap();
-    let (points, mkfs, result) = boot(&disk, None, false);
+    let (points, mkfs, result) = boot(&disk, None);
     result.unwrap();
     assert!(points.is_empty() && mkfs == 0, "{points:?}");
     assert!(std::fs::read(&disk).unwrap() == before, "a settled disk is not written");
     // Two copies of one image end with different GUIDs.
     let other = flashed(&d, "b", 256);
-    boot(&other, None, false).2.unwrap();
+    boot(&other, None).2.unwrap();
     assert_ne!(listing(&other).0, listing(&disk).0);
 }
 
 #[test]
-fn same_size_disk_and_a_filesystem_found_before_first_boot() {
+fn same_size_disk_gets_its_filesystem_made_whatever_persist_held() {
     let d = dir("same-size");
     let disk = flashed(&d, "a", 64);
     let image = listing(&disk);
-    // PERSIST already holds a filesystem: kept (no mkfs), recorded in the same write as the GUIDs.
-    let (points, mkfs, result) = boot(&disk, None, true);
+    // Whatever PERSIST held before first boot (bmaptool leaves it unmapped on a reused card), the
+    // filesystem is made: the GUIDs, then mkfs, then its bit.
+    let (points, mkfs, result) = boot(&disk, None);
     result.unwrap();
-    assert_eq!(mkfs, 0);
-    assert_eq!(points.len(), 4, "{points:?}");
+    assert_eq!(mkfs, 1);
+    assert_eq!(points.len(), 9, "{points:?}");
     assert_final(&disk, &image, 64, "0300000000000000");
 }
 
 #[test]
 fn a_power_cut_at_every_point_is_completed_by_the_next_boot() {
     let d = dir("cuts");
-    let whole = boot(&flashed(&d, "probe", 256), None, false).0;
+    let whole = boot(&flashed(&d, "probe", 256), None).0;
     for (i, point) in whole.iter().enumerate() {
         let disk = flashed(&d, &format!("cut{i}"), 256);
         let image = listing(&disk);
-        let (_, mkfs_before, result) = boot(&disk, Some(i + 1), false);
+        let (_, mkfs_before, result) = boot(&disk, Some(i + 1));
         assert_eq!(result, Err(Error::Stopped), "cut at {point}");
         // At the cut one copy is valid (the next boot has something to start from).
         let found = Disk::open(&disk, "test").unwrap().found();
@@ -232,7 +228,7 @@ fn a_power_cut_at_every_point_is_completed_by_the_next_boot() {
             !matches!(gpt::plan(&found), gpt::GptPlan::Unusable(_)),
             "no valid GPT copy after a cut at {point}"
         );
-        let (_, mkfs_after, result) = boot(&disk, None, false);
+        let (_, mkfs_after, result) = boot(&disk, None);
         result.unwrap_or_else(|e| panic!("boot after a cut at {point}: {e}"));
         // mkfs runs again exactly when the cut came before its bit was written.
         let fs_bit_written = whole.iter().position(|p| p == "fs-backup").unwrap();
@@ -251,7 +247,7 @@ fn a_table_damaged_beyond_both_copies_is_left_alone() {
     f.write_all_at(&[0u8; 512], 512).unwrap();
     f.write_all_at(&[0u8; 512], 64 * MIB - 512).unwrap();
     let before = std::fs::read(&disk).unwrap();
-    let (points, mkfs, result) = boot(&disk, None, false);
+    let (points, mkfs, result) = boot(&disk, None);
     let err = result.unwrap_err().to_string();
     assert!(err.contains("primary GPT: no \"EFI PART\" signature"), "{err}");
     assert!(points.is_empty() && mkfs == 0);

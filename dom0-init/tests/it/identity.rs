@@ -75,7 +75,7 @@ fn copy_to_disk(image: &Path, disk: &Path) {
 
 /// Sets the Dom0 command line's test pause (or none) in the disk's own `rpixen.scr`: the script is
 /// taken off the boot FAT, its `xen,dom0-bootargs` edited, and put back as a new script image.
-fn set_pause(dir: &Path, disk: &Path, pause: Option<&str>) {
+pub(crate) fn set_pause(dir: &Path, disk: &Path, pause: Option<&str>) {
     let fat = format!("{}@@1M", disk.display());
     let scr = dir.join("rpixen.scr");
     testkit::run(Command::new("mcopy").args(["-o", "-i", &fat, "::rpixen.scr"]).arg(&scr));

@@ -6,6 +6,8 @@
 //! - `modules`: module lookup and decompression on Debian's real module tree (dry runs);
 //! - `net`: network, NoCloud and SSH on `rpixen live` images booted through U-Boot and Xen;
 //! - `qemu`: init booted by Debian's arm64 kernel on QEMU `virt`;
+//! - `user_image`: `images/qemu-virt.yml` as `rpixen live` builds it, booted as `make run` does:
+//!   NoCloud, SSH, DHCP, coldplug, and first boot on a reused card;
 //! - `wifi`: the rpi4 rootfs's Wi-Fi firmware and wpa_supplicant, read by cpio and run by qemu-aarch64.
 
 mod firstboot;
@@ -14,4 +16,5 @@ mod identity;
 mod modules;
 mod net;
 mod qemu;
+mod user_image;
 mod wifi;

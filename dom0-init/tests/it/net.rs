@@ -20,16 +20,16 @@ use std::time::{Duration, Instant};
 use rpixen::oci::layout::{Compression, ImageBuilder};
 
 const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
-const FAILURES: &[&str] =
+pub(crate) const FAILURES: &[&str] =
     &["Kernel panic", "dom0-init: BUG", "Attempted to kill init", "(XEN) Panic"];
-const BOOT_LIMIT: Duration = Duration::from_secs(420);
+pub(crate) const BOOT_LIMIT: Duration = Duration::from_secs(420);
 /// The time the test's SNTP server gives: 2033-05-18, well after any build of this image.
 const SNTP_TIME: u64 = 2_000_000_000;
 
 /// One boot at a time (TCG boots starve each other on a small machine).
 static ONE_BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_boot() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn one_boot() -> std::sync::MutexGuard<'static, ()> {
     ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -38,8 +38,8 @@ fn kernel_release_dir() -> PathBuf {
     std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path()
 }
 
-struct Fixture {
-    dir: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
 }
 
 impl Fixture {
@@ -168,7 +168,7 @@ partitions: {{boot: 64M, imga: 8M, imgb: 8M, config: 8M, persist: 16M}}
     }
 
     /// An ed25519 key pair made by ssh-keygen: (private key path, public key line).
-    fn key(&self, name: &str) -> (PathBuf, String) {
+    pub(crate) fn key(&self, name: &str) -> (PathBuf, String) {
         let path = self.dir.join(name);
         testkit::run(
             Command::new("ssh-keygen")
@@ -180,7 +180,7 @@ partitions: {{boot: 64M, imga: 8M, imgb: 8M, config: 8M, persist: 16M}}
     }
 
     /// Copies `files` (name, contents) into the partition `label` with mtools, as rpi-imager would.
-    fn mcopy(&self, disk: &Path, label: &str, files: &[(&str, &str)]) {
+    pub(crate) fn mcopy(&self, disk: &Path, label: &str, files: &[(&str, &str)]) {
         let (start, _) = partition(disk, label);
         for (name, text) in files {
             let src = self.dir.join("mcopy").join(name);
@@ -209,7 +209,7 @@ fn uboot() -> PathBuf {
 }
 
 /// Start sector and size in sectors of the partition named `label` (`sgdisk -p`).
-fn partition(disk: &Path, label: &str) -> (u64, u64) {
+pub(crate) fn partition(disk: &Path, label: &str) -> (u64, u64) {
     let table = testkit::run(Command::new("sgdisk").arg("-p").arg(disk));
     let line = table
         .lines()
@@ -220,7 +220,7 @@ fn partition(disk: &Path, label: &str) -> (u64, u64) {
     (start, end - start + 1)
 }
 
-fn free_tcp_port() -> u16 {
+pub(crate) fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -300,7 +300,13 @@ fn wait_count(q: &testkit::Qemu, text: &str, count: usize, limit: Duration) {
 }
 
 /// `ssh` with the test's key in batch mode (never a prompt), host keys not recorded.
-fn ssh(port: u16, key: &Path, user: &str, extra: &[&str], command: &str) -> std::process::Output {
+pub(crate) fn ssh(
+    port: u16,
+    key: &Path,
+    user: &str,
+    extra: &[&str],
+    command: &str,
+) -> std::process::Output {
     Command::new("ssh")
         .args([
             "-o",
@@ -323,7 +329,7 @@ fn ssh(port: u16, key: &Path, user: &str, extra: &[&str], command: &str) -> std:
 
 /// Logs in until it works (the server may start after the readiness line); the output, and when
 /// the first login succeeded.
-fn ssh_until_up(
+pub(crate) fn ssh_until_up(
     q: &testkit::Qemu,
     port: u16,
     key: &Path,
@@ -350,12 +356,12 @@ fn ssh_until_up(
     }
 }
 
-fn dom0_part(out: &str) -> &str {
+pub(crate) fn dom0_part(out: &str) -> &str {
     &out[out.find("dom0-init: starting").unwrap_or(0)..]
 }
 
 /// The NoCloud trio as rpi-imager's `generateCloudInitUserData`/`NetworkConfig` write them.
-fn imager_files(public_key: &str) -> [(&'static str, String); 3] {
+pub(crate) fn imager_files(public_key: &str) -> [(&'static str, String); 3] {
     [
         ("meta-data", "instance-id: rpi-imager-1764151234567\n".to_owned()),
         (

@@ -22,7 +22,8 @@ use std::sync::OnceLock;
 pub const EPOCH: &str = "1700000000";
 pub const SECTOR: u64 = 512;
 /// The packages images/qemu-virt.yml uses.
-pub const PACKAGES: [&str; 5] = ["busybox", "dom0-init", "hypervisor", "kernel", "u-boot"];
+pub const PACKAGES: [&str; 7] =
+    ["busybox", "dom0-init", "dropbear", "e2fsprogs", "hypervisor", "kernel", "u-boot"];
 
 pub struct Fixture {
     pub dir: PathBuf,

@@ -4,6 +4,7 @@
 
 pub mod dtb;
 pub mod files;
+pub mod release;
 
 use std::path::{Path, PathBuf};
 

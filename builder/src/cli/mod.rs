@@ -8,3 +8,4 @@ pub mod netboot;
 pub mod pkg;
 pub mod pull;
 pub mod rootfs;
+pub mod sbom;

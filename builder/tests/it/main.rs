@@ -21,3 +21,4 @@ mod oci_rootfs;
 mod pkg_build;
 mod pkg_flow;
 mod pkg_verify;
+mod release_flow;

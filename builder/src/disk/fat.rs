@@ -352,7 +352,8 @@ pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
 /// a stale byte there reads as a bogus cluster chain or file, so those are mapped even when zero.
 pub fn mapped_ranges(m: &impl Medium) -> std::io::Result<Vec<std::ops::Range<u64>>> {
     let g = geometry(m)?;
-    let mut out = vec![0..g.data_offset as u64];
+    let mut out = Vec::new();
+    out.push(0..g.data_offset as u64);
     for c in 2..g.clusters as u32 + 2 {
         if g.entry(m, c) != 0 {
             let start = (g.data_offset + (c as usize - 2) * g.cluster_bytes) as u64;

@@ -62,6 +62,22 @@ fn bmap_ranges(xml: &str) -> Vec<Range<u64>> {
         .collect()
 }
 
+/// A loop device over a file, detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        let dev = ok(Command::new("losetup").args(["--find", "--show"]).arg(file));
+        Loop(dev.trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
 /// A GPT partition's byte span by name (`partx`).
 fn partition(image: &Path, name: &str) -> Range<u64> {
     let table = ok(Command::new("partx").args(["-g", "-b", "-o", "START,SIZE,NAME"]).arg(image));
@@ -180,7 +196,8 @@ pub fn check_release(
         );
     }
 
-    // bmaptool copy onto a used card (a file of stale bytes): mapped blocks equal the image's.
+    // bmaptool copy onto a used card: a loop device over a file of stale bytes (bmaptool truncates a
+    // regular file, so only a block device keeps what the map leaves alone, as a card does).
     let card = dir.join("card.raw");
     let len = std::fs::metadata(&raw).unwrap().len();
     {
@@ -193,8 +210,11 @@ pub fn check_release(
         f.set_len(len).unwrap();
     }
     let started = std::time::Instant::now();
-    ok(Command::new("bmaptool").args(["copy", "--bmap"]).arg(&bmap).arg(&xz).arg(&card));
-    eprintln!("bmaptool copy live.raw.xz onto a used card file: {:?}", started.elapsed());
+    {
+        let dev = Loop::attach(&card);
+        ok(Command::new("bmaptool").args(["copy", "--bmap"]).arg(&bmap).arg(&xz).arg(&dev.0));
+    }
+    eprintln!("bmaptool copy live.raw.xz onto a used card: {:?}", started.elapsed());
     let ranges = bmap_ranges(&std::fs::read_to_string(&bmap).unwrap());
     let mapped: u64 = ranges.iter().map(|r| r.end - r.start).sum();
     assert!(mapped < len / 4, "the map covers {mapped} of {len} bytes: not sparse");

@@ -1,4 +1,6 @@
 # The rpixen container: `docker run --rm rpixen live > live.raw` writes a bootable image with no network.
+# With a folder at /out: `docker run --rm -v $PWD/out:/out rpixen live rpi4 --release --imager-url URL`
+# writes out/live.raw and its release files; `docker run --rm rpixen sbom rpi4 > sbom.spdx.json`.
 # The final image is FROM scratch: a static rpixen, the built packages (OCI layouts) and the board
 # manifests. Everything it needs is inside, so only the build may use the network.
 #
@@ -49,11 +51,25 @@ FROM scratch
 COPY --from=artifacts /out/rpixen /usr/bin/rpixen
 COPY --from=artifacts /out/pkg /usr/share/rpixen/pkg
 COPY images /usr/share/rpixen/images
+# What `rpixen sbom` reads: the packages' .deb pins and the crates they build (Cargo.lock plus each
+# workspace member's manifest, which separates normal from dev dependencies). A few KiB.
+COPY pkg /usr/share/rpixen/src/pkg
+COPY Cargo.toml Cargo.lock /usr/share/rpixen/src/
+COPY builder/Cargo.toml /usr/share/rpixen/src/builder/
+COPY hypervisor/Cargo.toml /usr/share/rpixen/src/hypervisor/
+COPY hypervisor/core/Cargo.toml /usr/share/rpixen/src/hypervisor/core/
+COPY hostile-guest/Cargo.toml /usr/share/rpixen/src/hostile-guest/
+COPY dom0-init/Cargo.toml /usr/share/rpixen/src/dom0-init/
+COPY init-config/Cargo.toml /usr/share/rpixen/src/init-config/
+COPY kmod-index/Cargo.toml /usr/share/rpixen/src/kmod-index/
+COPY release/Cargo.toml /usr/share/rpixen/src/release/
+COPY testkit/Cargo.toml /usr/share/rpixen/src/testkit/
 # rpixen writes temporary files; scratch has no /tmp (WORKDIR creates it).
 WORKDIR /tmp
 WORKDIR /
 ENV RPIXEN_PKG_DIR=/usr/share/rpixen/pkg \
     RPIXEN_IMAGES_DIR=/usr/share/rpixen/images \
+    RPIXEN_SOURCE_DIR=/usr/share/rpixen/src \
     RPIXEN_IN_DIR=/in \
     RPIXEN_OUT_DIR=/out \
     XDG_CACHE_HOME=/tmp/cache \

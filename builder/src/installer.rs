@@ -174,6 +174,8 @@ pub fn installer(inputs: &Inputs<'_>, o: &InstallOptions) -> Result<Disk, LiveEr
     )?;
     let guid = |s: &str| Uuid::parse_str(s).expect("valid type GUID constant");
     let payload_size = payload.len.div_ceil(disk::assemble::MIB) * disk::assemble::MIB;
+    let (boot, boot_mapped) = disk::volume_chunks(boot);
+    let (config, config_mapped) = disk::volume_chunks(config);
     Ok(disk::assemble(
         vec![
             Partition {
@@ -181,14 +183,16 @@ pub fn installer(inputs: &Inputs<'_>, o: &InstallOptions) -> Result<Disk, LiveEr
                 type_guid: guid(table::TYPE_EFI),
                 size: p.boot,
                 attrs: table::ATTR_LEGACY_BOOTABLE,
-                content: disk::volume_chunks(boot),
+                content: boot,
+                mapped: boot_mapped,
             },
             Partition {
                 name: "CONFIG".into(),
                 type_guid: guid(table::TYPE_CONFIG),
                 size: p.config,
                 attrs: 0,
-                content: disk::volume_chunks(config),
+                content: config,
+                mapped: config_mapped,
             },
             Partition {
                 name: PAYLOAD_LABEL.into(),
@@ -197,6 +201,8 @@ pub fn installer(inputs: &Inputs<'_>, o: &InstallOptions) -> Result<Disk, LiveEr
                 attrs: 0,
                 // The live image's chunks keep their offsets: the partition starts where it does.
                 content: payload.chunks,
+                // The live image's own block map, at the same offsets.
+                mapped: payload.mapped,
             },
         ],
         &ids,

@@ -29,6 +29,8 @@ enum Command {
     Pull(cmd::pull::PullArgs),
     /// Build a Dom0 root filesystem (cpio or squashfs) from an image manifest.
     Rootfs(cmd::rootfs::RootfsArgs),
+    /// Write an SPDX 2.3 JSON SBOM of what the board's image contains (EVE's `sbom`).
+    Sbom(cmd::sbom::SbomArgs),
     /// Build, fetch and re-pin the packages in pkg/.
     #[command(subcommand)]
     Pkg(cmd::pkg::PkgCommand),
@@ -50,6 +52,11 @@ fn main() -> std::process::ExitCode {
             // In the container: /out receives the image.
             cmd::container::prepare_live(&mut a);
             cmd::live::run(a)
+        }
+        Command::Sbom(mut a) => {
+            // In the container: /out receives the document.
+            cmd::container::prepare_sbom(&mut a);
+            cmd::sbom::run(a)
         }
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Netboot(a) => cmd::netboot::run(a),

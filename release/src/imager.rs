@@ -58,9 +58,49 @@ pub struct OsEntry {
     pub bmap_url: Option<String>,
 }
 
+/// The repository's own device list (`imager.devices`). Imager fills its "CHOOSE DEVICE" step only
+/// from the `imager` object of the list it loaded (`src/hwlistmodel.cpp`), and a repository given
+/// with `--repo` replaces the official one, device list included: without its own list the picker
+/// is empty and an entry filtered by `devices` is never offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagerSection {
+    pub devices: Vec<Device>,
+}
+
+/// One `imager.devices` entry (schema: `name`, `description`, `tags` required).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// `exclusive`: only entries whose `devices` name one of `tags` are listed for it.
+    pub matching_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repository {
+    pub imager: ImagerSection,
     pub os_list: Vec<OsEntry>,
+}
+
+/// The device a tag stands for, in the names of Raspberry Pi's own list; Imager matches a BCM2711
+/// board by the `pi4-` prefix (`HWListModel::tagsMatchChip`).
+fn device_for(tag: &str, architecture: Option<&str>) -> Device {
+    let (name, description) = match tag.split('-').next().unwrap_or(tag) {
+        "pi5" => ("Raspberry Pi 5", "Raspberry Pi 5, 500 and Compute Module 5"),
+        "pi4" => ("Raspberry Pi 4", "Raspberry Pi 4 Model B, 400 and Compute Module 4"),
+        "pi3" => ("Raspberry Pi 3", "Raspberry Pi 3 Model B/B+/A+ and Zero 2 W"),
+        _ => (tag, tag),
+    };
+    Device {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        tags: vec![tag.to_owned()],
+        matching_type: "exclusive",
+        architecture: architecture.map(str::to_owned),
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -113,10 +153,19 @@ pub fn os_entry(
     })
 }
 
-/// The repository file's text (pretty, with a trailing newline).
+/// The repository file's text (pretty, with a trailing newline), with a device list naming every
+/// device tag the entries use, in first-use order.
 pub fn repository_json(entries: Vec<OsEntry>) -> String {
-    let mut s = serde_json::to_string_pretty(&Repository { os_list: entries })
-        .expect("plain data serialises");
+    let mut devices: Vec<Device> = Vec::new();
+    for e in &entries {
+        for tag in &e.devices {
+            if !devices.iter().any(|d| d.tags.contains(tag)) {
+                devices.push(device_for(tag, e.architecture.as_deref()));
+            }
+        }
+    }
+    let repo = Repository { imager: ImagerSection { devices }, os_list: entries };
+    let mut s = serde_json::to_string_pretty(&repo).expect("plain data serialises");
     s.push('\n');
     s
 }
@@ -157,6 +206,12 @@ mod tests {
         assert_eq!(e["init_format"], "cloudinit");
         assert_eq!(e["devices"][0], "pi4-64bit");
         assert!(e.get("bmap_url").is_none());
+        // Loaded with `--repo`, the file brings its own device for the entry's tag.
+        let d = &v["imager"]["devices"];
+        assert_eq!(d.as_array().unwrap().len(), 1);
+        assert_eq!(d[0]["name"], "Raspberry Pi 4");
+        assert_eq!(d[0]["tags"], serde_json::json!(["pi4-64bit"]));
+        assert_eq!(d[0]["matching_type"], "exclusive");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The container's conventions, in EVE's spirit (see the Dockerfile, which sets the variables):
 //! - a folder mounted at `$RPIXEN_IN_DIR` (`/in`) overrides files on the CONFIG partition: each file
 //!   `/in/REL` becomes CONFIG's `/REL`, replacing the manifest's file of that name;
-//! - a folder mounted at `$RPIXEN_OUT_DIR` (`/out`) receives the image (`/out/live.raw`,
-//!   `/out/installer.raw`) instead of stdout.
+//! - a folder mounted at `$RPIXEN_OUT_DIR` (`/out`) receives the image (`/out/live.raw` with the
+//!   release files `live --xz --bmap --imager-url` add, or `/out/installer.raw`) and the SBOM
+//!   (`/out/live.spdx.json`) instead of stdout.
 //!
 //! Outside the container the variables are unset and nothing changes.
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::cli::live::LiveArgs;
+use crate::cli::sbom::SbomArgs;
 use rpixen::manifest::{FileContent, FileSource, PlacedFile, Plan};
 
 fn mounted(var: &str) -> Option<PathBuf> {
@@ -28,6 +30,16 @@ pub fn prepare_live(args: &mut LiveArgs) {
     if args.output.is_none() {
         if let Some(out) = mounted("RPIXEN_OUT_DIR") {
             args.output = Some(out.join("live.raw"));
+        }
+    }
+}
+
+/// Applies `/out` to `rpixen sbom`'s arguments: the document goes to `/out/live.spdx.json` unless
+/// `-o` says otherwise.
+pub fn prepare_sbom(args: &mut SbomArgs) {
+    if args.output.is_none() {
+        if let Some(out) = mounted("RPIXEN_OUT_DIR") {
+            args.output = Some(out.join("live.spdx.json"));
         }
     }
 }

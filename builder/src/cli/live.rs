@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use rpixen::disk::{ids, output};
 use rpixen::live;
+use rpixen::live::release::{self, ImagerOptions, ReleaseOptions};
 use rpixen::manifest::{self, Plan};
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +23,59 @@ pub struct LiveArgs {
     /// Use this initramfs for Dom0 instead of building one from the manifest's `rootfs:`.
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
+    /// Also write FILE.xz: multi-block xz, which `xz -T0` and rpi-imager decode on several threads.
+    #[arg(long, help_heading = "Release files (next to -o FILE)")]
+    pub xz: bool,
+    /// Also write FILE.bmap, for `bmaptool copy FILE.xz /dev/sdX` (writes only the mapped blocks).
+    #[arg(long, help_heading = "Release files (next to -o FILE)")]
+    pub bmap: bool,
+    /// Also write FILE.sha256 (written with every other release file too).
+    #[arg(long, help_heading = "Release files (next to -o FILE)")]
+    pub sha256: bool,
+    /// All of --xz --bmap --sha256.
+    #[arg(long, help_heading = "Release files (next to -o FILE)")]
+    pub release: bool,
+    /// Also write an rpi-imager repository, STEM.rpi-imager-manifest (`rpi-imager --repo`), whose
+    /// download is URL: where you will publish FILE.xz.
+    #[arg(long, value_name = "URL", help_heading = "Release files (next to -o FILE)")]
+    pub imager_url: Option<String>,
+    /// The entry's icon URL (40x40 PNG or SVG) [default: icon.png beside the download URL].
+    #[arg(long, value_name = "URL", help_heading = "Release files (next to -o FILE)")]
+    pub imager_icon: Option<String>,
+    /// The entry's name in "CHOOSE OS" [default: rpixen (BOARD)].
+    #[arg(long, value_name = "TEXT", help_heading = "Release files (next to -o FILE)")]
+    pub imager_name: Option<String>,
+    /// The entry's description.
+    #[arg(long, value_name = "TEXT", help_heading = "Release files (next to -o FILE)")]
+    pub imager_description: Option<String>,
+    /// The entry's website link.
+    #[arg(long, value_name = "URL", help_heading = "Release files (next to -o FILE)")]
+    pub imager_website: Option<String>,
+    /// An rpi-imager device tag (repeatable) [default: the board's, pi4-64bit for rpi4].
+    #[arg(
+        long = "imager-device",
+        value_name = "TAG",
+        help_heading = "Release files (next to -o FILE)"
+    )]
+    pub imager_devices: Vec<String>,
+}
+
+impl LiveArgs {
+    fn release_options(&self) -> ReleaseOptions {
+        ReleaseOptions {
+            xz: self.xz || self.release,
+            bmap: self.bmap || self.release,
+            sha256: self.sha256 || self.release,
+            imager: self.imager_url.as_ref().map(|url| ImagerOptions {
+                url: url.clone(),
+                icon: self.imager_icon.clone(),
+                name: self.imager_name.clone(),
+                description: self.imager_description.clone(),
+                website: self.imager_website.clone(),
+                devices: self.imager_devices.clone(),
+            }),
+        }
+    }
 }
 
 /// Where board manifests live: $RPIXEN_IMAGES_DIR, the source tree, or the container's share folder.
@@ -74,7 +128,19 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         // Checked before the work, so a user who forgot `>` learns it at once.
         return Err(output::OutputError::Terminal.into());
     }
+    let release_opts = args.release_options();
+    if release_opts.any() && args.output.is_none() {
+        anyhow::bail!(
+            "release files (--xz, --bmap, --sha256, --release, --imager-url) go next to the image: \
+             name it with -o FILE (in the container, mount a folder at /out)"
+        );
+    }
     let mut plan = load_target(&args.target)?;
+    // Checked before the build, so a bad URL or a board without a device tag fails at once.
+    let imager = match &release_opts.imager {
+        Some(o) => Some(release::imager_meta(o, &args.target, plan.board.kind, epoch)?),
+        None => None,
+    };
     // In the container: /in overrides CONFIG files.
     super::container::override_config_files(&mut plan)?;
     let inputs = live::Inputs {
@@ -98,6 +164,12 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         "rpixen: image {digest} ({} bytes: sha256 of the whole disk image as written, holes as zeros; `sha256sum` of the file prints the same)",
         disk.len
     );
+    if let Some(p) = args.output.as_ref().filter(|_| release_opts.any()) {
+        let r = release::write(&disk, p, &release_opts, imager.as_ref())?;
+        for f in &r.files {
+            eprintln!("rpixen: wrote {}", f.display());
+        }
+    }
     Ok(())
 }
 

@@ -9,4 +9,5 @@ pub mod netboot;
 pub mod pkg;
 pub mod pull;
 pub mod rootfs;
+pub mod sbom;
 pub mod update;

@@ -2,6 +2,8 @@
 //! partition's content. Everything else is zero, which lets [`super::output`] write a sparse file
 //! and never hold the full disk in memory.
 
+use std::ops::Range;
+
 use uuid::Uuid;
 
 use super::fat::Volume;
@@ -20,6 +22,9 @@ pub struct Partition {
     pub size: u64,
     pub attrs: u64,
     pub content: Vec<Chunk>,
+    /// Byte ranges inside the partition that a copy must write besides `content`: a FAT's zero
+    /// metadata sectors (see [`super::fat::mapped_ranges`]).
+    pub mapped: Vec<Range<u64>>,
 }
 
 /// What a chunk holds: bytes in memory, or a range of a [`Source`](super::source::Source).
@@ -57,15 +62,16 @@ impl Chunk {
     }
 }
 
-/// A FAT volume as partition content.
-pub fn volume_chunks(v: Volume) -> Vec<Chunk> {
+/// A FAT volume as partition content, and its mapped ranges.
+pub fn volume_chunks(v: Volume) -> (Vec<Chunk>, Vec<Range<u64>>) {
+    let mapped = v.mapped;
     let mut out: Vec<Chunk> = v.meta.into_iter().map(|(o, b)| Chunk::bytes(o, b)).collect();
     out.extend(v.extents.into_iter().map(|e| Chunk {
         offset: e.offset,
         data: Data::Source { source: e.source, offset: e.source_offset, len: e.len },
     }));
     out.sort_by_key(|c| c.offset);
-    out
+    (out, mapped)
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +81,16 @@ pub struct Disk {
     pub chunks: Vec<Chunk>,
     pub disk_guid: Uuid,
     pub parts: Vec<Part>,
+    /// Sorted, merged byte ranges that a copy onto a used card must write, for a block map: the
+    /// tables at both ends in full, every chunk, and each partition's extra `mapped` ranges.
+    /// A partition without content (IMGB, PERSIST) is mapped only over its first [`WIPE`] bytes,
+    /// so no stale file-system signature from the card's past survives there.
+    pub mapped: Vec<Range<u64>>,
 }
+
+/// How much of an empty partition a copy zeroes: its first MiB holds every superblock and magic
+/// a mount or probe looks at (ext4 at 1 KiB, squashfs and FAT at 0).
+pub const WIPE: u64 = MIB;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -93,6 +108,7 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
     let mut offset = MIB;
     let mut parts = Vec::new();
     let mut chunks = Vec::new();
+    let mut mapped = Vec::new();
     for (i, p) in partitions.into_iter().enumerate() {
         let size = p.size.div_ceil(MIB) * MIB;
         let have = p.content.iter().map(Chunk::end).max().unwrap_or(0);
@@ -107,6 +123,10 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
             last_lba: (offset + size) / SECTOR - 1,
             attrs: p.attrs,
         });
+        if p.content.iter().all(Chunk::is_empty) && p.mapped.is_empty() {
+            mapped.push(offset..offset + WIPE.min(size));
+        }
+        mapped.extend(p.mapped.iter().map(|r| offset + r.start..offset + r.end));
         chunks.extend(
             p.content
                 .into_iter()
@@ -124,7 +144,22 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
     let tables = table::write(len, disk_guid, &parts)?;
     chunks.insert(0, Chunk::bytes(0, tables.head));
     chunks.push(Chunk::bytes(len - tables.tail.len() as u64, tables.tail));
-    Ok(Disk { len, chunks, disk_guid, parts })
+    mapped.extend(chunks.iter().map(|c| c.offset..c.end()));
+    Ok(Disk { len, chunks, disk_guid, parts, mapped: merge(mapped) })
+}
+
+/// Sorts ranges and merges those that overlap or touch.
+fn merge(mut v: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    v.retain(|r| r.start < r.end);
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -140,12 +175,25 @@ mod tests {
             size,
             attrs: 0,
             content: vec![Chunk::bytes(0, vec![1; 10])],
+            mapped: Vec::new(),
         };
         let d = assemble(vec![p("A", 3 * MIB + 1), p("B", MIB)], &ids).unwrap();
         assert_eq!(d.parts[0].first_lba, 2048);
         assert_eq!(d.parts[1].first_lba, 2048 + 4 * 2048);
         assert_eq!(d.len, 7 * MIB);
         assert!(d.chunks.windows(2).all(|w| w[0].end() <= w[1].offset));
+        let tables = table::END_BYTES;
+        assert_eq!(
+            d.mapped,
+            [0..tables, MIB..MIB + 10, 5 * MIB..5 * MIB + 10, 7 * MIB - tables..7 * MIB]
+        );
+        let empty = Partition { content: Vec::new(), mapped: Vec::new(), ..p("E", 3 * MIB) };
+        let fat = Partition { mapped: vec![0..4096, 8192..9000], ..p("F", MIB) };
+        let d = assemble(vec![empty, fat], &ids).unwrap();
+        assert_eq!(
+            d.mapped[1..4],
+            [MIB..2 * MIB, 4 * MIB..4 * MIB + 4096, 4 * MIB + 8192..4 * MIB + 9000]
+        );
         let err = assemble(
             vec![Partition { content: vec![Chunk::bytes(0, vec![0; 2 << 20])], ..p("C", MIB) }],
             &ids,

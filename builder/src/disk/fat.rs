@@ -61,6 +61,9 @@ pub struct Volume {
     pub size: u64,
     pub meta: Vec<(u64, Vec<u8>)>,
     pub extents: Vec<Extent>,
+    /// What a copy onto a used card must write ([`mapped_ranges`]): `meta` and `extents` leave out
+    /// zero sectors of the FATs and of directories, which must overwrite whatever the card held.
+    pub mapped: Vec<std::ops::Range<u64>>,
 }
 
 impl Volume {
@@ -339,7 +342,28 @@ pub fn build(spec: &Spec<'_>, files: &[Entry<'_>]) -> Result<Volume, FatError> {
             }
         }
     }
-    Ok(Volume { size: spec.size, meta, extents })
+    let mapped = mapped_ranges(&disk).map_err(io("read back the FAT".into()))?;
+    Ok(Volume { size: spec.size, meta, extents, mapped })
+}
+
+/// The byte ranges of a volume that hold its state: everything before the data region (reserved
+/// sectors, every FAT in full, the FAT12/16 root directory) and every allocated cluster in full.
+/// A free FAT entry or a directory's tail is zero in the image and must be zero on the card too, or
+/// a stale byte there reads as a bogus cluster chain or file, so those are mapped even when zero.
+pub fn mapped_ranges(m: &impl Medium) -> std::io::Result<Vec<std::ops::Range<u64>>> {
+    let g = geometry(m)?;
+    let mut out = Vec::new();
+    out.push(0..g.data_offset as u64);
+    for c in 2..g.clusters as u32 + 2 {
+        if g.entry(m, c) != 0 {
+            let start = (g.data_offset + (c as usize - 2) * g.cluster_bytes) as u64;
+            match out.last_mut() {
+                Some(last) if last.end == start => last.end += g.cluster_bytes as u64,
+                _ => out.push(start..start + g.cluster_bytes as u64),
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn full_or(e: std::io::Error, label: &str, need: u64, have: u64, path: &str) -> FatError {
@@ -392,6 +416,8 @@ struct Geometry {
     /// FAT32: the root directory's first cluster.
     root_cluster: u32,
     data_offset: usize,
+    /// Data clusters, numbered from 2.
+    clusters: usize,
 }
 
 fn geometry(m: &impl Medium) -> std::io::Result<Geometry> {
@@ -433,13 +459,15 @@ fn geometry(m: &impl Medium) -> std::io::Result<Geometry> {
         root_bytes: root_entries * 32,
         root_cluster: if bits == 32 { le32(44) as u32 } else { 0 },
         data_offset: data_sector * bps,
+        clusters,
     })
 }
 
 impl Geometry {
-    fn next(&self, m: &impl Medium, c: u32) -> Option<u32> {
+    /// Cluster `c`'s FAT entry: 0 when free.
+    fn entry(&self, m: &impl Medium, c: u32) -> u32 {
         let c = c as usize;
-        let n = match self.bits {
+        match self.bits {
             12 => {
                 let b = m.bytes(self.fat_offset + c + c / 2, 2);
                 let w = u16::from_le_bytes([b[0], b[1]]);
@@ -453,7 +481,11 @@ impl Geometry {
                 let b = m.bytes(self.fat_offset + 4 * c, 4);
                 u32::from_le_bytes(b.try_into().expect("4 bytes")) & 0x0FFF_FFFF
             }
-        };
+        }
+    }
+
+    fn next(&self, m: &impl Medium, c: u32) -> Option<u32> {
+        let n = self.entry(m, c);
         let end = match self.bits {
             12 => 0xFF8,
             16 => 0xFFF8,
@@ -631,6 +663,37 @@ mod tests {
         assert_eq!(names, [("Image", 3 << 20), ("config.txt", 12), ("overlays/a.dtbo", 1)]);
         // Same input, same bytes.
         assert_eq!(v, build(&spec, &files).unwrap().to_bytes().unwrap());
+    }
+
+    #[test]
+    fn mapped_ranges_cover_metadata_and_used_clusters_only() {
+        for fat32 in [true, false] {
+            let size = if fat32 { 64 << 20 } else { 8 << 20 };
+            let spec = Spec { label: "V", size, fat32, volume_id: 7, epoch: 1_700_000_000 };
+            let a = std::sync::Arc::new(Source::Memory(vec![9u8; 100_000]));
+            let b = std::sync::Arc::new(Source::Memory(b"x".to_vec()));
+            let vol = build(
+                &spec,
+                &[Entry { path: "a.bin", source: &a }, Entry { path: "d/e/b", source: &b }],
+            )
+            .unwrap();
+            let inside = |o: u64, n: u64| vol.mapped.iter().any(|r| r.start <= o && o + n <= r.end);
+            for (o, d) in &vol.meta {
+                assert!(inside(*o, d.len() as u64), "metadata at {o} not mapped");
+            }
+            for e in &vol.extents {
+                assert!(inside(e.offset, e.len), "file content at {} not mapped", e.offset);
+            }
+            let g = geometry(&vol.to_bytes().unwrap()).unwrap();
+            let first = &vol.mapped[0];
+            assert!(first.start == 0 && first.end >= g.data_offset as u64, "every FAT in full");
+            let total: u64 = vol.mapped.iter().map(|r| r.end - r.start).sum();
+            // a.bin's clusters, b's, and three directory clusters (root on FAT32, d, e).
+            let dirs = if fat32 { 3 } else { 2 };
+            let clusters = 100_000u64.div_ceil(g.cluster_bytes as u64) + 1 + dirs;
+            assert_eq!(total, g.data_offset as u64 + clusters * g.cluster_bytes as u64);
+            assert!(vol.mapped.windows(2).all(|w| w[0].end < w[1].start), "sorted, merged");
+        }
     }
 
     #[test]

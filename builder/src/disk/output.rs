@@ -199,6 +199,7 @@ mod tests {
             ],
             disk_guid: uuid::Uuid::nil(),
             parts: vec![],
+            mapped: vec![],
         }
     }
 

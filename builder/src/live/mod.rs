@@ -4,6 +4,7 @@
 
 pub mod dtb;
 pub mod files;
+pub mod release;
 
 use std::path::{Path, PathBuf};
 
@@ -278,19 +279,18 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
         size,
         attrs,
         content,
+        mapped: Vec::new(),
+    };
+    let fat_part = |name: &str, ty: &str, size: u64, attrs: u64, volume| {
+        let (content, mapped) = disk::volume_chunks(volume);
+        Partition { mapped, ..part(name, ty, size, attrs, content) }
     };
     Ok(disk::assemble(
         vec![
-            part(
-                "BOOT",
-                table::TYPE_EFI,
-                sizes[0],
-                table::ATTR_LEGACY_BOOTABLE,
-                disk::volume_chunks(boot),
-            ),
+            fat_part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, boot),
             part("IMGA", table::TYPE_IMG, sizes[1], 0, vec![Chunk::bytes(0, imga)]),
             part("IMGB", table::TYPE_IMG, sizes[2], 0, Vec::new()),
-            part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, disk::volume_chunks(config)),
+            fat_part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, config),
             part("PERSIST", table::TYPE_PERSIST, sizes[4], 0, Vec::new()),
         ],
         &ids,
@@ -355,13 +355,15 @@ pub fn card_disk(files_: &[NamedFile], seed: Option<&str>, epoch: u64) -> Result
         &Spec { label: BOOT_LABEL, size, fat32: true, volume_id: ids.u32("boot volume id"), epoch },
         &entries,
     )?;
+    let (content, mapped) = disk::volume_chunks(boot);
     Ok(disk::assemble(
         vec![Partition {
             name: "BOOT".into(),
             type_guid: Uuid::parse_str(table::TYPE_EFI).expect("valid type GUID constant"),
             size,
             attrs: table::ATTR_LEGACY_BOOTABLE,
-            content: disk::volume_chunks(boot),
+            content,
+            mapped,
         }],
         &ids,
     )?)

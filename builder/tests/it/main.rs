@@ -23,4 +23,5 @@ mod oci_rootfs;
 mod pkg_build;
 mod pkg_flow;
 mod pkg_verify;
+mod release_flow;
 mod update_cli;

@@ -102,8 +102,20 @@ fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
     make(&clone, &["live"], &[("CARGO_TARGET_DIR", &target), ("XDG_CACHE_HOME", &xdg_cache())]);
     let image = clone.join("dist/live.raw");
     assert!(image.is_file(), "make live wrote no dist/live.raw");
-    let took = boot_to_ready(&clone, &target.join("release/rpixen"), &image);
-    eprintln!("fresh clone: Dom0 ready {took:?} after QEMU started");
+    // The release files of the same image; the used-card copy bmaptool makes from them is what boots
+    // (one QEMU for both flows).
+    let release = tmp.path().join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    let rpixen = target.join("release/rpixen");
+    let card = crate::release_flow::check_release(
+        &rpixen,
+        &clone,
+        &[("XDG_CACHE_HOME", &xdg_cache())],
+        &image,
+        &release,
+    );
+    let took = boot_to_ready(&clone, &rpixen, &card);
+    eprintln!("fresh clone: bmaptool's copy of `make live` on a used card: Dom0 ready {took:?} after QEMU started");
 }
 
 /// A Docker engine of our own (socket, state and data under the test cache), stopped by PID on drop.

@@ -370,4 +370,22 @@ fn imager_manifest_matches_the_files_and_rpi_imagers_schema() {
     std::fs::write(&entry_file, serde_json::to_string(&wrong).unwrap()).unwrap();
     let o = tool(Command::new("/usr/bin/jsonschema").arg("-i").arg(&entry_file).arg(&schema_file));
     assert!(!o.status.success(), "jsonschema accepted init_format `cloud-init`");
+
+    // The whole file against the whole schema: the `imager.devices` list a `--repo` load needs
+    // (a device for the entry's tag) is well-formed too.
+    assert_eq!(v["imager"]["devices"][0]["tags"], serde_json::json!(["pi4-64bit"]));
+    let full_schema = d.path().join("os-list-schema.json");
+    std::fs::write(&full_schema, include_str!("../data/os-list-schema.json")).unwrap();
+    let o = tool(
+        Command::new("/usr/bin/jsonschema")
+            .arg("-i")
+            .arg(out.join("live.rpi-imager-manifest"))
+            .arg(&full_schema),
+    );
+    assert!(
+        o.status.success(),
+        "jsonschema (whole file): {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -111,6 +111,9 @@ pub fn domains_from_script(text: &str) -> Vec<DomainListing> {
             _ => {}
         }
     }
+    // The script makes the nodes last to first (`fdt mknod` inserts before older siblings): reversed,
+    // this is the device tree's order, the one Xen numbers d1, d2, ... by.
+    out.reverse();
     out
 }
 

@@ -138,7 +138,9 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
         "fdt set /chosen/dom0-ramdisk reg <0x0 {:#x} 0x0 ${{rpixen_initrd_size}}>\n",
         p.initrd
     ));
-    for (i, d) in s.domains.iter().enumerate() {
+    // libfdt's `fdt mknod` puts a new node before its older siblings, and Xen numbers the DomUs in
+    // device-tree order: made last to first, they read first to last, so manifest order is d1, d2, ...
+    for (i, d) in s.domains.iter().enumerate().rev() {
         domain_node(&mut out, i, d);
     }
     out.push_str("setenv fdt_high 0xffffffffffffffff\n");
@@ -359,7 +361,6 @@ fdt set /chosen/web/module@52c00000 bootargs \"console=ttyAMA0 rdinit=/init\"
 fdt mknod /chosen/web module@55200000
 fdt set /chosen/web/module@55200000 compatible \"multiboot,ramdisk\" \"multiboot,module\"
 fdt set /chosen/web/module@55200000 reg <0x0 0x55200000 0x0 ${rpixen_d0_initrd_size}>
-fdt mknod /chosen db
 ";
         assert!(s.contains(web), "{s}");
         assert!(s.contains(
@@ -368,7 +369,10 @@ fdt set /chosen/db \\#xen,static-mem-size-cells <0x2>
 fdt set /chosen/db xen,static-mem <0x0 0x60000000 0x0 0x10000000>
 "
         ));
-        assert!(!s[s.find("fdt mknod /chosen db").unwrap()..].contains("vpl011"));
+        let (db, web) =
+            (s.find("fdt mknod /chosen db").unwrap(), s.find("fdt mknod /chosen web").unwrap());
+        assert!(db < web, "made last to first, so the device tree lists them in manifest order");
+        assert!(!s[db..web].contains("vpl011"));
         assert!(s.contains("if fdt set /soc/serial@9000000 xen,passthrough; then"));
         assert!(s.contains("fdt set /chosen/db rpixen,passthrough \"/soc/serial@9000000\"\n"));
         // Each file is loaded at its module's address, and its size taken, before the nodes use it.

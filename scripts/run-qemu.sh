@@ -3,7 +3,7 @@
 # serial console on this terminal (Ctrl-A X quits QEMU).
 #
 # Usage: run-qemu.sh [--args] BOARD IMAGE
-#   BOARD  qemu-virt, qemu-virt-xen (QEMU virt) or rpi4-qemu (QEMU raspi4b)
+#   BOARD  qemu-virt, qemu-virt-xen, qemu-virt-domus, qemu-virt-xen-domus (QEMU virt) or rpi4-qemu (QEMU raspi4b)
 #   --args print the machine arguments one per line instead of starting QEMU (the tests boot with
 #          exactly these, with the serial ports going to files)
 # Environment: RPIXEN (default target/release/rpixen), RPIXEN_RUN_DIR (default dist/run),
@@ -21,7 +21,7 @@ mkdir -p "$run_dir"
 [ -f "$image" ] || { echo "run-qemu: no image $image (make live writes dist/live.raw)" >&2; exit 1; }
 
 case "$board" in
-qemu-virt | qemu-virt-xen)
+qemu-virt | qemu-virt-xen | qemu-virt-domus | qemu-virt-xen-domus)
     "$rpixen" pkg cat u-boot u-boot/qemu_arm64/u-boot.bin -o "$run_dir/u-boot-qemu_arm64.bin"
     args=(-M virt,virtualization=on,gic-version=2 -cpu cortex-a72 -smp 4 -m 2G
           -bios "$run_dir/u-boot-qemu_arm64.bin"
@@ -50,7 +50,7 @@ rpi4-qemu)
     console=(-serial "file:$run_dir/serial0.log" -serial mon:stdio)
     ;;
 *)
-    echo "run-qemu: unknown board $board (qemu-virt, qemu-virt-xen, rpi4-qemu)" >&2
+    echo "run-qemu: unknown board $board (qemu-virt, qemu-virt-xen, qemu-virt-domus, qemu-virt-xen-domus, rpi4-qemu)" >&2
     exit 1
     ;;
 esac

@@ -30,6 +30,105 @@ pub struct Report {
     pub partitions: Vec<ListedPart>,
     pub mbr: Vec<MbrEntry>,
     pub filesystems: Vec<FatListing>,
+    /// The static DomUs the boot script describes (`/chosen/<name>` `xen,domain` nodes).
+    pub domains: Vec<DomainListing>,
+}
+
+/// One DomU as the image's second-stage boot script writes its node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DomainListing {
+    pub name: String,
+    /// Guest RAM in KiB (the node's `memory`).
+    pub memory_kib: u64,
+    pub cpus: u32,
+    pub vpl011: bool,
+    /// `(base, size)` of `xen,static-mem`.
+    pub static_mem: Option<(u64, u64)>,
+    pub bootargs: String,
+    /// The boot-FAT files loaded as its modules, kernel first.
+    pub files: Vec<String>,
+}
+
+/// Numbers inside `<...>`.
+fn cells(line: &str) -> Vec<u64> {
+    let inner = line.rsplit_once('<').and_then(|(_, r)| r.split_once('>')).map(|(c, _)| c);
+    inner
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|c| match c.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => c.parse().ok(),
+        })
+        .collect()
+}
+
+/// The domains a second-stage script describes: its `xen,domain` nodes, and for each module node the
+/// file the script loaded at that module's address.
+pub fn domains_from_script(text: &str) -> Vec<DomainListing> {
+    let mut files_at: Vec<(u64, String)> = Vec::new();
+    let mut addr = None;
+    let mut out: Vec<DomainListing> = Vec::new();
+    for line in text.lines() {
+        if let Some(a) = line.strip_prefix("setenv rpixen_addr 0x") {
+            addr = u64::from_str_radix(a.trim(), 16).ok();
+        } else if let (Some(f), Some(a)) = (line.strip_prefix("setenv rpixen_file "), addr) {
+            files_at.push((a, f.trim().to_owned()));
+        }
+        let Some(rest) = line.strip_prefix("fdt set /chosen/") else { continue };
+        let Some((path, prop)) = rest.split_once(' ') else { continue };
+        let (name, module) = match path.split_once('/') {
+            Some((n, m)) => (n, Some(m)),
+            None => (path, None),
+        };
+        if module.is_none() && prop == "compatible \"xen,domain\"" {
+            out.push(DomainListing { name: name.to_owned(), ..Default::default() });
+            continue;
+        }
+        let Some(d) = out.iter_mut().rev().find(|d| d.name == name) else { continue };
+        match module {
+            None if prop.starts_with("memory ") => {
+                d.memory_kib = cells(prop).iter().fold(0, |acc, c| (acc << 32) | c)
+            }
+            None if prop.starts_with("cpus ") => {
+                d.cpus = cells(prop).first().copied().unwrap_or(0) as u32
+            }
+            None if prop.starts_with("vpl011") => d.vpl011 = true,
+            None if prop.starts_with("xen,static-mem ") => {
+                let c = cells(prop);
+                if c.len() == 4 {
+                    d.static_mem = Some(((c[0] << 32) | c[1], (c[2] << 32) | c[3]));
+                }
+            }
+            Some(_) if prop.starts_with("bootargs ") => {
+                d.bootargs = prop["bootargs ".len()..].trim_matches('"').to_owned();
+            }
+            Some(m) if prop.starts_with("compatible ") => {
+                let at = m.strip_prefix("module@").and_then(|a| u64::from_str_radix(a, 16).ok());
+                if let Some((_, f)) = files_at.iter().find(|(a, _)| Some(*a) == at) {
+                    d.files.push(f.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    // The script makes the nodes last to first (`fdt mknod` inserts before older siblings): reversed,
+    // this is the device tree's order, the one Xen numbers d1, d2, ... by.
+    out.reverse();
+    out
+}
+
+/// The second-stage script's text from a boot FAT, if it has one.
+fn second_stage_text(fat: &[u8]) -> Option<String> {
+    let fs = fatfs::FileSystem::new(Cursor::new(fat.to_vec()), fatfs::FsOptions::new()).ok()?;
+    let mut file = fs.root_dir().open_file(crate::uboot::bootscript::SECOND_STAGE).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    // A legacy script image: the 64-byte header, then the length table ending in a zero word.
+    let mut at = 64;
+    while bytes.get(at..at + 4)? != [0, 0, 0, 0] {
+        at += 4;
+    }
+    Some(String::from_utf8_lossy(&bytes[at + 4..]).into_owned())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +157,7 @@ pub fn inspect(path: &Path) -> Result<Report, InspectError> {
         .collect();
     let (disk_guid, partitions) = table::read(path).map_err(|e| bad(e.to_string()))?;
     let mut filesystems = Vec::new();
+    let mut domains = Vec::new();
     for p in &partitions {
         let mut head = [0u8; 512];
         f.seek(SeekFrom::Start(p.offset)).map_err(|e| bad(e.to_string()))?;
@@ -70,11 +170,16 @@ pub fn inspect(path: &Path) -> Result<Report, InspectError> {
         let mut data = vec![0u8; p.size as usize];
         f.seek(SeekFrom::Start(p.offset)).map_err(|e| bad(e.to_string()))?;
         f.read_exact(&mut data).map_err(|e| bad(format!("partition {}: {e}", p.number)))?;
+        if domains.is_empty() {
+            if let Some(text) = second_stage_text(&data) {
+                domains = domains_from_script(&text);
+            }
+        }
         let (label, files) = fat::list(Cursor::new(data))
             .map_err(|e| bad(format!("partition {} FAT: {e}", p.number)))?;
         filesystems.push(FatListing { partition: p.number, label, files });
     }
-    Ok(Report { size, disk_guid, partitions, mbr: mbr_entries, filesystems })
+    Ok(Report { size, disk_guid, partitions, mbr: mbr_entries, filesystems, domains })
 }
 
 /// The human-readable table.
@@ -114,5 +219,86 @@ pub fn render(r: &Report) -> String {
             out.push_str(&format!("  {:>10}  {}\n", f.size, f.path));
         }
     }
+    if !r.domains.is_empty() {
+        out.push_str("domains (/chosen xen,domain nodes):\n");
+        for d in &r.domains {
+            out.push_str(&format!(
+                "  {}: memory {} MiB, {} vCPU{}{}{}, files {}\n",
+                d.name,
+                d.memory_kib >> 10,
+                d.cpus,
+                if d.cpus == 1 { "" } else { "s" },
+                if d.vpl011 { ", vpl011 console" } else { "" },
+                d.static_mem
+                    .map(|(b, s)| format!(", static memory {b:#x}+{:#x}", s))
+                    .unwrap_or_default(),
+                d.files.join(" "),
+            ));
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uboot::bootscript::{second_stage, DomainNode, DtbSource, SecondStage};
+    use crate::uboot::load::{plan_with_domains, DomainSizes, Sizes, Window};
+
+    #[test]
+    fn domains_read_back_from_the_script() {
+        let mib = 1 << 20;
+        let (plan, loads) = plan_with_domains(
+            Window::for_board(crate::manifest::BoardKind::QemuVirt),
+            Sizes { hypervisor: mib, kernel: 30 * mib, initrd: mib },
+            &[DomainSizes { kernel: 30 * mib, initrd: mib }; 2],
+        )
+        .unwrap();
+        let node = |name, i: usize| DomainNode {
+            name,
+            load: loads[i],
+            kernel_file: if i == 0 { "Image" } else { "domains/b/Image" },
+            initrd_file: if i == 0 { "domains/a/initrd.img" } else { "domains/b/initrd.img" },
+            bootargs: "console=ttyAMA0",
+            memory: (128 + 128 * i as u64) * mib,
+            cpus: 1 + i as u32,
+            vpl011: i == 0,
+            static_mem: (i == 1).then_some((0x6000_0000, 256 * mib)),
+            passthrough: &[],
+        };
+        let text = second_stage(&SecondStage {
+            plan,
+            hypervisor_file: "xen",
+            kernel_file: "Image",
+            initrd_file: "initrd.img",
+            dtb: DtbSource::Firmware,
+            hypervisor_args: "",
+            dom0_args: "",
+            domains: vec![node("a", 0), node("b", 1)],
+        });
+        let got = domains_from_script(&text);
+        assert_eq!(
+            got,
+            [
+                DomainListing {
+                    name: "a".into(),
+                    memory_kib: 128 << 10,
+                    cpus: 1,
+                    vpl011: true,
+                    static_mem: None,
+                    bootargs: "console=ttyAMA0".into(),
+                    files: vec!["Image".into(), "domains/a/initrd.img".into()],
+                },
+                DomainListing {
+                    name: "b".into(),
+                    memory_kib: 256 << 10,
+                    cpus: 2,
+                    vpl011: false,
+                    static_mem: Some((0x6000_0000, 256 * mib)),
+                    bootargs: "console=ttyAMA0".into(),
+                    files: vec!["domains/b/Image".into(), "domains/b/initrd.img".into()],
+                },
+            ]
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! lay out the GPT disk (boot FAT, IMGA, IMGB, CONFIG, PERSIST). Also the netboot TFTP root, which
 //! shares everything but the first-stage script.
 
+pub mod domains;
 pub mod dtb;
 pub mod files;
 pub mod release;
@@ -17,7 +18,7 @@ use crate::disk::ids::{ContentHash, Ids};
 use crate::disk::source::{Shared, Source};
 use crate::disk::{self, table, Chunk, Disk, Partition};
 use crate::manifest::{size_text, BoardKind, FileContent, HypervisorKind, Plan, RootfsFormat};
-use crate::uboot::bootscript::{self, DtbSource, SecondStage, SECOND_STAGE};
+use crate::uboot::bootscript::{self, DomainNode, DtbSource, SecondStage, SECOND_STAGE};
 use crate::uboot::configtxt::{self, UBOOT_NAME};
 use crate::uboot::load::{self as layout, LayoutError, Sizes, Window};
 use crate::uboot::uimage::{self, ScriptImage};
@@ -136,10 +137,15 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
         layout::arm64_image_footprint("hypervisor.binary", &head(&hv, "hypervisor.binary")?)?
             .max(hv.len());
     layout::check_dom0_kernel("dom0.kernel", &head(&kernel, "dom0.kernel")?)?;
-    let plan = layout::plan(
+    let mut domain_files = Vec::new();
+    let domains = domains::gather(m, &kernel, &mut domain_files)?;
+    let domain_sizes: Vec<_> = domains.iter().map(|d| d.sizes).collect();
+    let (plan, domain_loads) = layout::plan_with_domains(
         Window::for_board(m.board.kind),
         Sizes { hypervisor: hv_footprint, kernel: kernel.len(), initrd: initrd.len() },
+        &domain_sizes,
     )?;
+    domains::check_static_mem(m, &plan)?;
 
     let hv_name = hypervisor_name(m.hypervisor.kind);
     let mut loaded = Vec::new();
@@ -163,12 +169,31 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
         dtb: dtb_source,
         hypervisor_args: &hv_args,
         dom0_args: &m.dom0.cmdline,
+        domains: m
+            .domains
+            .iter()
+            .zip(&domains)
+            .zip(domain_loads)
+            .map(|((d, f), load)| DomainNode {
+                name: &d.name,
+                load,
+                kernel_file: &f.kernel_name,
+                initrd_file: &f.initrd_name,
+                bootargs: &d.cmdline,
+                memory: d.memory,
+                cpus: d.cpus,
+                vpl011: d.console,
+                static_mem: d.static_mem.map(|s| (s.base, s.size)),
+                passthrough: &d.passthrough,
+            })
+            .collect(),
     });
     let second = script_image("rpixen second stage", plan.script, &text, inputs.epoch);
     loaded.insert(0, NamedFile::memory(SECOND_STAGE, second));
     loaded.push(NamedFile { name: hv_name.into(), data: hv });
     loaded.push(NamedFile { name: KERNEL_NAME.into(), data: kernel });
     loaded.push(NamedFile { name: INITRD_NAME.into(), data: initrd });
+    loaded.extend(domain_files);
 
     let mut card = Vec::new();
     if m.board.kind == BoardKind::Rpi4 {

@@ -3,11 +3,13 @@
 //! - [`schema`]: what the YAML may contain (serde types, unknown keys rejected).
 //! - [`plan`]: the checked result: sizes in bytes, files as [`FileSource`]s, modes as numbers.
 
+pub mod domains;
 pub mod plan;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
 
+pub use domains::{BoardResources, Domain, StaticMem};
 /// The `init:` section is the file `dom0-init` reads (`/etc/rpixen/init.yml`); its types live in the
 /// `init-config` crate so the builder and PID 1 agree on every field.
 pub use init_config::{Backoff, InitConfig, Mount as InitMount, Restart, Service};
@@ -100,7 +102,14 @@ mod tests {
 
     #[test]
     fn board_manifests_become_plans() {
-        for name in ["rpi4.yml", "rpi4-qemu.yml", "qemu-virt.yml", "qemu-virt-xen.yml"] {
+        for name in [
+            "rpi4.yml",
+            "rpi4-qemu.yml",
+            "qemu-virt.yml",
+            "qemu-virt-xen.yml",
+            "qemu-virt-domus.yml",
+            "qemu-virt-xen-domus.yml",
+        ] {
             let plan = load(&images().join(name)).unwrap();
             assert!(!plan.rootfs.images.is_empty(), "{name}");
             assert_eq!(plan.dom0.memory, 512 << 20, "{name}");
@@ -185,5 +194,153 @@ mod tests {
             let err = parse_err(&text.replacen(from, to, 1));
             assert!(err.contains(field), "{field}: {err}");
         }
+    }
+
+    fn domus() -> String {
+        std::fs::read_to_string(images().join("qemu-virt-xen-domus.yml")).unwrap()
+    }
+
+    #[test]
+    fn domains_become_typed() {
+        let plan = parse(&domus(), Path::new("x.yml"), Path::new("/m")).unwrap();
+        assert_eq!(plan.domains.len(), 2);
+        let d = &plan.domains[1];
+        assert_eq!(d.name, "edge2");
+        assert_eq!(d.memory, 256 << 20);
+        assert_eq!(d.cpus, 1);
+        assert!(d.console);
+        assert_eq!(d.static_mem, None);
+        assert_eq!(
+            d.kernel,
+            FileSource::InImage { image: "kernel".into(), path: "boot/Image".into() }
+        );
+        assert_eq!(d.images, ["busybox", "dom0-init"]);
+        assert_eq!(d.files[0].path, "/etc/hostname");
+        assert_eq!(d.init.hostname.as_deref(), Some("edge2"));
+        assert_eq!(
+            plan.board.resources,
+            BoardResources { cpus: 4, ram_base: 1 << 30, ram_size: 2 << 30 }
+        );
+        // The two images differ only in the hypervisor.
+        let ours = load(&images().join("qemu-virt-domus.yml")).unwrap();
+        assert_eq!(ours.domains, plan.domains);
+        assert_eq!(ours.dom0, plan.dom0);
+        assert_eq!(ours.hypervisor.cmdline, plan.hypervisor.cmdline);
+        assert_ne!(ours.hypervisor.kind, plan.hypervisor.kind);
+    }
+
+    #[test]
+    fn static_mem_and_passthrough() {
+        let text = domus().replacen(
+            "    console: true\n",
+            "    console: true\n    static_mem: {base: 0x60000000, size: 256M}\n    passthrough: [/soc/serial@9000000]\n",
+            1,
+        );
+        let plan = parse(&text, Path::new("x.yml"), Path::new("/m")).unwrap();
+        assert_eq!(
+            plan.domains[0].static_mem,
+            Some(StaticMem { base: 0x6000_0000, size: 256 << 20 })
+        );
+        assert_eq!(plan.domains[0].passthrough, ["/soc/serial@9000000"]);
+        assert_eq!(plan.domains[1].static_mem, None);
+    }
+
+    #[test]
+    fn impossible_domains_are_named() {
+        let text = domus();
+        let second = text.rfind("    cpus: 1").unwrap();
+        let with_second = |from: &str, to: &str| {
+            let at = second + text[second..].find(from).unwrap_or_else(|| panic!("{from}"));
+            format!("{}{to}{}", &text[..at], &text[at + from.len()..])
+        };
+        let edge2_memory = text.rfind("    memory: 256M").unwrap();
+        for (bad, field, words) in [
+            // Dom0 keeps 2 of 4 CPUs and edge1 takes 1: one is left.
+            (with_second("cpus: 1", "cpus: 2"), "domains[1].cpus", "1 are free"),
+            (with_second("cpus: 1", "cpus: 0"), "domains[1].cpus", "at least one"),
+            (
+                format!("{}    memory: 1500M{}", &text[..edge2_memory], &text[edge2_memory + 16..]),
+                "domains[1].memory",
+                "does not fit",
+            ),
+            (text.replacen("name: edge2", "name: edge1", 1), "domains[1].name", "twice"),
+            (text.replacen("name: edge1", "name: dom0", 1), "domains[0].name", "Dom0"),
+            (text.replacen("name: edge1", "name: \"a b\"", 1), "domains[0].name", "node name"),
+            (text.replacen("memory: 256M", "memory: 256Q", 1), "domains[0].memory", "unit"),
+            (
+                text.replacen("    console: true\n", "    console: true\n    colour: red\n", 1),
+                "colour",
+                "unknown field",
+            ),
+            (
+                text.replacen(
+                    "    console: true\n",
+                    "    console: true\n    static_mem: {base: 0x60000000, size: 128M}\n",
+                    1,
+                ),
+                "domains[0].static_mem.size",
+                "must equal",
+            ),
+            (
+                text.replacen(
+                    "    console: true\n",
+                    "    console: true\n    static_mem: {base: 0x60100000, size: 256M}\n",
+                    1,
+                ),
+                "domains[0].static_mem",
+                "2M",
+            ),
+            (
+                text.replacen(
+                    "    console: true\n",
+                    "    console: true\n    static_mem: {base: 0xb8000000, size: 256M}\n",
+                    1,
+                ),
+                "domains[0].static_mem.base",
+                "inside the board's RAM",
+            ),
+            (
+                text.replace(
+                    "    console: true\n",
+                    "    console: true\n    static_mem: {base: 0x60000000, size: 256M}\n",
+                ),
+                "domains[1].static_mem.base",
+                "overlaps domain `edge1`",
+            ),
+            (
+                text.replacen(
+                    "    console: true\n",
+                    "    console: true\n    passthrough: [soc/x]\n",
+                    1,
+                ),
+                "domains[0].passthrough[0]",
+                "absolute",
+            ),
+            (
+                text.replace("dom0_max_vcpus=2", "dom0_max_vcpus=4"),
+                "hypervisor.cmdline",
+                "lower dom0_max_vcpus",
+            ),
+            (
+                text.replacen("      images: [busybox, dom0-init]\n", "      images: []\n", 1),
+                "domains[0].rootfs.images",
+                "at least one",
+            ),
+        ] {
+            let err = parse_err(&bad);
+            assert!(err.contains(field) && err.contains(words), "{field} / {words}: {err}");
+        }
+        // The board's own size moves the limits.
+        let small = text.replace("  memory: 2G\n", "  memory: 1G\n");
+        let err = parse_err(&small);
+        assert!(err.contains("domains[1].memory") && err.contains("board has 1G"), "{err}");
+    }
+
+    #[test]
+    fn dom0_cpus_from_the_command_line() {
+        assert_eq!(domains::dom0_cpus("console=dtuart"), Ok(1));
+        assert_eq!(domains::dom0_cpus("dom0_max_vcpus=2 x"), Ok(2));
+        assert_eq!(domains::dom0_cpus("dom0_max_vcpus=1-3"), Ok(3));
+        assert!(domains::dom0_cpus("dom0_max_vcpus=x").is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use init_config::InitConfig;
 use serde::Deserialize;
 
+use super::domains::{self, BoardResources, Domain};
 use super::schema::{self, FileRef, InlineFile, Manifest};
 
 /// The board a manifest is for.
@@ -46,7 +47,7 @@ pub enum FileSource {
 }
 
 impl FileSource {
-    fn from_ref(r: &FileRef, base: &Path) -> FileSource {
+    pub(super) fn from_ref(r: &FileRef, base: &Path) -> FileSource {
         match r {
             FileRef::Host { file } => FileSource::Host(base.join(file)),
             FileRef::InImage { image, path } => {
@@ -99,6 +100,8 @@ pub struct Board {
     pub console: String,
     /// Device-tree nodes set to `status = "disabled"` (only with `dtb`).
     pub dtb_disable: Vec<String>,
+    /// CPUs and RAM the domains are checked against.
+    pub resources: BoardResources,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +162,8 @@ pub struct Plan {
     pub init: InitConfig,
     pub config_files: Vec<PlacedFile>,
     pub partitions: Partitions,
+    /// Static DomUs, in manifest order (Xen numbers them d1, d2, ... in this order).
+    pub domains: Vec<Domain>,
 }
 
 /// The smallest boot FAT: it is FAT32, which needs 65525 clusters.
@@ -171,7 +176,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError { field: field.into(), message: message.into() }
 }
 
@@ -223,6 +228,28 @@ impl Plan {
         }
         let modules = module_set(&m.rootfs.modules, &m.dom0.kernel)?;
         let partitions = partitions(&m.partitions)?;
+        let mut resources = BoardResources::defaults(board.kind);
+        if let Some(cpus) = board.cpus {
+            if cpus == 0 {
+                return Err(invalid("board.cpus", "a board has at least one CPU"));
+            }
+            resources.cpus = cpus;
+        }
+        if let Some(text) = &board.memory {
+            resources.ram_size = parse_size(text).map_err(|e| invalid("board.memory", e))?;
+        }
+        let dom0_cpus = domains::dom0_cpus(&m.hypervisor.cmdline)
+            .map_err(|e| invalid("hypervisor.cmdline", e))?;
+        if !m.domains.is_empty() && dom0_cpus >= resources.cpus {
+            return Err(invalid(
+                "hypervisor.cmdline",
+                format!(
+                    "Dom0 takes all {} CPUs (dom0_max_vcpus={dom0_cpus}), so no DomU has one of its own: lower dom0_max_vcpus",
+                    resources.cpus
+                ),
+            ));
+        }
+        let domains = domains::domains(&m.domains, resources, memory, dom0_cpus, base)?;
         Ok(Plan {
             board: Board {
                 kind: board.kind,
@@ -230,6 +257,7 @@ impl Plan {
                 uboot: src(&board.uboot),
                 console: board.console.clone(),
                 dtb_disable: board.dtb_disable.clone(),
+                resources,
             },
             firmware: m
                 .firmware
@@ -255,11 +283,12 @@ impl Plan {
             init: m.init.clone(),
             config_files: placed_files(&m.config_files, "config_files", base)?,
             partitions,
+            domains,
         })
     }
 }
 
-fn placed_files(
+pub(super) fn placed_files(
     files: &[InlineFile],
     field: &str,
     base: &Path,

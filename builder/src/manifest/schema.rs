@@ -31,6 +31,61 @@ pub struct Manifest {
     #[serde(default)]
     pub config_files: Vec<InlineFile>,
     pub partitions: Partitions,
+    /// Static DomUs (Xen's dom0less `xen,domain` nodes), started by the hypervisor beside Dom0.
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+}
+
+/// One static DomU: its kernel, a root filesystem built like Dom0's (an initramfs: a DomU has no disk),
+/// and its share of the board.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// The `/chosen/<name>` node name; also the folder of its files on the boot FAT.
+    pub name: String,
+    pub kernel: FileRef,
+    /// The DomU kernel's command line (the kernel module's `bootargs`).
+    #[serde(default)]
+    pub cmdline: String,
+    /// Guest RAM, as `256M`.
+    pub memory: String,
+    /// vCPUs, each pinned to a physical CPU of its own.
+    #[serde(default = "one")]
+    pub cpus: u32,
+    /// A virtual PL011 (`vpl011`): the DomU's console, on the hypervisor's serial line.
+    #[serde(default)]
+    pub console: bool,
+    /// Exactly this host RAM range (`xen,static-mem`), instead of memory the hypervisor picks.
+    #[serde(default)]
+    pub static_mem: Option<StaticMem>,
+    /// Host device-tree paths of the devices this DomU owns.
+    #[serde(default)]
+    pub passthrough: Vec<String>,
+    pub rootfs: DomainRootfs,
+    /// What the DomU's `dom0-init` runs (`/etc/rpixen/init.yml` in its initramfs).
+    #[serde(default)]
+    pub init: InitConfig,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A host RAM range: `{base: 0x60000000, size: 256M}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMem {
+    pub base: u64,
+    pub size: String,
+}
+
+/// A DomU's root filesystem: always an initramfs (cpio), from OCI layers and files as Dom0's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRootfs {
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<InlineFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -48,6 +103,13 @@ pub struct Board {
     /// raspi4b, which lacks the HDMI blocks the upstream DTB describes).
     #[serde(default)]
     pub dtb_disable: Vec<String>,
+    /// Physical CPUs (default: 4, the Pi 4's and the `-smp 4` our QEMU `virt` runs use).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// RAM the board has (default: 2G on QEMU `virt`, the `-m 2G` our runs use; 1G on the Pi 4, the
+    /// smallest model).
+    #[serde(default)]
+    pub memory: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -6,7 +6,7 @@
 //! and runs `rpixen_loadcmd`, which the first stage defines (`load <dev> <part>` from the disk, or
 //! `tftpboot` for netboot). One second stage serves both paths.
 
-use super::load::LoadPlan;
+use super::load::{DomainLoad, LoadPlan};
 
 /// Name of the second-stage script on the boot FAT and in the TFTP root.
 pub const SECOND_STAGE: &str = "rpixen.scr";
@@ -32,6 +32,28 @@ pub struct SecondStage<'a> {
     pub hypervisor_args: &'a str,
     /// `xen,dom0-bootargs`.
     pub dom0_args: &'a str,
+    /// Static DomUs, each a `/chosen/<name>` `xen,domain` node (Xen's dom0less binding).
+    pub domains: Vec<DomainNode<'a>>,
+}
+
+/// One DomU as its `/chosen` node describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainNode<'a> {
+    /// The node name under `/chosen`.
+    pub name: &'a str,
+    pub load: DomainLoad,
+    pub kernel_file: &'a str,
+    pub initrd_file: &'a str,
+    /// The kernel module's `bootargs`.
+    pub bootargs: &'a str,
+    /// Guest RAM in bytes (written in KiB, as the binding counts it).
+    pub memory: u64,
+    pub cpus: u32,
+    pub vpl011: bool,
+    /// `(base, size)` of the host RAM the domain owns (`xen,static-mem`).
+    pub static_mem: Option<(u64, u64)>,
+    /// Host device-tree nodes the domain owns.
+    pub passthrough: &'a [String],
 }
 
 /// Quotes a string for a U-Boot hush double-quoted word.
@@ -71,6 +93,23 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
     load(&mut out, "hypervisor", p.hypervisor, s.hypervisor_file, "rpixen_hv_size");
     load(&mut out, "Dom0 kernel", p.kernel, s.kernel_file, "rpixen_kernel_size");
     load(&mut out, "Dom0 initrd", p.initrd, s.initrd_file, "rpixen_initrd_size");
+    for (i, d) in s.domains.iter().enumerate() {
+        let what = |m: &str| format!("{} {m}", d.name);
+        load(
+            &mut out,
+            &what("kernel"),
+            d.load.kernel,
+            d.kernel_file,
+            &format!("rpixen_d{i}_kernel_size"),
+        );
+        load(
+            &mut out,
+            &what("initrd"),
+            d.load.initrd,
+            d.initrd_file,
+            &format!("rpixen_d{i}_initrd_size"),
+        );
+    }
     match &s.dtb {
         DtbSource::Firmware => {
             out.push_str(&format!("fdt move ${{fdt_addr}} {:#x} 0x100000\n", p.dtb));
@@ -99,10 +138,67 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
         "fdt set /chosen/dom0-ramdisk reg <0x0 {:#x} 0x0 ${{rpixen_initrd_size}}>\n",
         p.initrd
     ));
+    // libfdt's `fdt mknod` puts a new node before its older siblings, and Xen numbers the DomUs in
+    // device-tree order: made last to first, they read first to last, so manifest order is d1, d2, ...
+    for (i, d) in s.domains.iter().enumerate().rev() {
+        domain_node(&mut out, i, d);
+    }
     out.push_str("setenv fdt_high 0xffffffffffffffff\n");
     out.push_str("echo \"rpixen: starting the hypervisor\"\n");
     out.push_str(&format!("booti {:#x} - {:#x}\n", p.hypervisor, p.dtb));
     out
+}
+
+/// Two 32-bit cells of a 64-bit value, as `<... >` takes them.
+fn cells(v: u64) -> String {
+    format!("{:#x} {:#x}", v >> 32, v & 0xffff_ffff)
+}
+
+/// The `xen,domain` node of DomU number `i` (its module sizes are in `rpixen_d{i}_*_size`), written
+/// with the properties and order of ImageBuilder's `uboot-script-gen`.
+fn domain_node(out: &mut String, i: usize, d: &DomainNode<'_>) {
+    let node = format!("/chosen/{}", d.name);
+    out.push_str(&format!("fdt mknod /chosen {}\n", d.name));
+    out.push_str(&format!("fdt set {node} compatible \"xen,domain\"\n"));
+    out.push_str(&format!("fdt set {node} \\#address-cells <0x2>\n"));
+    out.push_str(&format!("fdt set {node} \\#size-cells <0x2>\n"));
+    out.push_str(&format!("fdt set {node} memory <{}>\n", cells(d.memory >> 10)));
+    out.push_str(&format!("fdt set {node} cpus <{}>\n", d.cpus));
+    if d.vpl011 {
+        out.push_str(&format!("fdt set {node} vpl011 <0x1>\n"));
+    }
+    if let Some((base, size)) = d.static_mem {
+        // Both generations of the binding at once: Xen's first read the cell counts from
+        // `#xen,static-mem-*-cells`, later ones from the node's own `#address-cells`/`#size-cells`;
+        // both are 2 here, so one `xen,static-mem` value reads the same either way.
+        out.push_str(&format!("fdt set {node} \\#xen,static-mem-address-cells <0x2>\n"));
+        out.push_str(&format!("fdt set {node} \\#xen,static-mem-size-cells <0x2>\n"));
+        out.push_str(&format!("fdt set {node} xen,static-mem <{} {}>\n", cells(base), cells(size)));
+    }
+    let module = |out: &mut String, addr: u64, compatible: &str, size_var: String| {
+        let m = format!("{node}/module@{addr:x}");
+        out.push_str(&format!("fdt mknod {node} module@{addr:x}\n"));
+        out.push_str(&format!("fdt set {m} compatible \"{compatible}\" \"multiboot,module\"\n"));
+        out.push_str(&format!("fdt set {m} reg <0x0 {addr:#x} 0x0 ${{{size_var}}}>\n"));
+        m
+    };
+    let kernel = module(out, d.load.kernel, "multiboot,kernel", format!("rpixen_d{i}_kernel_size"));
+    out.push_str(&format!("fdt set {kernel} bootargs {}\n", quote(d.bootargs)));
+    module(out, d.load.initrd, "multiboot,ramdisk", format!("rpixen_d{i}_initrd_size"));
+    for path in d.passthrough {
+        // As ImageBuilder's DOMU_PASSTHROUGH_PATHS: the host node is marked, so Xen keeps it from
+        // Dom0. A path the board's tree lacks stops the boot instead of starting a DomU without it.
+        out.push_str(&format!(
+            "if fdt set {path} xen,passthrough; then echo \"rpixen: {name}: owns {path}\"; else echo \"rpixen: {name}: no device {path} to pass through\"; exit; fi\n",
+            name = d.name
+        ));
+    }
+    if !d.passthrough.is_empty() {
+        // Which domain owns which device: Xen takes that from a partial device tree module, which
+        // the builder does not write yet; the rpixen hypervisor reads this list.
+        let list: Vec<String> = d.passthrough.iter().map(|p| quote(p)).collect();
+        out.push_str(&format!("fdt set {node} rpixen,passthrough {}\n", list.join(" ")));
+    }
 }
 
 /// `boot.scr` for a disk: loads the second stage from the partition distro boot found it on.
@@ -178,6 +274,7 @@ mod tests {
             dtb,
             hypervisor_args: "console=dtuart dtuart=serial0",
             dom0_args: "console=hvc0 x=\"$y\"",
+            domains: Vec::new(),
         })
     }
 
@@ -212,6 +309,87 @@ mod tests {
             s[k..].find("setenv rpixen_kernel_size 0x${filesize}").unwrap()
                 < s[k..].find("rpixen_file initrd.img").unwrap()
         );
+    }
+
+    #[test]
+    fn domains_are_xen_domain_nodes() {
+        let (plan, loads) = crate::uboot::load::plan_with_domains(
+            Window::for_board(BoardKind::QemuVirt),
+            Sizes { hypervisor: 1 << 20, kernel: 38 << 20, initrd: 1 << 20 },
+            &[
+                crate::uboot::load::DomainSizes { kernel: 38 << 20, initrd: 3 << 20 },
+                crate::uboot::load::DomainSizes { kernel: 38 << 20, initrd: 3 << 20 },
+            ],
+        )
+        .unwrap();
+        let passthrough = vec!["/soc/serial@9000000".to_owned()];
+        let node = |name, i: usize| DomainNode {
+            name,
+            load: loads[i],
+            kernel_file: "Image",
+            initrd_file: if i == 0 { "domains/web/initrd.img" } else { "domains/db/initrd.img" },
+            bootargs: "console=ttyAMA0 rdinit=/init",
+            memory: 256 << 20,
+            cpus: 1,
+            vpl011: i == 0,
+            static_mem: (i == 1).then_some((0x6000_0000, 256 << 20)),
+            passthrough: if i == 1 { &passthrough } else { &[] },
+        };
+        let s = second_stage(&SecondStage {
+            plan,
+            hypervisor_file: "xen",
+            kernel_file: "Image",
+            initrd_file: "initrd.img",
+            dtb: DtbSource::Firmware,
+            hypervisor_args: "",
+            dom0_args: "",
+            domains: vec![node("web", 0), node("db", 1)],
+        });
+        // Dom0's initrd ends at 0x52a00000 + 1 MiB; the domains follow, then the DTB.
+        assert_eq!(loads[0].kernel, 0x52c0_0000);
+        let web = "fdt mknod /chosen web
+fdt set /chosen/web compatible \"xen,domain\"
+fdt set /chosen/web \\#address-cells <0x2>
+fdt set /chosen/web \\#size-cells <0x2>
+fdt set /chosen/web memory <0x0 0x40000>
+fdt set /chosen/web cpus <1>
+fdt set /chosen/web vpl011 <0x1>
+fdt mknod /chosen/web module@52c00000
+fdt set /chosen/web/module@52c00000 compatible \"multiboot,kernel\" \"multiboot,module\"
+fdt set /chosen/web/module@52c00000 reg <0x0 0x52c00000 0x0 ${rpixen_d0_kernel_size}>
+fdt set /chosen/web/module@52c00000 bootargs \"console=ttyAMA0 rdinit=/init\"
+fdt mknod /chosen/web module@55200000
+fdt set /chosen/web/module@55200000 compatible \"multiboot,ramdisk\" \"multiboot,module\"
+fdt set /chosen/web/module@55200000 reg <0x0 0x55200000 0x0 ${rpixen_d0_initrd_size}>
+";
+        assert!(s.contains(web), "{s}");
+        assert!(s.contains(
+            "fdt set /chosen/db \\#xen,static-mem-address-cells <0x2>
+fdt set /chosen/db \\#xen,static-mem-size-cells <0x2>
+fdt set /chosen/db xen,static-mem <0x0 0x60000000 0x0 0x10000000>
+"
+        ));
+        let (db, web) =
+            (s.find("fdt mknod /chosen db").unwrap(), s.find("fdt mknod /chosen web").unwrap());
+        assert!(db < web, "made last to first, so the device tree lists them in manifest order");
+        assert!(!s[db..web].contains("vpl011"));
+        assert!(s.contains("if fdt set /soc/serial@9000000 xen,passthrough; then"));
+        assert!(s.contains("fdt set /chosen/db rpixen,passthrough \"/soc/serial@9000000\"\n"));
+        // Each file is loaded at its module's address, and its size taken, before the nodes use it.
+        for (file, addr, var) in [
+            ("domains/web/initrd.img", loads[0].initrd, "rpixen_d0_initrd_size"),
+            ("domains/db/initrd.img", loads[1].initrd, "rpixen_d1_initrd_size"),
+        ] {
+            let at = s
+                .find(&format!("setenv rpixen_addr {addr:#x}\nsetenv rpixen_file {file}\n"))
+                .unwrap();
+            assert!(at < s.find(&format!("setenv {var} 0x${{filesize}}")).unwrap());
+            assert!(
+                s.find(&format!("setenv {var} ")).unwrap()
+                    < s.find(&format!("${{{var}}}")).unwrap()
+            );
+        }
+        assert!(s.find("fdt mknod /chosen db").unwrap() < s.find("\nbooti ").unwrap());
     }
 
     #[test]

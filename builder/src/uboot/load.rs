@@ -9,7 +9,8 @@
 //! RAM start                                   (virt 0x4000_0000, Pi 0x0)
 //!   + 0 .. 256 MiB   U-Boot: firmware DTB, boot.scr at ${scriptaddr}, its kernel/ramdisk defaults
 //!   + 256 MiB        second-stage script (2 MiB)
-//!                    hypervisor (max(file, image_size)), Dom0 kernel, initrd, DTB (2 MiB reserve)
+//!                    hypervisor (max(file, image_size)), Dom0 kernel, initrd,
+//!                    each DomU's kernel and initrd (in manifest order), DTB (2 MiB reserve)
 //!   limit            virt: RAM + 1 GiB; Pi: 768 MiB (QEMU raspi4b describes 960 MiB, U-Boot sits on top)
 //! ```
 
@@ -46,6 +47,21 @@ pub struct Sizes {
     pub initrd: u64,
 }
 
+/// Bytes one DomU's modules take (the hypervisor copies them into the DomU's own RAM, so the file
+/// sizes are the footprint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainSizes {
+    pub kernel: u64,
+    pub initrd: u64,
+}
+
+/// Where one DomU's modules are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainLoad {
+    pub kernel: u64,
+    pub initrd: u64,
+}
+
 /// Load addresses, each 2 MiB aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadPlan {
@@ -74,11 +90,30 @@ pub fn align_up(x: u64, a: u64) -> u64 {
 
 /// Lays the blobs out in ImageBuilder's order: script, hypervisor, kernel, initrd, DTB.
 pub fn plan(window: Window, sizes: Sizes) -> Result<LoadPlan, LayoutError> {
+    plan_with_domains(window, sizes, &[]).map(|(plan, _)| plan)
+}
+
+/// [`plan`] with each DomU's kernel and initrd between Dom0's initrd and the DTB, as ImageBuilder
+/// orders them. Every blob starts on a 2 MiB boundary after the end of the one before, so no two
+/// overlap.
+pub fn plan_with_domains(
+    window: Window,
+    sizes: Sizes,
+    domains: &[DomainSizes],
+) -> Result<(LoadPlan, Vec<DomainLoad>), LayoutError> {
     let script = align_up(window.base, ALIGN);
     let hypervisor = align_up(script + SCRIPT_RESERVE, ALIGN);
     let kernel = align_up(hypervisor + sizes.hypervisor, ALIGN);
     let initrd = align_up(kernel + sizes.kernel, ALIGN);
-    let dtb = align_up(initrd + sizes.initrd, ALIGN);
+    let mut next = align_up(initrd + sizes.initrd, ALIGN);
+    let mut loads = Vec::with_capacity(domains.len());
+    for d in domains {
+        let kernel = next;
+        let initrd = align_up(kernel + d.kernel, ALIGN);
+        next = align_up(initrd + d.initrd, ALIGN);
+        loads.push(DomainLoad { kernel, initrd });
+    }
+    let dtb = next;
     let end = dtb + DTB_RESERVE;
     if end > window.limit {
         return Err(LayoutError::TooLarge {
@@ -88,7 +123,7 @@ pub fn plan(window: Window, sizes: Sizes) -> Result<LoadPlan, LayoutError> {
             limit: window.limit,
         });
     }
-    Ok(LoadPlan { script, hypervisor, kernel, initrd, dtb, end })
+    Ok((LoadPlan { script, hypervisor, kernel, initrd, dtb, end }, loads))
 }
 
 /// Memory an arm64 Image needs when run in place: `image_size` from its header (which covers BSS),
@@ -128,6 +163,40 @@ mod tests {
         for a in [p.script, p.hypervisor, p.kernel, p.initrd, p.dtb] {
             assert_eq!(a % ALIGN, 0);
         }
+    }
+
+    #[test]
+    fn domain_modules_sit_between_dom0_and_the_dtb() {
+        let w = Window::for_board(BoardKind::QemuVirt);
+        let sizes = Sizes { hypervisor: MIB, kernel: 11 * MIB + 7, initrd: 3 * MIB };
+        let domains = [
+            DomainSizes { kernel: 11 * MIB + 7, initrd: 2 * MIB + 1 },
+            DomainSizes { kernel: 5 * MIB, initrd: ALIGN },
+        ];
+        let (p, d) = plan_with_domains(w, sizes, &domains).unwrap();
+        assert_eq!(p, plan(w, sizes).map(|q| LoadPlan { dtb: p.dtb, end: p.end, ..q }).unwrap());
+        // Every [start, start + size) is 2 MiB aligned and disjoint from every other, in order.
+        let mut blobs = vec![
+            (p.script, SCRIPT_RESERVE),
+            (p.hypervisor, sizes.hypervisor),
+            (p.kernel, sizes.kernel),
+            (p.initrd, sizes.initrd),
+        ];
+        for (l, s) in d.iter().zip(&domains) {
+            blobs.push((l.kernel, s.kernel));
+            blobs.push((l.initrd, s.initrd));
+        }
+        blobs.push((p.dtb, DTB_RESERVE));
+        for pair in blobs.windows(2) {
+            let ((a, len), (b, _)) = (pair[0], pair[1]);
+            assert_eq!(b % ALIGN, 0);
+            assert!(a + len <= b, "{a:#x}+{len:#x} overlaps {b:#x}");
+        }
+        assert_eq!(d[0].kernel, align_up(p.initrd + sizes.initrd, ALIGN));
+        assert_eq!(d[1].initrd + ALIGN, p.dtb);
+        // Too many modules for the window is the same error as for Dom0's files.
+        let big = vec![DomainSizes { kernel: 200 * MIB, initrd: 100 * MIB }; 3];
+        assert!(matches!(plan_with_domains(w, sizes, &big), Err(LayoutError::TooLarge { .. })));
     }
 
     #[test]

@@ -20,7 +20,7 @@ const LIMIT: Duration = Duration::from_secs(480);
 /// One boot at a time: TCG boots are CPU-bound, and three at once on a small machine starve each other.
 static ONE_BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_boot() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn one_boot() -> std::sync::MutexGuard<'static, ()> {
     ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -8,6 +8,7 @@
 mod common;
 mod image_support;
 
+mod domains_xen;
 mod image_dtb;
 mod image_fat;
 mod image_live;

@@ -29,6 +29,8 @@ fn domain_rootfs_plan(plan: &Plan, d: &Domain) -> Plan {
             format: Domain::ROOTFS_FORMAT,
             images: d.images.clone(),
             files: d.files.clone(),
+            // A DomU has no devices that need modules: its console (vpl011) is built in.
+            modules: None,
         },
         init: d.init.clone(),
         ..plan.clone()

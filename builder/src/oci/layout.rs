@@ -12,7 +12,7 @@ use oci_spec::image::{
 };
 
 use super::digest::{file_digest, sha256, sha256_hex};
-use super::{Image, LayerBlob, OciError, Platform};
+use super::{DigestMismatch, Image, LayerBlob, OciError, Platform};
 
 /// The annotation that names a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -166,7 +166,7 @@ pub(crate) fn mismatch(
     actual: String,
     actual_size: u64,
 ) -> OciError {
-    OciError::DigestMismatch {
+    OciError::DigestMismatch(Box::new(DigestMismatch {
         image: image.to_owned(),
         what: what.to_owned(),
         expected: desc.digest().to_string(),
@@ -174,7 +174,7 @@ pub(crate) fn mismatch(
         actual,
         actual_size,
         note: String::new(),
-    }
+    }))
 }
 
 pub(crate) fn is_index(media_type: &MediaType) -> bool {

@@ -37,19 +37,9 @@ pub enum OciError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("image {image}: {what}: {message}")]
     Invalid { image: String, what: String, message: String },
-    #[error(
-        "image {image}: {what} {expected}: content does not match: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes){note}"
-    )]
-    DigestMismatch {
-        image: String,
-        what: String,
-        expected: String,
-        expected_size: u64,
-        actual: String,
-        actual_size: u64,
-        /// What became of the bad bytes (e.g. "; the download was deleted").
-        note: String,
-    },
+    /// Boxed: it is the largest variant, and every `Result<_, OciError>` would carry its size.
+    #[error(transparent)]
+    DigestMismatch(Box<DigestMismatch>),
     #[error(
         "image {image}: {what} {digest} is not in the cache and --offline forbids the network"
     )]
@@ -62,6 +52,22 @@ pub enum OciError {
     Layer { image: String, layer: String, message: String },
     #[error("image {image}: no file `{path}`{detail}")]
     FileNotFound { image: String, path: String, detail: String },
+}
+
+/// Bytes whose sha256 or size differ from the descriptor that named them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "image {image}: {what} {expected}: content does not match: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes){note}"
+)]
+pub struct DigestMismatch {
+    pub image: String,
+    pub what: String,
+    pub expected: String,
+    pub expected_size: u64,
+    pub actual: String,
+    pub actual_size: u64,
+    /// What became of the bad bytes (e.g. "; the download was deleted").
+    pub note: String,
 }
 
 impl OciError {

@@ -18,7 +18,7 @@ use sha2::Digest as _;
 use super::cache::BlobCache;
 use super::digest::sha256;
 use super::layout::{is_index, Layout};
-use super::{Image, LayerBlob, OciError, OciOptions};
+use super::{DigestMismatch, Image, LayerBlob, OciError, OciOptions};
 
 const ACCEPT: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
@@ -240,7 +240,7 @@ impl<'a> Puller<'a> {
         let actual = sha256(&bytes);
         if let Some(d) = &pinned {
             if &actual != d {
-                return Err(OciError::DigestMismatch {
+                return Err(OciError::DigestMismatch(Box::new(DigestMismatch {
                     image: self.image.into(),
                     what: "manifest".into(),
                     expected: d.clone(),
@@ -248,7 +248,7 @@ impl<'a> Puller<'a> {
                     actual,
                     actual_size: bytes.len() as u64,
                     note: "; not cached".into(),
-                });
+                })));
             }
         }
         let desc = Descriptor::new(

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::PkgError;
+use super::{PkgError, VersionGone};
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const COMPONENTS: &str = "main non-free-firmware";
@@ -127,14 +127,14 @@ impl Apt {
                 {
                     if self.updated {
                         // The caller names the package definition.
-                        return Err(PkgError::VersionGone {
+                        return Err(PkgError::VersionGone(Box::new(VersionGone {
                             package: String::new(),
                             deb: package.to_owned(),
                             def: PathBuf::new(),
                             version: version.to_owned(),
                             suite: self.suite.clone(),
                             detail: stderr.trim().to_owned(),
-                        });
+                        })));
                     }
                     self.update()?;
                 }

@@ -41,14 +41,12 @@ pub fn fetch_deb(
     let tmp = tempfile::tempdir_in(&partial)
         .map_err(|source| PkgError::Io { path: partial.clone(), source })?;
     let downloaded = apt.download(&deb.package, &deb.version, tmp.path()).map_err(|e| match e {
-        PkgError::VersionGone { version, suite, detail, .. } => PkgError::VersionGone {
-            package: def.name.clone(),
-            deb: deb.package.clone(),
-            version,
-            suite,
-            def: def.path.clone(),
-            detail,
-        },
+        PkgError::VersionGone(mut gone) => {
+            gone.package = def.name.clone();
+            gone.deb = deb.package.clone();
+            gone.def = def.path.clone();
+            PkgError::VersionGone(gone)
+        }
         e => e,
     })?;
     cache.insert(def, deb, &downloaded)

@@ -31,30 +31,11 @@ pub enum PkgError {
     Def { path: PathBuf, message: String },
     #[error("{path}: not a valid .deb: {message}")]
     Deb { path: PathBuf, message: String },
-    #[error(
-        "package {package}: {deb}: file {file} has sha256 {actual}, but {def} pins sha256 {expected}; \
-         the file was deleted"
-    )]
-    Digest {
-        package: String,
-        deb: String,
-        def: PathBuf,
-        file: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "package {package}: {deb} version {version} is no longer served by the Debian archive ({suite}); \
-         run `rpixen pkg update` to re-pin {def} to the version the archive serves now\n{detail}"
-    )]
-    VersionGone {
-        package: String,
-        deb: String,
-        version: String,
-        suite: String,
-        def: PathBuf,
-        detail: String,
-    },
+    /// Boxed (as [`PkgError::VersionGone`]): the largest variants would size every result.
+    #[error(transparent)]
+    Digest(Box<DebDigestMismatch>),
+    #[error(transparent)]
+    VersionGone(Box<VersionGone>),
     #[error("package {package}: {deb} (sha256 {sha256}) is not in the download cache and --offline forbids the network")]
     Offline { package: String, deb: String, sha256: String },
     #[error("{tool} failed:\n{stderr}")]
@@ -65,6 +46,36 @@ pub enum PkgError {
     Map { package: String, def: PathBuf, field: String, message: String },
     #[error("package {package}: {message}")]
     Build { package: String, message: String },
+}
+
+/// A downloaded `.deb` whose sha256 differs from its pin.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "package {package}: {deb}: file {file} has sha256 {actual}, but {def} pins sha256 {expected}; \
+     the file was deleted"
+)]
+pub struct DebDigestMismatch {
+    pub package: String,
+    pub deb: String,
+    pub def: PathBuf,
+    pub file: PathBuf,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// A pinned `.deb` version the Debian archive no longer serves.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "package {package}: {deb} version {version} is no longer served by the Debian archive ({suite}); \
+     run `rpixen pkg update` to re-pin {def} to the version the archive serves now\n{detail}"
+)]
+pub struct VersionGone {
+    pub package: String,
+    pub deb: String,
+    pub version: String,
+    pub suite: String,
+    pub def: PathBuf,
+    pub detail: String,
 }
 
 /// Where downloads are cached and whether the network may be used.

@@ -8,10 +8,12 @@
 //! - [`uboot`]: what U-Boot reads: boot scripts, script images, config.txt, the load-address plan.
 //! - [`disk`]: GPT + hybrid MBR, FAT, content-derived ids, sparse output, inspection.
 //! - [`live`]: assembling `live.raw` (and the netboot tree) from a manifest.
+//! - [`error`]: cause chains shared by the modules' error types; [`report`]: what users see.
 //!
 //! The command line (clap, anyhow) lives in the binary target (`main.rs`, `cli/`).
 
 pub mod disk;
+pub mod error;
 pub mod live;
 pub mod manifest;
 pub mod oci;

@@ -61,7 +61,11 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rpixen: error: {e:#}");
+            // Each layer says only its own part, so every cause is printed once, outermost first.
+            eprintln!("rpixen: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

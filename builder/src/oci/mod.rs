@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
+use crate::error::Cause;
+
 pub use platform::Platform;
 pub use reference::ImageRef;
 
@@ -31,12 +33,12 @@ pub use reference::ImageRef;
 /// blob at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
-    #[error("image reference `{reference}`: {message}")]
-    Reference { reference: String, message: String },
-    #[error("{path}: {source}")]
+    #[error("image reference `{reference}`")]
+    Reference { reference: String, source: Cause },
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("image {image}: {what}: {message}")]
-    Invalid { image: String, what: String, message: String },
+    #[error("image {image}: {what}")]
+    Invalid { image: String, what: String, source: Cause },
     /// Boxed: it is the largest variant, and every `Result<_, OciError>` would carry its size.
     #[error(transparent)]
     DigestMismatch(Box<DigestMismatch>),
@@ -46,10 +48,16 @@ pub enum OciError {
     Offline { image: String, what: String, digest: String },
     #[error("image {image}: no manifest for platform {wanted} (the index has: {available})")]
     Platform { image: String, wanted: String, available: String },
-    #[error("image {image}: registry: {message}")]
-    Registry { image: String, message: String },
-    #[error("image {image}: layer {layer}: {message}")]
-    Layer { image: String, layer: String, message: String },
+    /// `what` is the request (`manifest`, `layer 0 sha256:...`); `hint` says where credentials come
+    /// from when the registry refused them.
+    #[error("image {image}: registry: {what}{hint}")]
+    Registry { image: String, what: String, hint: String, source: Cause },
+    #[error("image {image}: {what} {digest}: download interrupted after {got} of {size} bytes; pulling again resumes")]
+    Interrupted { image: String, what: String, digest: String, got: u64, size: u64, source: Cause },
+    #[error("image {image}: layer {layer}")]
+    Layer { image: String, layer: String, source: Cause },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("image {image}: no file `{path}`{detail}")]
     FileNotFound { image: String, path: String, detail: String },
 }

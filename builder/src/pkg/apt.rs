@@ -168,9 +168,7 @@ impl Apt {
 }
 
 fn run(mut cmd: Command, tool: &str) -> Result<String, PkgError> {
-    let out = cmd
-        .output()
-        .map_err(|e| PkgError::Tool { tool: tool.into(), stderr: format!("cannot start: {e}") })?;
+    let out = cmd.output().map_err(|source| PkgError::Start { tool: tool.into(), source })?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() || stderr.contains("\nE: ") || stderr.starts_with("E: ") {
         return Err(PkgError::Tool { tool: tool.into(), stderr });

@@ -11,6 +11,7 @@ use super::def::{Build, CargoBuild, Deb, PkgDef};
 use super::layer::LayerTar;
 use super::map::{normalize, PathMap};
 use super::{PkgError, PkgOptions};
+use crate::error::{context, Cause};
 
 /// The cached, checked `.deb` for one pin; downloads it through apt when it is not cached.
 pub fn fetch_deb(
@@ -65,7 +66,7 @@ pub fn repo_root(pkg_dir: &Path) -> Result<PathBuf, PkgError> {
         .map_err(|source| PkgError::Io { path: pkg_dir.to_owned(), source })?;
     dir.parent().and_then(Path::parent).map(Path::to_owned).ok_or_else(|| PkgError::Def {
         path: dir.clone(),
-        message: "a package folder sits in <repo>/pkg/".into(),
+        source: "a package folder sits in <repo>/pkg/".into(),
     })
 }
 
@@ -109,12 +110,12 @@ fn add_deb(
     layer: &mut LayerTar<impl Write>,
 ) -> Result<(), PkgError> {
     let mut map = PathMap::new(&deb.files);
-    let deb_err = |message: String| PkgError::Deb { path: file.to_owned(), message };
+    let deb_err = |source: Cause| PkgError::Deb { path: file.to_owned(), source };
     super::deb::for_each_data_entry(file, |entry| {
-        let path = entry.path().map_err(|e| deb_err(e.to_string()))?.to_string_lossy().into_owned();
+        let path = entry.path().map_err(|e| deb_err(e.into()))?.to_string_lossy().into_owned();
         let Some(to) = map.map(&path) else { return Ok(()) };
         let header = entry.header();
-        let mode = header.mode().map_err(|e| deb_err(format!("{path}: {e}")))? & 0o7777;
+        let mode = header.mode().map_err(|e| deb_err(context(path.clone())(e)))? & 0o7777;
         match header.entry_type() {
             tar::EntryType::Directory => layer.dir(&to, mode),
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -122,13 +123,11 @@ fn add_deb(
                 layer.file(&to, mode, size, entry)
             }
             tar::EntryType::Symlink => {
-                let target =
-                    entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
+                let target = entry.link_name().map_err(|e| deb_err(e.into()))?.unwrap_or_default();
                 layer.symlink(&to, &target.to_string_lossy())
             }
             tar::EntryType::Link => {
-                let target =
-                    entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
+                let target = entry.link_name().map_err(|e| deb_err(e.into()))?.unwrap_or_default();
                 let target = target.to_string_lossy();
                 // Map the target without counting it as a hit of its rule.
                 let mapped =
@@ -144,7 +143,7 @@ fn add_deb(
                     })?;
                 layer.hardlink(&to, &mapped)
             }
-            other => Err(deb_err(format!("{path}: unsupported entry type {other:?}"))),
+            other => Err(deb_err(format!("{path}: unsupported entry type {other:?}").into())),
         }
     })?;
     for (j, (rule, hits)) in deb.files.iter().zip(&map.hits).enumerate() {
@@ -181,7 +180,8 @@ fn run_build(def: &PkgDef, build: &Build, repo: &Path, tmp: &Path) -> Result<Pat
 }
 
 fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<PathBuf, PkgError> {
-    let fail = |message: String| PkgError::Build { package: def.name.clone(), message };
+    let fail =
+        |message: String| PkgError::Build { package: def.name.clone(), source: message.into() };
     let path = repo.join(script);
     if !path.is_file() {
         return Err(fail(format!(
@@ -197,7 +197,10 @@ fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<Pa
         .current_dir(repo)
         .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
-        .map_err(|e| fail(format!("cannot start {}: {e}", path.display())))?;
+        .map_err(|e| PkgError::Build {
+            package: def.name.clone(),
+            source: context(format!("cannot start {}", path.display()))(e),
+        })?;
     if !status.success() {
         return Err(fail(format!("{} {} failed ({status})", script.display(), out.display())));
     }
@@ -208,7 +211,8 @@ fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<Pa
 }
 
 fn run_cargo(def: &PkgDef, c: &CargoBuild, repo: &Path) -> Result<PathBuf, PkgError> {
-    let fail = |message: String| PkgError::Build { package: def.name.clone(), message };
+    let fail =
+        |message: String| PkgError::Build { package: def.name.clone(), source: message.into() };
     let CargoBuild { package, target, profile } = c;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
@@ -221,7 +225,10 @@ fn run_cargo(def: &PkgDef, c: &CargoBuild, repo: &Path) -> Result<PathBuf, PkgEr
         .current_dir(repo)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| fail(format!("cannot start cargo: {e}")))?;
+        .map_err(|e| PkgError::Build {
+            package: def.name.clone(),
+            source: context("cannot start cargo")(e),
+        })?;
     if !out.status.success() {
         return Err(fail(format!("cargo build -p {package} failed ({})", out.status)));
     }
@@ -275,10 +282,8 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
 /// description records what went in: the package name and each pinned `.deb`.
 fn write_layout(def: &PkgDef, tar: &[u8], dir: &Path) -> Result<(), PkgError> {
     use crate::oci::layout::{Compression, ImageBuilder};
-    let oci = |e: crate::oci::OciError| PkgError::Build {
-        package: def.name.clone(),
-        message: e.to_string(),
-    };
+    let oci =
+        |e: crate::oci::OciError| PkgError::Build { package: def.name.clone(), source: e.into() };
     let mut image = ImageBuilder::new()
         .layer(tar, Compression::Gzip)
         .map_err(|source| PkgError::Io { path: dir.to_owned(), source })?;

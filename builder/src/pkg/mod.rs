@@ -19,18 +19,20 @@ pub mod update;
 
 use std::path::PathBuf;
 
+use crate::error::Cause;
+
 pub use build::{build, fetch, fetch_deb};
 pub use def::PkgDef;
 
 /// Errors from defining, fetching and building packages. Each names the package, file or digest at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum PkgError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("package definition {path}: {message}")]
-    Def { path: PathBuf, message: String },
-    #[error("{path}: not a valid .deb: {message}")]
-    Deb { path: PathBuf, message: String },
+    #[error("package definition {path}")]
+    Def { path: PathBuf, source: Cause },
+    #[error("{path}: not a valid .deb")]
+    Deb { path: PathBuf, source: Cause },
     /// Boxed (as [`PkgError::VersionGone`]): the largest variants would size every result.
     #[error(transparent)]
     Digest(Box<DebDigestMismatch>),
@@ -40,12 +42,14 @@ pub enum PkgError {
     Offline { package: String, deb: String, sha256: String },
     #[error("{tool} failed:\n{stderr}")]
     Tool { tool: String, stderr: String },
-    #[error("package layer: {0}")]
-    Layer(String),
+    #[error("cannot start {tool}")]
+    Start { tool: String, source: std::io::Error },
+    #[error("package layer")]
+    Layer(#[source] Cause),
     #[error("package {package}: {def}: {field}: {message}")]
     Map { package: String, def: PathBuf, field: String, message: String },
-    #[error("package {package}: {message}")]
-    Build { package: String, message: String },
+    #[error("package {package}")]
+    Build { package: String, source: Cause },
 }
 
 /// A downloaded `.deb` whose sha256 differs from its pin.

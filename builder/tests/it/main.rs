@@ -8,6 +8,7 @@
 mod common;
 mod image_support;
 
+mod cli_errors;
 mod image_dtb;
 mod image_fat;
 mod image_live;

@@ -8,7 +8,7 @@
 //! - [`uboot`]: what U-Boot reads: boot scripts, script images, config.txt, the load-address plan.
 //! - [`disk`]: GPT + hybrid MBR, FAT, content-derived ids, sparse output, inspection.
 //! - [`live`]: assembling `live.raw` (and the netboot tree) from a manifest.
-//! - [`error`]: cause chains shared by the modules' error types; [`report`]: what users see.
+//! - [`error`]: cause chains shared by the modules' error types.
 //!
 //! The command line (clap, anyhow) lives in the binary target (`main.rs`, `cli/`).
 

@@ -8,7 +8,7 @@
 //! - [`uboot`]: what U-Boot reads: boot scripts, script images, config.txt, the load-address plan.
 //! - [`disk`]: GPT + hybrid MBR, FAT, content-derived ids, sparse output, inspection.
 //! - [`live`]: assembling `live.raw` (and the netboot tree) from a manifest.
-//! - [`error`]: cause chains shared by the modules' error types.
+//! - [`error`]: cause chains shared by the modules' error types; [`report`]: what users see.
 //!
 //! The command line (clap, anyhow) lives in the binary target (`main.rs`, `cli/`).
 
@@ -18,5 +18,6 @@ pub mod live;
 pub mod manifest;
 pub mod oci;
 pub mod pkg;
+pub mod report;
 pub mod rootfs;
 pub mod uboot;

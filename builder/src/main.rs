@@ -13,6 +13,9 @@ use cli as cmd;
     about = "Builds flashable edge-OS images for the Raspberry Pi 4 and QEMU virt"
 )]
 struct Cli {
+    /// Print only errors and warnings: no status lines, no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +44,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    rpixen::report::init(cli.quiet);
     let result = match cli.command {
         Command::Live(mut a) => {
             // In the container: /out receives the image.

@@ -34,7 +34,7 @@ fn install_interrupt_handler() {
             if let Some(p) = PENDING.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = std::fs::remove_file(p);
             }
-            eprintln!("rpixen: interrupted; nothing written");
+            crate::report::warn("interrupted; nothing written");
             std::process::exit(130);
         });
     });

@@ -101,7 +101,7 @@ pub struct OciOptions {
     /// Docker `config.json` consulted for registry credentials (`$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
-    /// Show progress bars (only when stderr is a terminal).
+    /// Allow progress bars; [`crate::report`] draws them only on a terminal and without `--quiet`.
     pub progress: bool,
 }
 

@@ -114,7 +114,6 @@ struct Puller<'a> {
     client: Client,
     auth: RegistryAuth,
     cache: BlobCache,
-    progress: Option<indicatif::MultiProgress>,
 }
 
 impl<'a> Puller<'a> {
@@ -130,7 +129,6 @@ impl<'a> Puller<'a> {
             client: client_for(opts, reference),
             auth: auth_for(opts.docker_config.as_deref(), reference.resolve_registry())?,
             cache: BlobCache::new(&opts.cache_dir),
-            progress: opts.progress.then(indicatif::MultiProgress::new),
         })
     }
 
@@ -364,16 +362,8 @@ impl<'a> Puller<'a> {
         }
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len))
             .map_err(OciError::io(&partial))?;
-        let bar = self.progress.as_ref().map(|m| {
-            let b = m.add(indicatif::ProgressBar::new(desc.size()));
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            b.set_message(format!("{what} {}", &digest[7..19]));
+        let bar = self.opts.progress.then(|| {
+            let b = crate::report::bar(desc.size(), format!("{what} {}", &digest[7..19]));
             b.set_position(len);
             b
         });
@@ -402,7 +392,7 @@ impl<'a> Puller<'a> {
         writer.flush().map_err(OciError::io(&partial))?;
         drop(writer);
         if let Some(b) = bar {
-            b.finish_and_clear();
+            b.finish();
         }
         if let Some(e) = failure {
             if len < desc.size() {

@@ -85,7 +85,7 @@ impl Apt {
             self.updated = true;
             return Ok(());
         }
-        eprintln!("rpixen: pkg: updating the {} package index", self.suite);
+        crate::report::status(format_args!("pkg: updating the {} package index", self.suite));
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "update"]);
         run(cmd, "apt-get update")?;
@@ -116,7 +116,7 @@ impl Apt {
             self.update()?;
         }
         loop {
-            eprintln!("rpixen: pkg: downloading {package}={version}");
+            crate::report::status(format_args!("pkg: downloading {package}={version}"));
             let mut cmd = self.command("apt-get");
             cmd.args(["-q", "download", &format!("{package}={version}")]).current_dir(into);
             match run(cmd, "apt-get download") {

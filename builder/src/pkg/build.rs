@@ -80,7 +80,10 @@ pub fn write_layer(
     let debs = fetch(def, opts)?;
     let mut layer = LayerTar::new(out);
     for (i, (deb, file)) in def.debs.iter().zip(&debs).enumerate() {
-        eprintln!("rpixen: pkg {}: unpacking {}={}", def.name, deb.package, deb.version);
+        crate::report::status(format_args!(
+            "pkg {}: unpacking {}={}",
+            def.name, deb.package, deb.version
+        ));
         add_deb(def, i, deb, file, &mut layer)?;
     }
     for s in &def.symlinks {
@@ -190,7 +193,12 @@ fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<Pa
         )));
     }
     let out = tmp.join("artifact");
-    eprintln!("rpixen: pkg {}: running {} {}", def.name, script.display(), out.display());
+    crate::report::status(format_args!(
+        "pkg {}: running {} {}",
+        def.name,
+        script.display(),
+        out.display()
+    ));
     // The script's stdout goes to our stderr: stdout may be carrying an image.
     let status = Command::new(&path)
         .arg(&out)
@@ -215,10 +223,10 @@ fn run_cargo(def: &PkgDef, c: &CargoBuild, repo: &Path) -> Result<PathBuf, PkgEr
         |message: String| PkgError::Build { package: def.name.clone(), source: message.into() };
     let CargoBuild { package, target, profile } = c;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "rpixen: pkg {}: cargo build -p {package} --target {target} --profile {profile}",
+    crate::report::status(format_args!(
+        "pkg {}: cargo build -p {package} --target {target} --profile {profile}",
         def.name
-    );
+    ));
     let out = Command::new(cargo)
         .args(["build", "--locked", "-p", package, "--target", target, "--profile", profile])
         .args(["--message-format", "json-render-diagnostics"])
@@ -274,7 +282,7 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
     std::fs::rename(&staged, out_dir)
         .map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
     drop(old);
-    eprintln!("rpixen: pkg {}: wrote {}", def.name, out_dir.display());
+    crate::report::status(format_args!("pkg {}: wrote {}", def.name, out_dir.display()));
     Ok(())
 }
 

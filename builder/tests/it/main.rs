@@ -9,6 +9,7 @@ mod common;
 mod image_support;
 
 mod cli_errors;
+mod cli_report;
 mod image_dtb;
 mod image_fat;
 mod image_live;

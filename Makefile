@@ -49,10 +49,7 @@ lint: ## Check formatting (rustfmt.toml) and clippy warnings for the whole works
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
-# TODO(issue 9): `test: lint` once clippy passes for the whole workspace (rpixen still has
-# clippy::result_large_err from OciError); until then CI would stop before the tests.
-test: ## Run every test (format check, unit, tool-checked, QEMU boots)
-	$(CARGO) fmt --all -- --check
+test: lint ## Run every test (format and clippy checks, unit, tool-checked, QEMU boots)
 	$(CARGO) test --workspace --release --no-fail-fast
 
 bench: ## Run the benchmarks (each prints its ratio against the peer tool)

@@ -9,14 +9,17 @@
 //! - [`disk`]: GPT + hybrid MBR, FAT, content-derived ids, sparse output, inspection.
 //! - [`live`]: assembling `live.raw` (and the netboot tree) from a manifest.
 //! - [`installer`]: `installer.raw`, which boots to an installer carrying the live image.
+//! - [`error`]: cause chains shared by the modules' error types; [`report`]: what users see.
 //!
 //! The command line (clap, anyhow) lives in the binary target (`main.rs`, `cli/`).
 
 pub mod disk;
+pub mod error;
 pub mod installer;
 pub mod live;
 pub mod manifest;
 pub mod oci;
 pub mod pkg;
+pub mod report;
 pub mod rootfs;
 pub mod uboot;

@@ -13,6 +13,9 @@ use cli as cmd;
     about = "Builds flashable edge-OS images for the Raspberry Pi 4 and QEMU virt"
 )]
 struct Cli {
+    /// Print only errors and warnings: no status lines, no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +50,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    rpixen::report::init(cli.quiet);
     let result = match cli.command {
         Command::Live(mut a) => {
             // In the container: /out receives the image.
@@ -73,7 +77,11 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rpixen: error: {e:#}");
+            // Each layer says only its own part, so every cause is printed once, outermost first.
+            eprintln!("rpixen: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -49,7 +49,7 @@ pub fn override_config_files(plan: &mut Plan) -> anyhow::Result<()> {
     let Some(in_dir) = mounted("RPIXEN_IN_DIR") else { return Ok(()) };
     for rel in files_under(&in_dir)? {
         let path = format!("/{rel}");
-        eprintln!("rpixen: CONFIG{path} from {}", in_dir.join(&rel).display());
+        rpixen::report::status(format_args!("CONFIG{path} from {}", in_dir.join(&rel).display()));
         plan.config_files.retain(|f| f.path.trim_start_matches('/') != rel);
         plan.config_files.push(PlacedFile {
             path,

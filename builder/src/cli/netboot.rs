@@ -41,11 +41,11 @@ pub fn run(args: NetbootArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing the netboot tree for {}", args.target))?;
     let disk = live::card_disk(&card, args.seed.as_deref(), epoch)?;
     output::to_file(&disk, &args.output.join("sdcard.raw"))?;
-    eprintln!(
-        "rpixen: TFTP root in {}, SD card files in {} (image: {})",
+    rpixen::report::status(format_args!(
+        "netboot: TFTP root in {}, SD card files in {} (image: {})",
         args.output.join("tftp").display(),
         args.output.join("sdcard").display(),
         args.output.join("sdcard.raw").display()
-    );
+    ));
     Ok(())
 }

@@ -109,13 +109,13 @@ pub fn run(cmd: PkgCommand) -> anyhow::Result<()> {
                 for d in def.debs.iter().filter(|d| deb.as_deref().is_none_or(|n| n == d.package)) {
                     found = true;
                     let file = rpixen_pkg::fetch_deb(&def, d, &opts, &mut apt)?;
-                    eprintln!(
-                        "rpixen: pkg {}: {}={} ok ({})",
+                    rpixen::report::status(format_args!(
+                        "pkg {}: {}={} ok ({})",
                         def.name,
                         d.package,
                         d.version,
                         file.display()
-                    );
+                    ));
                     if let Some(root) = &unpack {
                         unpack_once(&file, &root.join(&d.package))?;
                     }
@@ -144,17 +144,17 @@ pub fn run(cmd: PkgCommand) -> anyhow::Result<()> {
             for dir in package_dirs(dirs)? {
                 let repins = rpixen_pkg::update::update(&dir, &opts)?;
                 for r in &repins {
-                    eprintln!(
-                        "rpixen: pkg {}: {}={} -> {}={}",
+                    rpixen::report::status(format_args!(
+                        "pkg {}: {}={} -> {}={}",
                         dir.display(),
                         r.old_package,
                         r.old_version,
                         r.new.package,
                         r.new.version
-                    );
+                    ));
                 }
                 if repins.is_empty() {
-                    eprintln!("rpixen: pkg {}: current", dir.display());
+                    rpixen::report::status(format_args!("pkg {}: current", dir.display()));
                 }
             }
             Ok(())

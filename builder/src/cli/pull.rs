@@ -47,6 +47,10 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
             l.descriptor.media_type()
         );
     }
-    eprintln!("{} layers, {total} bytes, in {}", image.layers.len(), opts.cache_dir.display());
+    rpixen::report::status(format_args!(
+        "pull: {} layers, {total} bytes, in {}",
+        image.layers.len(),
+        opts.cache_dir.display()
+    ));
     Ok(())
 }

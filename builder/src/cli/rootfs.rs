@@ -43,17 +43,17 @@ pub fn run(args: RootfsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write in {}", out_dir.display()))?;
     let report = rpixen::rootfs::build(&args.oci.options(), &plan, format, tmp.as_file_mut())?;
     for w in &report.warnings {
-        eprintln!("rpixen: warning: {w}");
+        rpixen::report::warn(w);
     }
     // Temporary files are 0600; an image file is ordinary output.
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
-    eprintln!(
-        "{}: {} bytes ({:?}{})",
+    rpixen::report::status(format_args!(
+        "rootfs: wrote {}: {} bytes ({:?}{})",
         args.output.display(),
         report.bytes,
         format,
         if report.cached { ", from the cache" } else { "" }
-    );
+    ));
     Ok(())
 }

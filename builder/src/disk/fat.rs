@@ -18,7 +18,7 @@ use super::source::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FatError {
-    #[error("FAT {label}: {what}: {source}")]
+    #[error("FAT {label}: {what}")]
     Io { label: String, what: String, source: std::io::Error },
     #[error("FAT {label}: the files need {need} bytes but the partition holds {have}; raise its size in `partitions:`")]
     Full { label: String, need: u64, have: u64 },

@@ -13,9 +13,9 @@ use super::assemble::{Data, Disk};
 pub enum OutputError {
     #[error("refusing to write a disk image to a terminal: redirect stdout (`rpixen live > live.raw`) or use -o FILE")]
     Terminal,
-    #[error("cannot write the image to stdout: {0}")]
-    Stdout(std::io::Error),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write the image to stdout")]
+    Stdout(#[source] std::io::Error),
+    #[error("cannot write {path}")]
     File { path: PathBuf, source: std::io::Error },
 }
 
@@ -34,7 +34,7 @@ fn install_interrupt_handler() {
             if let Some(p) = PENDING.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = std::fs::remove_file(p);
             }
-            eprintln!("rpixen: interrupted; nothing written");
+            crate::report::warn("interrupted; nothing written");
             std::process::exit(130);
         });
     });

@@ -7,7 +7,7 @@ use crate::manifest::FileSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("`{field}`: cannot read {path}: {source}")]
+    #[error("`{field}`: cannot read {path}")]
     Host { field: String, path: PathBuf, source: std::io::Error },
     #[error("`{field}`: cannot read {path} from image {image}: {message}")]
     Image { field: String, image: String, path: String, message: String },
@@ -45,7 +45,7 @@ pub fn read(fref: &FileSource, field: &str) -> Result<Vec<u8>, FileError> {
                 field: field.to_owned(),
                 image: image.clone(),
                 path: path.clone(),
-                message: e.to_string(),
+                message: crate::error::one_line(&e),
             })
         }
     }

@@ -45,7 +45,7 @@ pub enum LiveError {
     Field { field: String, message: String },
     #[error("rootfs: {0}")]
     Rootfs(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: std::io::Error },
 }
 
@@ -103,7 +103,8 @@ fn hypervisor_name(kind: HypervisorKind) -> &'static str {
 /// Runs the rootfs builder (`rootfs:` OCI layers + files + dom0-init) in `format`.
 fn build_rootfs(inputs: &Inputs<'_>, format: RootfsFormat) -> Result<Vec<u8>, LiveError> {
     use std::io::{Read, Seek};
-    let rootfs_err = |e: &dyn std::fmt::Display| LiveError::Rootfs(e.to_string());
+    let rootfs_err =
+        |e: &(dyn std::error::Error + 'static)| LiveError::Rootfs(crate::error::one_line(e));
     let mut tmp = tempfile::tempfile().map_err(|e| rootfs_err(&e))?;
     let opts = crate::oci::OciOptions::from_env();
     crate::rootfs::build(&opts, inputs.plan, format, &mut tmp).map_err(|e| rootfs_err(&e))?;

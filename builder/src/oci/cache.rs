@@ -108,8 +108,8 @@ impl BlobCache {
         if actual != desc.digest().to_string() || size != desc.size() {
             let _ = std::fs::remove_file(partial);
             let mut err = mismatch(image, what, desc, actual, size);
-            if let OciError::DigestMismatch { note, .. } = &mut err {
-                *note = "; the download was deleted, not cached".into();
+            if let OciError::DigestMismatch(m) = &mut err {
+                m.note = "; the download was deleted, not cached".into();
             }
             return Err(err);
         }

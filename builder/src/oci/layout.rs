@@ -12,7 +12,7 @@ use oci_spec::image::{
 };
 
 use super::digest::{file_digest, sha256, sha256_hex};
-use super::{Image, LayerBlob, OciError, Platform};
+use super::{DigestMismatch, Image, LayerBlob, OciError, Platform};
 
 /// The annotation that names a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -26,7 +26,7 @@ pub struct Layout {
 
 fn json_err(image: &str, what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> OciError {
     let (image, what) = (image.to_owned(), what.into());
-    move |e| OciError::Invalid { image, what, message: e.to_string() }
+    move |e| OciError::Invalid { image, what, source: e.into() }
 }
 
 impl Layout {
@@ -37,7 +37,7 @@ impl Layout {
             return Err(OciError::Invalid {
                 image: name,
                 what: "oci-layout".into(),
-                message: "missing: not an OCI image layout (for a package, run `make pkgs` first)"
+                source: "missing: not an OCI image layout (for a package, run `make pkgs` first)"
                     .into(),
             });
         }
@@ -77,7 +77,7 @@ impl Layout {
         self.blob_path(desc.digest().as_ref()).ok_or_else(|| OciError::Invalid {
             image: image.to_owned(),
             what: what.to_owned(),
-            message: format!("unsupported digest `{}` (only sha256)", desc.digest()),
+            source: format!("unsupported digest `{}` (only sha256)", desc.digest()).into(),
         })
     }
 
@@ -100,11 +100,12 @@ impl Layout {
             OciError::Invalid {
                 image: image.to_owned(),
                 what: format!("tag `{tag}`"),
-                message: format!(
+                source: format!(
                     "not in {}/index.json (tags: {})",
                     self.dir.display(),
                     tags.join(", ")
-                ),
+                )
+                .into(),
             }
         })
     }
@@ -166,7 +167,7 @@ pub(crate) fn mismatch(
     actual: String,
     actual_size: u64,
 ) -> OciError {
-    OciError::DigestMismatch {
+    OciError::DigestMismatch(Box::new(DigestMismatch {
         image: image.to_owned(),
         what: what.to_owned(),
         expected: desc.digest().to_string(),
@@ -174,7 +175,7 @@ pub(crate) fn mismatch(
         actual,
         actual_size,
         note: String::new(),
-    }
+    }))
 }
 
 pub(crate) fn is_index(media_type: &MediaType) -> bool {

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
+use crate::error::Cause;
+
 pub use platform::Platform;
 pub use reference::ImageRef;
 
@@ -31,37 +33,49 @@ pub use reference::ImageRef;
 /// blob at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
-    #[error("image reference `{reference}`: {message}")]
-    Reference { reference: String, message: String },
-    #[error("{path}: {source}")]
+    #[error("image reference `{reference}`")]
+    Reference { reference: String, source: Cause },
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("image {image}: {what}: {message}")]
-    Invalid { image: String, what: String, message: String },
-    #[error(
-        "image {image}: {what} {expected}: content does not match: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes){note}"
-    )]
-    DigestMismatch {
-        image: String,
-        what: String,
-        expected: String,
-        expected_size: u64,
-        actual: String,
-        actual_size: u64,
-        /// What became of the bad bytes (e.g. "; the download was deleted").
-        note: String,
-    },
+    #[error("image {image}: {what}")]
+    Invalid { image: String, what: String, source: Cause },
+    /// Boxed: it is the largest variant, and every `Result<_, OciError>` would carry its size.
+    #[error(transparent)]
+    DigestMismatch(Box<DigestMismatch>),
     #[error(
         "image {image}: {what} {digest} is not in the cache and --offline forbids the network"
     )]
     Offline { image: String, what: String, digest: String },
     #[error("image {image}: no manifest for platform {wanted} (the index has: {available})")]
     Platform { image: String, wanted: String, available: String },
-    #[error("image {image}: registry: {message}")]
-    Registry { image: String, message: String },
-    #[error("image {image}: layer {layer}: {message}")]
-    Layer { image: String, layer: String, message: String },
+    /// `what` is the request (`manifest`, `layer 0 sha256:...`); `hint` says where credentials come
+    /// from when the registry refused them.
+    #[error("image {image}: registry: {what}{hint}")]
+    Registry { image: String, what: String, hint: String, source: Cause },
+    #[error("image {image}: {what} {digest}: download interrupted after {got} of {size} bytes; pulling again resumes")]
+    Interrupted { image: String, what: String, digest: String, got: u64, size: u64, source: Cause },
+    #[error("image {image}: layer {layer}")]
+    Layer { image: String, layer: String, source: Cause },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("image {image}: no file `{path}`{detail}")]
     FileNotFound { image: String, path: String, detail: String },
+}
+
+/// Bytes whose sha256 or size differ from the descriptor that named them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "image {image}: {what} {expected}: content does not match: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes){note}"
+)]
+pub struct DigestMismatch {
+    pub image: String,
+    pub what: String,
+    pub expected: String,
+    pub expected_size: u64,
+    pub actual: String,
+    pub actual_size: u64,
+    /// What became of the bad bytes (e.g. "; the download was deleted").
+    pub note: String,
 }
 
 impl OciError {
@@ -87,7 +101,7 @@ pub struct OciOptions {
     /// Docker `config.json` consulted for registry credentials (`$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
-    /// Show progress bars (only when stderr is a terminal).
+    /// Allow progress bars; [`crate::report`] draws them only on a terminal and without `--quiet`.
     pub progress: bool,
 }
 

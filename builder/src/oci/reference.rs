@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::{OciError, OciOptions};
+use crate::error::Cause;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
@@ -17,26 +18,21 @@ pub enum ImageRef {
 
 impl ImageRef {
     pub fn parse(text: &str, opts: &OciOptions) -> Result<ImageRef, OciError> {
-        let bad = |message: &str| OciError::Reference {
-            reference: text.to_owned(),
-            message: message.to_owned(),
-        };
+        let bad = |source: Cause| OciError::Reference { reference: text.to_owned(), source };
         if text.is_empty() {
-            return Err(bad("empty"));
+            return Err(bad("empty".into()));
         }
         if let Some(rest) = text.strip_prefix("oci:") {
             let (dir, tag) = split_layout(rest);
             if dir.is_empty() {
-                return Err(bad("no directory after `oci:`"));
+                return Err(bad("no directory after `oci:`".into()));
             }
             return Ok(ImageRef::Layout { dir: PathBuf::from(dir), tag: tag.to_owned() });
         }
         if !text.contains(['/', ':', '@']) {
             return Ok(ImageRef::Layout { dir: opts.pkg_dir.join(text), tag: "latest".into() });
         }
-        text.parse::<oci_client::Reference>()
-            .map(ImageRef::Registry)
-            .map_err(|e| bad(&e.to_string()))
+        text.parse::<oci_client::Reference>().map(ImageRef::Registry).map_err(|e| bad(e.into()))
     }
 }
 

@@ -18,7 +18,8 @@ use sha2::Digest as _;
 use super::cache::BlobCache;
 use super::digest::sha256;
 use super::layout::{is_index, Layout};
-use super::{Image, LayerBlob, OciError, OciOptions};
+use super::{DigestMismatch, Image, LayerBlob, OciError, OciOptions};
+use crate::error::{context, Cause};
 
 const ACCEPT: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
@@ -49,12 +50,12 @@ pub fn auth_for(config: Option<&Path>, registry: &str) -> Result<RegistryAuth, O
     use base64::Engine as _;
     let Some(path) = config.filter(|p| p.is_file()) else { return Ok(RegistryAuth::Anonymous) };
     let text = std::fs::read(path).map_err(OciError::io(path))?;
-    let bad = |m: String| OciError::Invalid {
+    let bad = |source: Cause| OciError::Invalid {
         image: registry.into(),
         what: path.display().to_string(),
-        message: m,
+        source,
     };
-    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.into()))?;
     let Some(auths) = json.get("auths").and_then(|a| a.as_object()) else {
         return Ok(RegistryAuth::Anonymous);
     };
@@ -70,12 +71,12 @@ pub fn auth_for(config: Option<&Path>, registry: &str) -> Result<RegistryAuth, O
         if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth)
-                .map_err(|e| bad(format!("auths.{key}.auth: {e}")))?;
-            let decoded =
-                String::from_utf8(decoded).map_err(|e| bad(format!("auths.{key}.auth: {e}")))?;
+                .map_err(|e| bad(context(format!("auths.{key}.auth"))(e)))?;
+            let decoded = String::from_utf8(decoded)
+                .map_err(|e| bad(context(format!("auths.{key}.auth"))(e)))?;
             let (user, pass) = decoded
                 .split_once(':')
-                .ok_or_else(|| bad(format!("auths.{key}.auth is not user:password")))?;
+                .ok_or_else(|| bad(format!("auths.{key}.auth is not user:password").into()))?;
             return Ok(RegistryAuth::Basic(user.into(), pass.into()));
         }
         if let (Some(u), Some(p)) = (
@@ -97,18 +98,13 @@ fn client_for(opts: &OciOptions, reference: &Reference) -> Client {
     Client::new(ClientConfig { protocol, ..Default::default() })
 }
 
-fn runtime(image: &str) -> Result<tokio::runtime::Runtime, OciError> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        OciError::Registry {
-            image: image.into(),
-            message: format!("cannot start the async runtime: {e}"),
-        }
-    })
+fn runtime() -> Result<tokio::runtime::Runtime, OciError> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(OciError::Runtime)
 }
 
 /// Pulls `reference` into the cache (what is cached already is only verified) and returns the image.
 pub fn pull(opts: &OciOptions, image: &str, reference: &Reference) -> Result<Image, OciError> {
-    runtime(image)?.block_on(Puller::new(opts, image, reference)?.pull())
+    runtime()?.block_on(Puller::new(opts, image, reference)?.pull())
 }
 
 struct Puller<'a> {
@@ -118,7 +114,6 @@ struct Puller<'a> {
     client: Client,
     auth: RegistryAuth,
     cache: BlobCache,
-    progress: Option<indicatif::MultiProgress>,
 }
 
 impl<'a> Puller<'a> {
@@ -134,20 +129,21 @@ impl<'a> Puller<'a> {
             client: client_for(opts, reference),
             auth: auth_for(opts.docker_config.as_deref(), reference.resolve_registry())?,
             cache: BlobCache::new(&opts.cache_dir),
-            progress: opts.progress.then(indicatif::MultiProgress::new),
         })
     }
 
-    fn reg_err(&self, e: impl std::fmt::Display) -> OciError {
-        let mut message = e.to_string();
-        if message.to_ascii_lowercase().contains("authoriz") || message.contains("401") {
+    fn reg_err(&self, what: &str, e: impl Into<Cause>) -> OciError {
+        let source = e.into();
+        let text = crate::error::one_line(source.as_ref());
+        let mut hint = String::new();
+        if text.to_ascii_lowercase().contains("authoriz") || text.contains("401") {
             let config = self.opts.docker_config.as_ref().map(|p| p.display().to_string());
-            message.push_str(&format!(
+            hint = format!(
                 " (credentials are read from the `auths` of {})",
                 config.unwrap_or_else(|| "Docker's config.json".into())
-            ));
+            );
         }
-        OciError::Registry { image: self.image.into(), message }
+        OciError::Registry { image: self.image.into(), what: what.into(), hint, source }
     }
 
     async fn pull(self) -> Result<Image, OciError> {
@@ -205,8 +201,8 @@ impl<'a> Puller<'a> {
         Ok(Image { name: self.image.into(), manifest_digest: digest, manifest, config, layers })
     }
 
-    fn invalid(&self, what: &str, e: impl std::fmt::Display) -> OciError {
-        OciError::Invalid { image: self.image.into(), what: what.into(), message: e.to_string() }
+    fn invalid(&self, what: &str, e: impl Into<Cause>) -> OciError {
+        OciError::Invalid { image: self.image.into(), what: what.into(), source: e.into() }
     }
 
     /// The manifest (or index) the reference names: by digest from the cache when possible; by tag from
@@ -235,12 +231,12 @@ impl<'a> Puller<'a> {
             .client
             .pull_manifest_raw(r, &self.auth, ACCEPT)
             .await
-            .map_err(|e| self.reg_err(e))?;
+            .map_err(|e| self.reg_err(&format!("manifest for tag `{tag}`"), e))?;
         let bytes = bytes.to_vec();
         let actual = sha256(&bytes);
         if let Some(d) = &pinned {
             if &actual != d {
-                return Err(OciError::DigestMismatch {
+                return Err(OciError::DigestMismatch(Box::new(DigestMismatch {
                     image: self.image.into(),
                     what: "manifest".into(),
                     expected: d.clone(),
@@ -248,7 +244,7 @@ impl<'a> Puller<'a> {
                     actual,
                     actual_size: bytes.len() as u64,
                     note: "; not cached".into(),
-                });
+                })));
             }
         }
         let desc = Descriptor::new(
@@ -285,7 +281,7 @@ impl<'a> Puller<'a> {
             self.client
                 .pull_manifest_raw(&by_digest, &self.auth, ACCEPT)
                 .await
-                .map_err(|e| self.reg_err(e))?
+                .map_err(|e| self.reg_err(&format!("{what} {}", desc.digest()), e))?
                 .0
                 .to_vec()
         } else {
@@ -321,7 +317,7 @@ impl<'a> Puller<'a> {
         let partial = self.cache.partial_path(&digest)?.ok_or_else(|| OciError::Invalid {
             image: self.image.into(),
             what: what.into(),
-            message: format!("unsupported digest `{digest}` (only sha256)"),
+            source: format!("unsupported digest `{digest}` (only sha256)").into(),
         })?;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -344,7 +340,7 @@ impl<'a> Puller<'a> {
             .client
             .pull_blob_stream_partial(self.reference, digest.as_str(), offset, None)
             .await
-            .map_err(|e| self.reg_err(format!("{what} {digest}: {e}")))?;
+            .map_err(|e| self.reg_err(&format!("{what} {digest}"), e))?;
         let (mut stream, append) = match response {
             BlobResponse::Full(s) => (s.stream, false),
             BlobResponse::Partial(s) => (s.stream, true),
@@ -366,16 +362,8 @@ impl<'a> Puller<'a> {
         }
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len))
             .map_err(OciError::io(&partial))?;
-        let bar = self.progress.as_ref().map(|m| {
-            let b = m.add(indicatif::ProgressBar::new(desc.size()));
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            b.set_message(format!("{what} {}", &digest[7..19]));
+        let bar = self.opts.progress.then(|| {
+            let b = crate::report::bar(desc.size(), format!("{what} {}", &digest[7..19]));
             b.set_position(len);
             b
         });
@@ -404,14 +392,18 @@ impl<'a> Puller<'a> {
         writer.flush().map_err(OciError::io(&partial))?;
         drop(writer);
         if let Some(b) = bar {
-            b.finish_and_clear();
+            b.finish();
         }
         if let Some(e) = failure {
             if len < desc.size() {
-                return Err(self.reg_err(format!(
-                    "{what} {digest}: download interrupted after {len} of {} bytes ({e}); pulling again resumes",
-                    desc.size()
-                )));
+                return Err(OciError::Interrupted {
+                    image: self.image.into(),
+                    what: what.into(),
+                    digest,
+                    got: len,
+                    size: desc.size(),
+                    source: e.into(),
+                });
             }
         }
         // Committed while the lock is held, so a waiting puller finds the blob in the cache.
@@ -446,17 +438,21 @@ pub fn push_layout(
     target: &str,
 ) -> Result<String, OciError> {
     let reference: Reference = target.parse().map_err(|e: oci_client::ParseError| {
-        OciError::Reference { reference: target.into(), message: e.to_string() }
+        OciError::Reference { reference: target.into(), source: e.into() }
     })?;
     let layout = Layout::open(layout_dir)?;
     let desc = layout.find(target, tag)?;
-    runtime(target)?.block_on(async {
+    runtime()?.block_on(async {
         let client = client_for(opts, &reference);
         let auth = auth_for(opts.docker_config.as_deref(), reference.resolve_registry())?;
-        client
-            .auth(&reference, &auth, oci_client::RegistryOperation::Push)
-            .await
-            .map_err(|e| OciError::Registry { image: target.into(), message: e.to_string() })?;
+        client.auth(&reference, &auth, oci_client::RegistryOperation::Push).await.map_err(|e| {
+            OciError::Registry {
+                image: target.into(),
+                what: "push authentication".into(),
+                hint: String::new(),
+                source: e.into(),
+            }
+        })?;
         push_manifest(&client, &layout, &reference, &desc, true).await?;
         Ok(desc.digest().to_string())
     })
@@ -473,7 +469,9 @@ fn push_manifest<'a>(
         let image = reference.whole();
         let err = |e: oci_client::errors::OciDistributionError| OciError::Registry {
             image: image.clone(),
-            message: e.to_string(),
+            what: "push".into(),
+            hint: String::new(),
+            source: e.into(),
         };
         let bytes = layout.read_blob(&image, "manifest", desc)?;
         if is_index(desc.media_type()) {
@@ -481,7 +479,7 @@ fn push_manifest<'a>(
                 serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
                     image: image.clone(),
                     what: "image index".into(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
             for child in index.manifests() {
                 push_manifest(client, layout, reference, child, false).await?;
@@ -491,7 +489,7 @@ fn push_manifest<'a>(
                 serde_json::from_slice(&bytes).map_err(|e| OciError::Invalid {
                     image: image.clone(),
                     what: "manifest".into(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
             for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
                 let digest = blob.digest().to_string();

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::PkgError;
+use super::{PkgError, VersionGone};
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const COMPONENTS: &str = "main non-free-firmware";
@@ -87,7 +87,7 @@ impl Apt {
             self.updated = true;
             return Ok(());
         }
-        eprintln!("rpixen: pkg: updating the {} package index", self.suite);
+        crate::report::status(format_args!("pkg: updating the {} package index", self.suite));
         let mut cmd = self.command("apt-get");
         cmd.args(["-q", "update"]);
         run(cmd, "apt-get update")?;
@@ -118,7 +118,7 @@ impl Apt {
             self.update()?;
         }
         loop {
-            eprintln!("rpixen: pkg: downloading {package}={version}");
+            crate::report::status(format_args!("pkg: downloading {package}={version}"));
             let mut cmd = self.command("apt-get");
             cmd.args(["-q", "download", &format!("{package}={version}")]).current_dir(into);
             match run(cmd, "apt-get download") {
@@ -129,14 +129,14 @@ impl Apt {
                 {
                     if self.updated {
                         // The caller names the package definition.
-                        return Err(PkgError::VersionGone {
+                        return Err(PkgError::VersionGone(Box::new(VersionGone {
                             package: String::new(),
                             deb: package.to_owned(),
                             def: PathBuf::new(),
                             version: version.to_owned(),
                             suite: self.suite.clone(),
                             detail: stderr.trim().to_owned(),
-                        });
+                        })));
                     }
                     self.update()?;
                 }
@@ -170,9 +170,7 @@ impl Apt {
 }
 
 fn run(mut cmd: Command, tool: &str) -> Result<String, PkgError> {
-    let out = cmd
-        .output()
-        .map_err(|e| PkgError::Tool { tool: tool.into(), stderr: format!("cannot start: {e}") })?;
+    let out = cmd.output().map_err(|source| PkgError::Start { tool: tool.into(), source })?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() || stderr.contains("\nE: ") || stderr.starts_with("E: ") {
         return Err(PkgError::Tool { tool: tool.into(), stderr });

@@ -11,6 +11,7 @@ use super::def::{Build, CargoBuild, Deb, PkgDef};
 use super::layer::LayerTar;
 use super::map::{normalize, PathMap};
 use super::{PkgError, PkgOptions};
+use crate::error::{context, Cause};
 
 /// The cached, checked `.deb` for one pin; downloads it through apt when it is not cached.
 pub fn fetch_deb(
@@ -41,14 +42,12 @@ pub fn fetch_deb(
     let tmp = tempfile::tempdir_in(&partial)
         .map_err(|source| PkgError::Io { path: partial.clone(), source })?;
     let downloaded = apt.download(&deb.package, &deb.version, tmp.path()).map_err(|e| match e {
-        PkgError::VersionGone { version, suite, detail, .. } => PkgError::VersionGone {
-            package: def.name.clone(),
-            deb: deb.package.clone(),
-            version,
-            suite,
-            def: def.path.clone(),
-            detail,
-        },
+        PkgError::VersionGone(mut gone) => {
+            gone.package = def.name.clone();
+            gone.deb = deb.package.clone();
+            gone.def = def.path.clone();
+            PkgError::VersionGone(gone)
+        }
         e => e,
     })?;
     cache.insert(def, deb, &downloaded)
@@ -67,7 +66,7 @@ pub fn repo_root(pkg_dir: &Path) -> Result<PathBuf, PkgError> {
         .map_err(|source| PkgError::Io { path: pkg_dir.to_owned(), source })?;
     dir.parent().and_then(Path::parent).map(Path::to_owned).ok_or_else(|| PkgError::Def {
         path: dir.clone(),
-        message: "a package folder sits in <repo>/pkg/".into(),
+        source: "a package folder sits in <repo>/pkg/".into(),
     })
 }
 
@@ -81,7 +80,10 @@ pub fn write_layer(
     let debs = fetch(def, opts)?;
     let mut layer = LayerTar::new(out);
     for (i, (deb, file)) in def.debs.iter().zip(&debs).enumerate() {
-        eprintln!("rpixen: pkg {}: unpacking {}={}", def.name, deb.package, deb.version);
+        crate::report::status(format_args!(
+            "pkg {}: unpacking {}={}",
+            def.name, deb.package, deb.version
+        ));
         add_deb(def, i, deb, file, &mut layer)?;
     }
     for s in &def.symlinks {
@@ -111,12 +113,12 @@ fn add_deb(
     layer: &mut LayerTar<impl Write>,
 ) -> Result<(), PkgError> {
     let mut map = PathMap::new(&deb.files);
-    let deb_err = |message: String| PkgError::Deb { path: file.to_owned(), message };
+    let deb_err = |source: Cause| PkgError::Deb { path: file.to_owned(), source };
     super::deb::for_each_data_entry(file, |entry| {
-        let path = entry.path().map_err(|e| deb_err(e.to_string()))?.to_string_lossy().into_owned();
+        let path = entry.path().map_err(|e| deb_err(e.into()))?.to_string_lossy().into_owned();
         let Some(to) = map.map(&path) else { return Ok(()) };
         let header = entry.header();
-        let mode = header.mode().map_err(|e| deb_err(format!("{path}: {e}")))? & 0o7777;
+        let mode = header.mode().map_err(|e| deb_err(context(path.clone())(e)))? & 0o7777;
         match header.entry_type() {
             tar::EntryType::Directory => layer.dir(&to, mode),
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -124,13 +126,11 @@ fn add_deb(
                 layer.file(&to, mode, size, entry)
             }
             tar::EntryType::Symlink => {
-                let target =
-                    entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
+                let target = entry.link_name().map_err(|e| deb_err(e.into()))?.unwrap_or_default();
                 layer.symlink(&to, &target.to_string_lossy())
             }
             tar::EntryType::Link => {
-                let target =
-                    entry.link_name().map_err(|e| deb_err(e.to_string()))?.unwrap_or_default();
+                let target = entry.link_name().map_err(|e| deb_err(e.into()))?.unwrap_or_default();
                 let target = target.to_string_lossy();
                 // Map the target without counting it as a hit of its rule.
                 let mapped =
@@ -146,7 +146,7 @@ fn add_deb(
                     })?;
                 layer.hardlink(&to, &mapped)
             }
-            other => Err(deb_err(format!("{path}: unsupported entry type {other:?}"))),
+            other => Err(deb_err(format!("{path}: unsupported entry type {other:?}").into())),
         }
     })?;
     for (j, (rule, hits)) in deb.files.iter().zip(&map.hits).enumerate() {
@@ -183,7 +183,8 @@ fn run_build(def: &PkgDef, build: &Build, repo: &Path, tmp: &Path) -> Result<Pat
 }
 
 fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<PathBuf, PkgError> {
-    let fail = |message: String| PkgError::Build { package: def.name.clone(), message };
+    let fail =
+        |message: String| PkgError::Build { package: def.name.clone(), source: message.into() };
     let path = repo.join(script);
     if !path.is_file() {
         return Err(fail(format!(
@@ -192,14 +193,22 @@ fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<Pa
         )));
     }
     let out = tmp.join("artifact");
-    eprintln!("rpixen: pkg {}: running {} {}", def.name, script.display(), out.display());
+    crate::report::status(format_args!(
+        "pkg {}: running {} {}",
+        def.name,
+        script.display(),
+        out.display()
+    ));
     // The script's stdout goes to our stderr: stdout may be carrying an image.
     let status = Command::new(&path)
         .arg(&out)
         .current_dir(repo)
         .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
-        .map_err(|e| fail(format!("cannot start {}: {e}", path.display())))?;
+        .map_err(|e| PkgError::Build {
+            package: def.name.clone(),
+            source: context(format!("cannot start {}", path.display()))(e),
+        })?;
     if !status.success() {
         return Err(fail(format!("{} {} failed ({status})", script.display(), out.display())));
     }
@@ -210,20 +219,24 @@ fn run_script(def: &PkgDef, script: &Path, repo: &Path, tmp: &Path) -> Result<Pa
 }
 
 fn run_cargo(def: &PkgDef, c: &CargoBuild, repo: &Path) -> Result<PathBuf, PkgError> {
-    let fail = |message: String| PkgError::Build { package: def.name.clone(), message };
+    let fail =
+        |message: String| PkgError::Build { package: def.name.clone(), source: message.into() };
     let CargoBuild { package, target, profile } = c;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "rpixen: pkg {}: cargo build -p {package} --target {target} --profile {profile}",
+    crate::report::status(format_args!(
+        "pkg {}: cargo build -p {package} --target {target} --profile {profile}",
         def.name
-    );
+    ));
     let out = Command::new(cargo)
         .args(["build", "--locked", "-p", package, "--target", target, "--profile", profile])
         .args(["--message-format", "json-render-diagnostics"])
         .current_dir(repo)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| fail(format!("cannot start cargo: {e}")))?;
+        .map_err(|e| PkgError::Build {
+            package: def.name.clone(),
+            source: context("cannot start cargo")(e),
+        })?;
     if !out.status.success() {
         return Err(fail(format!("cargo build -p {package} failed ({})", out.status)));
     }
@@ -269,7 +282,7 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
     std::fs::rename(&staged, out_dir)
         .map_err(|source| PkgError::Io { path: out_dir.to_owned(), source })?;
     drop(old);
-    eprintln!("rpixen: pkg {}: wrote {}", def.name, out_dir.display());
+    crate::report::status(format_args!("pkg {}: wrote {}", def.name, out_dir.display()));
     Ok(())
 }
 
@@ -277,10 +290,8 @@ pub fn build(pkg_dir: &Path, out_dir: &Path, opts: &PkgOptions) -> Result<(), Pk
 /// description records what went in: the package name and each pinned `.deb`.
 fn write_layout(def: &PkgDef, tar: &[u8], dir: &Path) -> Result<(), PkgError> {
     use crate::oci::layout::{Compression, ImageBuilder};
-    let oci = |e: crate::oci::OciError| PkgError::Build {
-        package: def.name.clone(),
-        message: e.to_string(),
-    };
+    let oci =
+        |e: crate::oci::OciError| PkgError::Build { package: def.name.clone(), source: e.into() };
     let mut image = ImageBuilder::new()
         .layer(tar, Compression::Gzip)
         .map_err(|source| PkgError::Io { path: dir.to_owned(), source })?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::def::{Deb, PkgDef};
-use super::PkgError;
+use super::{DebDigestMismatch, PkgError};
 
 pub struct DebCache {
     root: PathBuf,
@@ -59,14 +59,14 @@ impl DebCache {
 }
 
 fn digest_error(def: &PkgDef, deb: &Deb, file: &Path, actual: String) -> PkgError {
-    PkgError::Digest {
+    PkgError::Digest(Box::new(DebDigestMismatch {
         package: def.name.clone(),
         deb: format!("{}={}", deb.package, deb.version),
         def: def.path.clone(),
         file: file.to_owned(),
         expected: deb.sha256.clone(),
         actual,
-    }
+    }))
 }
 
 /// The sha256 of a file, lowercase hex.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::PkgError;
+use crate::error::context;
 
 /// The file name of a package definition inside its folder.
 pub const DEF_FILE: &str = "pkg.yml";
@@ -121,7 +122,7 @@ impl PkgDef {
     /// Parses definition text; `path` names the file in errors.
     pub fn parse(text: &str, name: &str, path: &Path) -> Result<PkgDef, PkgError> {
         let mut def: PkgDef = serde_norway::from_str(text)
-            .map_err(|e| PkgError::Def { path: path.to_owned(), message: e.to_string() })?;
+            .map_err(|e| PkgError::Def { path: path.to_owned(), source: e.into() })?;
         def.name = name.to_owned();
         def.path = path.to_owned();
         def.validate()?;
@@ -131,7 +132,7 @@ impl PkgDef {
     fn validate(&self) -> Result<(), PkgError> {
         let bad = |field: String, message: String| PkgError::Def {
             path: self.path.clone(),
-            message: format!("field `{field}`: {message}"),
+            source: format!("field `{field}`: {message}").into(),
         };
         if self.name.is_empty() || self.name.contains(['/', ':']) {
             return Err(bad("name".into(), format!("`{}` is not a package name", self.name)));
@@ -162,8 +163,10 @@ impl PkgDef {
             }
             for (j, f) in d.files.iter().enumerate() {
                 check_image_path(&f.to).map_err(|m| bad(format!("debs[{i}].files[{j}].to"), m))?;
-                glob::Pattern::new(f.from.trim_end_matches('/'))
-                    .map_err(|e| bad(format!("debs[{i}].files[{j}].from"), e.to_string()))?;
+                glob::Pattern::new(f.from.trim_end_matches('/')).map_err(|e| PkgError::Def {
+                    path: self.path.clone(),
+                    source: context(format!("field `debs[{i}].files[{j}].from`"))(e),
+                })?;
             }
         }
         for (i, s) in self.symlinks.iter().enumerate() {
@@ -209,6 +212,7 @@ pub fn discover(pkg_root: &Path) -> Result<Vec<PathBuf>, PkgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::one_line;
 
     const KERNEL: &str = "description: k\nsuite: trixie\ndebs:\n  - package: linux-image-x\n    version: 1-1\n    arch: arm64\n    sha256: 73805585385c78e048e63fdfba66da36bab724c2cdebd96a3055a8a4f1ae287a\n    files:\n      - {from: boot/vmlinuz-*, to: boot/Image}\n";
 
@@ -223,7 +227,7 @@ mod tests {
     fn bad_sha256_names_field() {
         let t = KERNEL.replace("73805585", "7380558Z");
         let e =
-            PkgDef::parse(&t, "kernel", Path::new("pkg/kernel/pkg.yml")).unwrap_err().to_string();
+            one_line(&PkgDef::parse(&t, "kernel", Path::new("pkg/kernel/pkg.yml")).unwrap_err());
         assert!(e.contains("pkg/kernel/pkg.yml") && e.contains("debs[0].sha256"), "{e}");
     }
 
@@ -231,11 +235,11 @@ mod tests {
     fn unknown_key_and_escaping_path_are_refused() {
         let e =
             PkgDef::parse(&format!("{KERNEL}colour: blue\n"), "k", Path::new("p.yml")).unwrap_err();
-        assert!(e.to_string().contains("colour"), "{e}");
+        assert!(one_line(&e).contains("colour"), "{e}");
         let e =
             PkgDef::parse(&KERNEL.replace("to: boot/Image", "to: ../x"), "k", Path::new("p.yml"))
                 .unwrap_err();
-        assert!(e.to_string().contains("debs[0].files[0].to"), "{e}");
+        assert!(one_line(&e).contains("debs[0].files[0].to"), "{e}");
     }
 
     #[test]
@@ -244,7 +248,7 @@ mod tests {
         let d = PkgDef::parse(t, "hypervisor", Path::new("p.yml")).unwrap();
         assert_eq!(d.build.unwrap().output, "boot/rpixen-hv.bin");
         let both = format!("{t}  cargo: {{package: x, target: y, profile: z}}\n");
-        let e = PkgDef::parse(&both, "hypervisor", Path::new("p.yml")).unwrap_err().to_string();
+        let e = one_line(&PkgDef::parse(&both, "hypervisor", Path::new("p.yml")).unwrap_err());
         assert!(e.contains("`build`"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
 use super::PkgError;
+use crate::error::context;
 
 pub struct LayerTar<W: Write> {
     tar: tar::Builder<W>,
@@ -34,7 +35,7 @@ impl<W: Write> LayerTar<W> {
     fn claim(&mut self, path: &str) -> Result<(), PkgError> {
         self.parents(path)?;
         if !self.seen.insert(path.to_owned()) {
-            return Err(PkgError::Layer(format!("two sources write `{path}`")));
+            return Err(PkgError::Layer(format!("two sources write `{path}`").into()));
         }
         Ok(())
     }
@@ -87,9 +88,10 @@ impl<W: Write> LayerTar<W> {
     /// A hard link to `target`, an image path written earlier.
     pub fn hardlink(&mut self, path: &str, target: &str) -> Result<(), PkgError> {
         if !self.seen.contains(target) {
-            return Err(PkgError::Layer(format!(
-                "hard link `{path}` points at `{target}`, which is not in the image"
-            )));
+            return Err(PkgError::Layer(
+                format!("hard link `{path}` points at `{target}`, which is not in the image")
+                    .into(),
+            ));
         }
         self.claim(path)?;
         let mut h = Self::header(tar::EntryType::Link, 0o644, 0);
@@ -107,7 +109,7 @@ impl<W: Write> LayerTar<W> {
 }
 
 fn write_err(e: std::io::Error) -> PkgError {
-    PkgError::Layer(format!("writing the layer: {e}"))
+    PkgError::Layer(context("writing the layer")(e))
 }
 
 #[cfg(test)]
@@ -119,7 +121,8 @@ mod tests {
         let mut l = LayerTar::new(Vec::new());
         l.file("bin/busybox", 0o755, 3, &b"abc"[..]).unwrap();
         l.symlink("bin/sh", "busybox").unwrap();
-        assert!(l.symlink("bin/sh", "busybox").unwrap_err().to_string().contains("bin/sh"));
+        let err = l.symlink("bin/sh", "busybox").unwrap_err();
+        assert!(crate::error::one_line(&err).contains("bin/sh"), "{err}");
         let bytes = l.finish().unwrap();
         let mut a = tar::Archive::new(&bytes[..]);
         let names: Vec<String> = a

@@ -19,52 +19,67 @@ pub mod update;
 
 use std::path::PathBuf;
 
+use crate::error::Cause;
+
 pub use build::{build, fetch, fetch_deb};
 pub use def::PkgDef;
 
 /// Errors from defining, fetching and building packages. Each names the package, file or digest at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum PkgError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("package definition {path}: {message}")]
-    Def { path: PathBuf, message: String },
-    #[error("{path}: not a valid .deb: {message}")]
-    Deb { path: PathBuf, message: String },
-    #[error(
-        "package {package}: {deb}: file {file} has sha256 {actual}, but {def} pins sha256 {expected}; \
-         the file was deleted"
-    )]
-    Digest {
-        package: String,
-        deb: String,
-        def: PathBuf,
-        file: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "package {package}: {deb} version {version} is no longer served by the Debian archive ({suite}); \
-         run `rpixen pkg update` to re-pin {def} to the version the archive serves now\n{detail}"
-    )]
-    VersionGone {
-        package: String,
-        deb: String,
-        version: String,
-        suite: String,
-        def: PathBuf,
-        detail: String,
-    },
+    #[error("package definition {path}")]
+    Def { path: PathBuf, source: Cause },
+    #[error("{path}: not a valid .deb")]
+    Deb { path: PathBuf, source: Cause },
+    /// Boxed (as [`PkgError::VersionGone`]): the largest variants would size every result.
+    #[error(transparent)]
+    Digest(Box<DebDigestMismatch>),
+    #[error(transparent)]
+    VersionGone(Box<VersionGone>),
     #[error("package {package}: {deb} (sha256 {sha256}) is not in the download cache and --offline forbids the network")]
     Offline { package: String, deb: String, sha256: String },
     #[error("{tool} failed:\n{stderr}")]
     Tool { tool: String, stderr: String },
-    #[error("package layer: {0}")]
-    Layer(String),
+    #[error("cannot start {tool}")]
+    Start { tool: String, source: std::io::Error },
+    #[error("package layer")]
+    Layer(#[source] Cause),
     #[error("package {package}: {def}: {field}: {message}")]
     Map { package: String, def: PathBuf, field: String, message: String },
-    #[error("package {package}: {message}")]
-    Build { package: String, message: String },
+    #[error("package {package}")]
+    Build { package: String, source: Cause },
+}
+
+/// A downloaded `.deb` whose sha256 differs from its pin.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "package {package}: {deb}: file {file} has sha256 {actual}, but {def} pins sha256 {expected}; \
+     the file was deleted"
+)]
+pub struct DebDigestMismatch {
+    pub package: String,
+    pub deb: String,
+    pub def: PathBuf,
+    pub file: PathBuf,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// A pinned `.deb` version the Debian archive no longer serves.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "package {package}: {deb} version {version} is no longer served by the Debian archive ({suite}); \
+     run `rpixen pkg update` to re-pin {def} to the version the archive serves now\n{detail}"
+)]
+pub struct VersionGone {
+    pub package: String,
+    pub deb: String,
+    pub version: String,
+    pub suite: String,
+    pub def: PathBuf,
+    pub detail: String,
 }
 
 /// Where downloads are cached and whether the network may be used.

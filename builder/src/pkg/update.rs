@@ -30,7 +30,7 @@ pub fn update(pkg_dir: &Path, opts: &PkgOptions) -> Result<Vec<Repin>, PkgError>
             Some(meta) => {
                 apt.show(meta)?.depends.into_iter().next().ok_or_else(|| PkgError::Def {
                     path: def.path.clone(),
-                    message: format!("`follows: {meta}`: {meta} has no dependency to follow"),
+                    source: format!("`follows: {meta}`: {meta} has no dependency to follow").into(),
                 })?
             }
             None => deb.package.clone(),
@@ -39,10 +39,11 @@ pub fn update(pkg_dir: &Path, opts: &PkgOptions) -> Result<Vec<Repin>, PkgError>
         if current.arch != deb.arch {
             return Err(PkgError::Def {
                 path: def.path.clone(),
-                message: format!(
+                source: format!(
                     "{name}: the archive serves {}, the pin says {}",
                     current.arch, deb.arch
-                ),
+                )
+                .into(),
             });
         }
         if current.package != deb.package
@@ -60,7 +61,7 @@ pub fn update(pkg_dir: &Path, opts: &PkgOptions) -> Result<Vec<Repin>, PkgError>
         let text = std::fs::read_to_string(&def.path)
             .map_err(|source| PkgError::Io { path: def.path.clone(), source })?;
         let new_text = repin_text(&text, &repins)
-            .map_err(|message| PkgError::Def { path: def.path.clone(), message })?;
+            .map_err(|message| PkgError::Def { path: def.path.clone(), source: message.into() })?;
         // Check the edit before replacing the file.
         PkgDef::parse(&new_text, &def.name, &def.path)?;
         let tmp = def.path.with_extension("yml.tmp");

@@ -34,7 +34,7 @@ pub enum RootfsError {
     Init(String),
     #[error(transparent)]
     Squashfs(#[from] SquashfsError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Modules(#[from] ModulesError),
@@ -207,7 +207,7 @@ fn extra_files(opts: &OciOptions, plan: &Plan) -> Result<Vec<ExtraFile>, RootfsE
                 std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display())))?
             }
             FileContent::From(FileSource::InImage { image, path }) => {
-                super::read_file(opts, image, path).map_err(|e| err(e.to_string()))?
+                super::read_file(opts, image, path).map_err(|e| err(crate::error::one_line(&e)))?
             }
         };
         out.push(ExtraFile { path: f.path.trim_start_matches('/').to_owned(), data, mode: f.mode });

@@ -13,10 +13,10 @@ use super::tree::{Kind, Tree, ROOT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SquashfsError {
-    #[error("squashfs: entry `{path}`: {message}")]
-    Entry { path: String, message: String },
-    #[error("squashfs: {0}")]
-    Write(String),
+    #[error("squashfs: entry `{path}`")]
+    Entry { path: String, source: backhand::BackhandError },
+    #[error("squashfs: writing the filesystem")]
+    Write(#[source] backhand::BackhandError),
 }
 
 /// Linux's `new_encode_dev`, the device number squashfs stores.
@@ -31,8 +31,7 @@ pub fn write_squashfs(
 ) -> Result<Vec<String>, SquashfsError> {
     let mut fs = FilesystemWriter::default();
     fs.set_compressor(
-        FilesystemCompressor::new(Compressor::Zstd, None)
-            .map_err(|e| SquashfsError::Write(e.to_string()))?,
+        FilesystemCompressor::new(Compressor::Zstd, None).map_err(SquashfsError::Write)?,
     );
     fs.set_time(0);
     let root = tree.node(ROOT);
@@ -76,13 +75,13 @@ pub fn write_squashfs(
         if let Err(e) = r {
             err = Some(SquashfsError::Entry {
                 path: String::from_utf8_lossy(path).into_owned(),
-                message: e.to_string(),
+                source: e,
             });
         }
     });
     if let Some(e) = err {
         return Err(e);
     }
-    fs.write(out).map_err(|e| SquashfsError::Write(e.to_string()))?;
+    fs.write(out).map_err(SquashfsError::Write)?;
     Ok(warnings)
 }

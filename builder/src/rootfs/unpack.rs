@@ -11,6 +11,7 @@
 use std::io::Read;
 
 use super::tree::{components, Kind, Meta, Node, Tree};
+use crate::error::{context, Cause};
 use crate::oci::digest::HashingReader;
 use crate::oci::{Image, LayerBlob, OciError};
 
@@ -135,7 +136,7 @@ pub fn unpack_layers_keeping(
             return Err(layer_err(
                 image,
                 layer,
-                format!("the image unpacks to more than {} bytes", limits.max_total_size),
+                format!("the image unpacks to more than {} bytes", limits.max_total_size).into(),
             ));
         }
         let digest = layer.descriptor.digest().to_string();
@@ -147,16 +148,16 @@ pub fn unpack_layers_keeping(
     Ok(())
 }
 
-fn layer_err(image: &str, layer: &LayerBlob, message: String) -> OciError {
+fn layer_err(image: &str, layer: &LayerBlob, source: Cause) -> OciError {
     OciError::Layer {
         image: image.to_owned(),
         layer: layer.descriptor.digest().to_string(),
-        message,
+        source,
     }
 }
 
 /// Markers first (opaque, then whiteouts: both only hide lower layers), then entries in archive order.
-fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), String> {
+fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), Cause> {
     for op in &ops {
         match op {
             Op::Opaque(dir) => tree.clear_dir(dir),
@@ -169,14 +170,14 @@ fn apply(tree: &mut Tree, ops: Vec<Op>) -> Result<(), String> {
             Op::Put(path, node, dropped) => {
                 let id = tree
                     .insert(&path, node)
-                    .map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
+                    .map_err(context(format!("entry `{}`", String::from_utf8_lossy(&path))))?;
                 if dropped {
                     tree.dropped.insert(id);
                 }
             }
             Op::Link(path, target) => {
                 tree.link(&path, &target)
-                    .map_err(|m| format!("entry `{}`: {m}", String::from_utf8_lossy(&path)))?;
+                    .map_err(context(format!("entry `{}`", String::from_utf8_lossy(&path))))?;
             }
             Op::Opaque(_) | Op::Whiteout(_) => {}
         }
@@ -197,12 +198,13 @@ fn parse_blob(
     let mut hashing = HashingReader::new(stream);
     let parsed = parse_tar(&mut hashing, limits, keep).map_err(|m| layer_err(image, layer, m))?;
     let (diff_id, _) =
-        hashing.finish().map_err(|e| layer_err(image, layer, format!("decompressing: {e}")))?;
+        hashing.finish().map_err(|e| layer_err(image, layer, context("decompressing")(e)))?;
     match &layer.diff_id {
         Some(want) if want != &diff_id => Err(layer_err(
             image,
             layer,
-            format!("uncompressed content is {diff_id}, but the config's diff_id says {want}"),
+            format!("uncompressed content is {diff_id}, but the config's diff_id says {want}")
+                .into(),
         )),
         _ => Ok(parsed),
     }
@@ -212,8 +214,8 @@ fn parse_blob(
 fn decompressor<'a, R: std::io::BufRead + 'a>(
     media: &str,
     mut r: R,
-) -> Result<Box<dyn Read + 'a>, String> {
-    let magic = r.fill_buf().map_err(|e| e.to_string())?;
+) -> Result<Box<dyn Read + 'a>, Cause> {
+    let magic = r.fill_buf()?;
     let gzip = magic.starts_with(&[0x1f, 0x8b]);
     let zstd = magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
     let by_name = if media.ends_with("+gzip") || media.ends_with(".tar.gzip") {
@@ -230,11 +232,12 @@ fn decompressor<'a, R: std::io::BufRead + 'a>(
             Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
         }
         (Some("zstd"), _, true) | (None, _, true) => {
-            Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| e.to_string())?))
+            Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))
         }
         (Some("tar"), false, false) | (None, false, false) => Ok(Box::new(r)),
         (Some(kind), _, _) => {
-            Err(format!("media type `{media}` says {kind}, but the blob does not start like one"))
+            Err(format!("media type `{media}` says {kind}, but the blob does not start like one")
+                .into())
         }
     }
 }
@@ -243,21 +246,21 @@ fn parse_tar(
     stream: impl Read,
     limits: &Limits,
     keep: Option<&[u8]>,
-) -> Result<ParsedLayer, String> {
+) -> Result<ParsedLayer, Cause> {
     let mut archive = tar::Archive::new(stream);
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
     let mut layer_total = 0u64;
-    let entries = archive.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    let entries = archive.entries().map_err(context("not a tar archive"))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("corrupt tar: {e}"))?;
+        let mut entry = entry.map_err(context("corrupt tar"))?;
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
         if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
             continue;
         }
-        let path = clean_path(&raw, &mut warnings).map_err(|m| format!("entry `{shown}`: {m}"))?;
+        let path = clean_path(&raw, &mut warnings).map_err(context(format!("entry `{shown}`")))?;
         let name = path.rsplit(|b| *b == b'/').next().unwrap_or(b"");
         if let Some(rest) = name.strip_prefix(WHITEOUT) {
             let dir = &path[..path.len() - name.len()];
@@ -275,28 +278,32 @@ fn parse_tar(
             continue;
         }
         let header = entry.header();
-        let size = header.size().map_err(|e| format!("entry `{shown}`: {e}"))?;
+        let size = header.size().map_err(context(format!("entry `{shown}`")))?;
         if size > limits.max_entry_size {
             return Err(format!(
                 "entry `{shown}` is {size} bytes, over the limit of {} bytes",
                 limits.max_entry_size
-            ));
+            )
+            .into());
         }
         // The image-wide bound is checked as layers are applied; this one stops a single layer early.
         layer_total += size;
         if layer_total > limits.max_total_size {
-            return Err(format!("the layer unpacks to more than {} bytes", limits.max_total_size));
+            return Err(
+                format!("the layer unpacks to more than {} bytes", limits.max_total_size).into()
+            );
         }
         let mut meta = Meta {
-            mode: header.mode().map_err(|e| format!("entry `{shown}`: {e}"))? & 0o7777,
+            mode: header.mode().map_err(context(format!("entry `{shown}`")))? & 0o7777,
             uid: id32(header.uid(), &shown)?,
             gid: id32(header.gid(), &shown)?,
             mtime: header.mtime().unwrap_or(0),
             xattrs: Vec::new(),
         };
-        let device = || -> Result<(u32, u32), String> {
-            let major = header.device_major().map_err(|e| e.to_string())?.unwrap_or(0);
-            let minor = header.device_minor().map_err(|e| e.to_string())?.unwrap_or(0);
+        let device = || -> Result<(u32, u32), Cause> {
+            let major = header.device_major().map_err(context(format!("entry `{shown}`")))?;
+            let minor = header.device_minor().map_err(context(format!("entry `{shown}`")))?;
+            let (major, minor) = (major.unwrap_or(0), minor.unwrap_or(0));
             Ok((major, minor))
         };
         let link = entry.link_name_bytes().map(|l| l.into_owned());
@@ -307,7 +314,7 @@ fn parse_tar(
                 let target = link
                     .clone()
                     .filter(|l| !l.is_empty())
-                    .ok_or(format!("symlink `{shown}` has no target"))?;
+                    .ok_or_else(|| format!("symlink `{shown}` has no target"))?;
                 Some(Kind::Symlink(target))
             }
             tar::EntryType::Char => {
@@ -318,12 +325,13 @@ fn parse_tar(
             }
             tar::EntryType::Fifo => Some(Kind::Fifo),
             tar::EntryType::Link => {
-                let target = link.ok_or(format!("hard link `{shown}` has no target"))?;
-                let target = clean_path(&target, &mut warnings).map_err(|m| {
-                    format!("hard link `{shown}` -> `{}`: {m}", String::from_utf8_lossy(&target))
-                })?;
+                let target = link.ok_or_else(|| format!("hard link `{shown}` has no target"))?;
+                let target = clean_path(&target, &mut warnings).map_err(context(format!(
+                    "hard link `{shown}` -> `{}`",
+                    String::from_utf8_lossy(&target)
+                )))?;
                 if target.is_empty() {
-                    return Err(format!("hard link `{shown}` points at the root"));
+                    return Err(format!("hard link `{shown}` points at the root").into());
                 }
                 ops.push(Op::Link(path, target));
                 continue;
@@ -334,10 +342,10 @@ fn parse_tar(
             }
         };
         if let Some(pax) =
-            entry.pax_extensions().map_err(|e| format!("entry `{shown}`: PAX header: {e}"))?
+            entry.pax_extensions().map_err(context(format!("entry `{shown}`: PAX header")))?
         {
             for ext in pax {
-                let ext = ext.map_err(|e| format!("entry `{shown}`: PAX header: {e}"))?;
+                let ext = ext.map_err(context(format!("entry `{shown}`: PAX header")))?;
                 if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
                     meta.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
                 }
@@ -349,12 +357,13 @@ fn parse_tar(
             None if dropped => Kind::File(Vec::new()),
             None => {
                 let mut data = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut data).map_err(|e| format!("entry `{shown}`: {e}"))?;
+                entry.read_to_end(&mut data).map_err(context(format!("entry `{shown}`")))?;
                 if data.len() as u64 != size {
                     return Err(format!(
                         "entry `{shown}`: truncated ({} of {size} bytes)",
                         data.len()
-                    ));
+                    )
+                    .into());
                 }
                 Kind::File(data)
             }
@@ -364,9 +373,10 @@ fn parse_tar(
     Ok(ParsedLayer { ops, warnings })
 }
 
-fn id32(id: std::io::Result<u64>, shown: &str) -> Result<u32, String> {
-    let id = id.map_err(|e| format!("entry `{shown}`: {e}"))?;
-    u32::try_from(id).map_err(|_| format!("entry `{shown}`: owner id {id} does not fit 32 bits"))
+fn id32(id: std::io::Result<u64>, shown: &str) -> Result<u32, Cause> {
+    let id = id.map_err(context(format!("entry `{shown}`")))?;
+    u32::try_from(id)
+        .map_err(|_| format!("entry `{shown}`: owner id {id} does not fit 32 bits").into())
 }
 
 /// Normalises an entry name: `.` and empty components dropped, a leading `/` taken as the root (noted),

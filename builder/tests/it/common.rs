@@ -7,6 +7,17 @@ use std::process::Command;
 use rpixen::oci::layout::{Compression, EntryMeta, ImageBuilder, LayerTar};
 use rpixen::oci::OciOptions;
 
+/// An error and its causes on one line (`a: b: c`): what a test checks for may sit in any cause.
+pub trait ChainText {
+    fn chain_text(&self) -> String;
+}
+
+impl<E: std::error::Error + 'static> ChainText for E {
+    fn chain_text(&self) -> String {
+        rpixen::error::one_line(self)
+    }
+}
+
 /// Options with the cache and package folder inside `tmp`.
 pub fn opts(tmp: &Path) -> OciOptions {
     OciOptions {

@@ -8,6 +8,8 @@
 mod common;
 mod image_support;
 
+mod cli_errors;
+mod cli_report;
 mod domains_xen;
 mod image_dtb;
 mod image_fat;

@@ -2,6 +2,7 @@
 //! refused when a blob was tampered with.
 
 use crate::common;
+use crate::common::ChainText;
 
 use rpixen::oci::layout::{write_index, Compression, ImageBuilder, LayerTar};
 use rpixen::oci::{self, OciError, Platform};
@@ -31,9 +32,9 @@ fn layout_round_trip_with_oci_semantics() {
         b"ping",
         "a hard link's contents"
     );
-    let err = rpixen::rootfs::read_file(&o, &r, "dev/console").unwrap_err().to_string();
+    let err = rpixen::rootfs::read_file(&o, &r, "dev/console").unwrap_err().chain_text();
     assert!(err.contains("character device"), "{err}");
-    let err = rpixen::rootfs::read_file(&o, &r, "etc/old").unwrap_err().to_string();
+    let err = rpixen::rootfs::read_file(&o, &r, "etc/old").unwrap_err().chain_text();
     assert!(err.contains("etc/old"), "{err}");
     assert!(
         rpixen::rootfs::read_file(&o, &r, "opt/app/lower").is_err(),
@@ -73,7 +74,7 @@ fn package_names_and_tags() {
         .write(&o.pkg_dir.join("dom0-init"), "latest")
         .unwrap();
     assert_eq!(rpixen::rootfs::read_file(&o, "dom0-init", "sbin/dom0-init").unwrap(), b"\x7fELF");
-    let err = rpixen::rootfs::read_file(&o, "nosuchpkg", "x").unwrap_err().to_string();
+    let err = rpixen::rootfs::read_file(&o, "nosuchpkg", "x").unwrap_err().chain_text();
     assert!(err.contains("nosuchpkg") && err.contains("oci-layout"), "{err}");
     let err = rpixen::rootfs::read_file(
         &o,
@@ -81,7 +82,7 @@ fn package_names_and_tags() {
         "x",
     )
     .unwrap_err();
-    assert!(err.to_string().contains("v9"), "{err}");
+    assert!(err.chain_text().contains("v9"), "{err}");
 }
 
 #[test]
@@ -107,7 +108,7 @@ fn multi_arch_index_resolves_to_arm64() {
     o.platform = "linux/amd64".parse::<Platform>().unwrap();
     assert_eq!(rpixen::rootfs::read_file(&o, &r, "arch").unwrap(), b"amd64");
     o.platform = "linux/riscv64".parse::<Platform>().unwrap();
-    let err = rpixen::rootfs::read_file(&o, &r, "arch").unwrap_err().to_string();
+    let err = rpixen::rootfs::read_file(&o, &r, "arch").unwrap_err().chain_text();
     assert!(err.contains("linux/riscv64") && err.contains("linux/arm64/v8"), "{err}");
 }
 
@@ -128,8 +129,8 @@ fn tampered_layout_blob_is_refused_naming_both_digests() {
     std::fs::write(&layer.path, &bytes).unwrap();
     let actual = rpixen::oci::digest::sha256(&bytes);
     let err = oci::resolve(&o, &r).unwrap_err();
-    assert!(matches!(err, OciError::DigestMismatch { .. }), "{err:?}");
-    let msg = err.to_string();
+    assert!(matches!(err, OciError::DigestMismatch(_)), "{err:?}");
+    let msg = err.chain_text();
     assert!(
         msg.contains(&r)
             && msg.contains("layer 1")

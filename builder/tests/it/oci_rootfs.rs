@@ -2,6 +2,7 @@
 //! hostile layers rejected or contained.
 
 use crate::common;
+use crate::common::ChainText;
 
 use common::{cpio_cat, cpio_list, has, layered_image, line_for, opts, squashfs_list};
 use rpixen::oci::layout::{Compression, EntryMeta, ImageBuilder, LayerTar};
@@ -110,7 +111,7 @@ fn dot_dot_is_rejected_naming_the_entry() {
         Limits::default(),
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(
         err.contains("a/../../../etc/evil")
             && err.contains("`..`")
@@ -126,7 +127,7 @@ fn dot_dot_is_rejected_naming_the_entry() {
         Limits::default(),
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(err.contains("hard link `x`") && err.contains("`..`"), "{err}");
 }
 
@@ -141,7 +142,7 @@ fn hard_link_to_outside_the_image_is_rejected() {
         Limits::default(),
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(err.contains("steal") && err.contains("not in the image"), "{err}");
 }
 
@@ -214,7 +215,7 @@ fn root_cannot_be_replaced() {
             Limits::default(),
         )
         .unwrap_err()
-        .to_string();
+        .chain_text();
         assert!(err.contains("cannot replace the root"), "{name}: {err}");
     }
     // A directory entry for the root only sets its metadata.
@@ -269,7 +270,7 @@ fn oversized_entries_are_rejected() {
         limits,
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(err.contains("entry `big` is 1001 bytes, over the limit of 1000"), "{err}");
     let err = unpack_layers(
         tmp.path(),
@@ -284,7 +285,7 @@ fn oversized_entries_are_rejected() {
         limits,
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(err.contains("more than 1500 bytes"), "{err}");
     let err = unpack_layers(
         tmp.path(),
@@ -295,7 +296,7 @@ fn oversized_entries_are_rejected() {
         limits,
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(err.contains("layer unpacks to more than 1500 bytes"), "{err}");
     let long = "x".repeat(300);
     let err = unpack_layers(
@@ -306,14 +307,14 @@ fn oversized_entries_are_rejected() {
         Limits::default(),
     )
     .unwrap_err()
-    .to_string();
+    .chain_text();
     assert!(err.contains("300 bytes long"), "{err}");
     // A header that claims more data than the layer holds.
     let mut bytes = layer(|t| {
         t.file_with("trunc", &[1u8; 4096], &EntryMeta::mode(0o644));
     });
     bytes.truncate(512 + 1024);
-    let err = unpack_layers(tmp.path(), vec![bytes], Limits::default()).unwrap_err().to_string();
+    let err = unpack_layers(tmp.path(), vec![bytes], Limits::default()).unwrap_err().chain_text();
     assert!(err.contains("trunc") || err.contains("corrupt"), "{err}");
 }
 
@@ -357,7 +358,7 @@ fn layer_not_matching_the_config_diff_id_is_refused() {
         .unwrap();
     let r = format!("oci:{}", dir.display());
     let image = oci::resolve(&opts(tmp.path()), &r).unwrap();
-    let err = unpack_image(&image, &Limits::default()).unwrap_err().to_string();
+    let err = unpack_image(&image, &Limits::default()).unwrap_err().chain_text();
     assert!(
         err.contains(&r)
             && err.contains(&wrong)

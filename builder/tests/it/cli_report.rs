@@ -1,0 +1,43 @@
+//! What a command says on stderr when it succeeds: status lines without terminal control characters
+//! when stderr is not a terminal (a `docker run` or CI log), and nothing at all with `--quiet`.
+
+use std::process::Command;
+
+use rpixen::oci::layout::{Compression, ImageBuilder, LayerTar};
+
+fn pull(tmp: &std::path::Path, quiet: bool) -> std::process::Output {
+    let mut layer = LayerTar::new();
+    layer.dir("etc", 0o755).file("etc/hostname", b"rpixen\n", 0o644);
+    let layout = tmp.join("img");
+    if !layout.exists() {
+        ImageBuilder::new()
+            .layer(&layer.finish(), Compression::Gzip)
+            .unwrap()
+            .write(&layout, "latest")
+            .unwrap();
+    }
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rpixen"));
+    c.env("XDG_CACHE_HOME", tmp.join("xdg-cache")).env_remove("DOCKER_CONFIG");
+    if quiet {
+        c.arg("--quiet");
+    }
+    c.arg("pull").arg(format!("oci:{}", layout.display())).output().unwrap()
+}
+
+#[test]
+fn status_lines_without_a_terminal_and_silence_with_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = pull(tmp.path(), false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.lines().any(|l| l.starts_with("rpixen: pull: 1 layers")), "{stderr}");
+    assert!(!stderr.contains(['\r', '\x1b']), "terminal control characters in a pipe: {stderr:?}");
+    let digest_line = String::from_utf8_lossy(&o.stdout).lines().next().unwrap().to_owned();
+    assert!(digest_line.contains("@sha256:"), "{digest_line}");
+
+    let o = pull(tmp.path(), true);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "", "--quiet printed on stderr");
+    // The data on stdout is not chatter: --quiet keeps it.
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().next().unwrap(), digest_line);
+}

@@ -26,6 +26,7 @@ pub mod placement;
 pub mod psci;
 pub mod ratelimit;
 pub mod region;
+pub mod sp805;
 pub mod stage2;
 pub mod vgicd;
 pub mod virq;

@@ -38,6 +38,28 @@ const RESEN: u32 = 1 << 1;
 /// PeriphID0-3 (part 0x805, designer ARM, revision 1) and PCellID0-3, as the TRM gives them.
 const ID: [u32; 8] = [0x05, 0x18, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1];
 
+/// Where Dom0's watchdog page goes, per board (`compatible` of the root): an address that is neither
+/// RAM nor a device on that board, so no driver of Dom0's needs it and the hypervisor never touches
+/// the physical page (it is a stage-2 hole).
+/// - QEMU virt: 0x0B00_0000, between the last virtio-mmio transport (0x0A00_0000 + 32 x 0x200) and
+///   the platform bus at 0x0C00_0000 (QEMU's `hw/arm/virt.c` memory map has nothing there).
+/// - Raspberry Pi 4: 0xFC10_0000, inside the 0x7C00_0000 bus window the SoC's `ranges` map to
+///   0xFC00_0000 (above the last RAM byte below 4 GiB, 0xFBFF_FFFF on 8 GiB boards) where the
+///   BCM2711 tree places no device (its first, PCIe, is at 0x7D50_0000).
+pub const BOARD_PAGES: [(&str, u64); 2] =
+    [("linux,dummy-virt", 0x0B00_0000), ("brcm,bcm2711", 0xFC10_0000)];
+
+/// The board's watchdog page for the host tree whose root is compatible with `board` and whose
+/// RAM and device ranges are `used`; `None` on other boards, or when the page is in use after all
+/// (an overlay added a device there): Dom0 then gets no watchdog rather than a broken device.
+pub fn dom0_page<'a>(
+    mut board: impl Iterator<Item = &'a str>,
+    used: &[crate::Region],
+) -> Option<u64> {
+    let page = board.find_map(|b| BOARD_PAGES.iter().find(|(c, _)| *c == b))?.1;
+    (!used.iter().any(|r| r.size > 0 && r.base < page + SIZE && page < r.end())).then_some(page)
+}
+
 /// What a guest access does, for the trap handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sp805Access {
@@ -101,6 +123,11 @@ impl Sp805 {
     pub fn reset_deadline(&self) -> Option<u64> {
         (self.running() && self.control & RESEN != 0)
             .then(|| self.start.saturating_add(2 * self.period()))
+    }
+
+    /// The counter tick of the last reload (start, LOAD or INTCLR write): the last time Dom0 fed it.
+    pub fn last_fed(&self) -> u64 {
+        self.start
     }
 
     /// Whether the board must be reset at `now`.
@@ -241,6 +268,19 @@ mod tests {
         assert_eq!(w.read(0x2, 4, 0), Sp805Access::Abort);
         assert_eq!(w.read(0x0, 1, 0), Sp805Access::Abort);
         assert_eq!(w.write(0x1000, 4, 0, 0), Sp805Access::Abort);
+    }
+
+    #[test]
+    fn the_board_page_is_refused_when_something_uses_it() {
+        use crate::Region;
+        let virt = ["linux,dummy-virt"];
+        let ram = [Region::new(0x4000_0000, 0x8000_0000), Region::new(0x0A00_0000, 0x200)];
+        assert_eq!(dom0_page(virt.iter().copied(), &ram), Some(0x0B00_0000));
+        let pi = ["raspberrypi,4-model-b", "brcm,bcm2711"];
+        assert_eq!(dom0_page(pi.iter().copied(), &[]), Some(0xFC10_0000));
+        let overlay = [Region::new(0x0B00_0FFC, 4)];
+        assert_eq!(dom0_page(virt.iter().copied(), &overlay), None);
+        assert_eq!(dom0_page(["acme,board"].iter().copied(), &[]), None);
     }
 
     #[test]

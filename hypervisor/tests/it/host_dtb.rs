@@ -84,6 +84,7 @@ fn dom0_tree_for_the_pi_passes_dtc_and_hides_the_hypervisor() {
         disable: &disable,
         stdout_path: Some("/soc/serial@7e201000"),
         cpus: None,
+        watchdog: None,
     };
     let out = dom0dt::build(&blob, &cfg).unwrap();
     let path = dir.path().join("dom0.dtb");
@@ -160,6 +161,7 @@ fn defect10_pi_dom0_keeps_v3d_power_but_not_the_hypervisors_pins_or_watchdog() {
         disable: &disable_refs,
         stdout_path: Some(&vuart.path),
         cpus: None,
+        watchdog: None,
     };
     let path = dir.path().join("dom0.dtb");
     std::fs::write(&path, dom0dt::build(&clean, &cfg).unwrap()).unwrap();

@@ -82,18 +82,8 @@ pub fn build(host: &[u8], cfg: &Dom0DtConfig<'_>) -> Result<Vec<u8>, Dom0DtError
         fdt.memory_reservations().map(|r| (r.address() as u64, r.size() as u64)).collect();
     let mut w = FdtWriter::new(&rsv);
     let root = fdt.find_node("/").ok_or(Dom0DtError::BadHostBlob)?;
-    // A phandle no host node has, for the watchdog's clock.
-    let free_phandle = fdt
-        .all_nodes()
-        .flat_map(|n| {
-            ["phandle", "linux,phandle"].map(|p| n.property(p).and_then(|p| p.as_usize()))
-        })
-        .flatten()
-        .max()
-        .unwrap_or(0) as u32
-        + 1;
     let mut path = String::from("/");
-    copy_node(&mut w, root, &mut path, cfg, (2, 1), free_phandle)?;
+    copy_node(&mut w, root, &mut path, cfg, (2, 1), &mut 0)?;
     w.finish().map_err(|_| Dom0DtError::Writer("finish"))
 }
 
@@ -122,7 +112,7 @@ fn copy_node(
     path: &mut String,
     cfg: &Dom0DtConfig<'_>,
     parent_cells: (usize, usize),
-    free_phandle: u32,
+    max_phandle: &mut u32,
 ) -> Result<(), Dom0DtError> {
     let is_root = path == "/";
     let name = if is_root { "" } else { node.name };
@@ -137,6 +127,9 @@ fn copy_node(
 
     for p in node.properties() {
         let (n, v) = (p.name, p.value);
+        if n == "phandle" || n == "linux,phandle" {
+            *max_phandle = (*max_phandle).max(dt::read_cells(v, 1).unwrap_or(0) as u32);
+        }
         if is_chosen
             && (n.starts_with("xen,")
                 || n.starts_with("linux,initrd-")
@@ -208,7 +201,7 @@ fn copy_node(
             path.push('/');
         }
         path.push_str(child.name);
-        copy_node(w, child, path, cfg, my_cells, free_phandle)?;
+        copy_node(w, child, path, cfg, my_cells, max_phandle)?;
         path.truncate(len);
     }
 
@@ -229,7 +222,8 @@ fn copy_node(
         w.property_u32("cpu_on", crate::psci::CPU_ON_64);
         w.end_node();
         if let Some(wd) = cfg.watchdog {
-            write_watchdog(w, wd, my_cells, free_phandle);
+            // Every node is copied by now: one past the highest phandle is nobody's.
+            write_watchdog(w, wd, my_cells, *max_phandle + 1);
         }
     }
     w.end_node();

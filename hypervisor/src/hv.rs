@@ -191,13 +191,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     let vuart = hostdt::first_pl011(&fdt).unwrap_or_else(|| fatal!("no PL011 for Dom0's console"));
     let hv_uart = hv_uart.as_ref().unwrap_or_else(|| fatal!("no console UART"));
     // Dom0's watchdog: the board's free page, unless the host tree uses it after all.
-    let mut used = info.ram.clone();
-    dt::walk(&fdt, |p, n| {
-        if n.property("reg").is_some() {
-            used.extend(dt::reg_phys(&fdt, p).unwrap_or_default());
-        }
-    });
-    let wdog = sp805::dom0_page(fdt.root().compatible().all(), &used);
+    let wdog = sp805::dom0_page_in(&fdt, &info.ram);
     match wdog {
         Some(b) => hvprintln!("hv: dom0 watchdog: virtual SP805 at {}", hex(b)),
         None => hvprintln!("hv: dom0 watchdog: none (no free page known on this board)"),

@@ -60,6 +60,18 @@ pub fn dom0_page<'a>(
     (!used.iter().any(|r| r.size > 0 && r.base < page + SIZE && page < r.end())).then_some(page)
 }
 
+/// [`dom0_page`] for a host tree: its root's `compatible`, and as used ranges `ram` and the `reg`
+/// of every node on a memory-mapped bus.
+pub fn dom0_page_in(fdt: &fdt::Fdt<'_>, ram: &[crate::Region]) -> Option<u64> {
+    let mut used = ram.to_vec();
+    crate::dt::walk(fdt, |path, node| {
+        if node.property("reg").is_some() {
+            used.extend(crate::dt::reg_phys(fdt, path).unwrap_or_default());
+        }
+    });
+    dom0_page(fdt.root().compatible().all(), &used)
+}
+
 /// What a guest access does, for the trap handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sp805Access {

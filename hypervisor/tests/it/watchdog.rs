@@ -1,4 +1,5 @@
-//! Dom0's virtual SP805 watchdog, booted directly by QEMU on virt and on raspi4b: Debian's
+//! Dom0's virtual SP805 watchdog, booted directly by QEMU on virt and on raspi4b, and on virt through
+//! U-Boot and the live image: Debian's
 //! `sp805_wdt` binds to it, and busybox's `watchdog` daemon drives it as it would any hardware
 //! watchdog. Fed, the board keeps running past twice the timeout; killed without the magic close (as
 //! a hung Dom0 stops feeding), the hypervisor resets the board, and QEMU's reset starts the
@@ -113,4 +114,33 @@ fn raspi4b_a_fed_watchdog_keeps_dom0_running_and_a_starved_one_resets_the_board(
     args.extend(["-device", &kl, "-device", &il]);
     let mut q = testkit::Qemu::start(&args, 2);
     feed_then_starve(&mut q, "0xfc100000");
+}
+
+/// The boot path of a device: Debian's U-Boot runs the live image's boot script, so after the
+/// hypervisor's reset U-Boot starts again (where an update's trial falls back to the committed slot).
+#[test]
+fn virt_uboot_a_starved_watchdog_resets_into_uboot_again() {
+    const UBOOT_BANNER: &str = "U-Boot 20";
+    let dir = tempfile::tempdir().unwrap();
+    let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    let manifest = live_manifest(
+        dir.path(),
+        "qemu-virt",
+        &uboot,
+        None,
+        "serial0",
+        "console=dtuart dtuart=serial0 sync_console",
+        "console=ttyAMA0 rdinit=/init",
+    );
+    let initrd = starving_initramfs(dir.path());
+    let img = dir.path().join("live.raw");
+    rpixen_live(&manifest, &initrd, &img);
+    let args = virt_uboot_args(&uboot, &img);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    feed_then_starve(&mut q, "0xb000000");
+    let out = q.output();
+    assert_eq!(out.matches(UBOOT_BANNER).count(), 2, "{out}");
+    let reset = out.find("hv: watchdog:").unwrap();
+    assert!(out[reset..].contains(UBOOT_BANNER), "U-Boot did not start after the reset:\n{out}");
 }

@@ -193,7 +193,15 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     // Dom0's watchdog: the board's free page, unless the host tree uses it after all.
     let wdog = sp805::dom0_page_in(&fdt, &info.ram);
     match wdog {
-        Some(b) => hvprintln!("hv: dom0 watchdog: virtual SP805 at {}", hex(b)),
+        Some(b) => hvprintln!(
+            "hv: dom0 watchdog: virtual SP805 at {}{}",
+            hex(b),
+            if args.dom0_watchdog_secs.is_some() {
+                ", running from boot (dom0_watchdog=)"
+            } else {
+                ""
+            }
+        ),
         None => hvprintln!("hv: dom0 watchdog: none (no free page known on this board)"),
     }
     let dom0 = build_dom0(
@@ -268,12 +276,21 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
             vuart: GuestPhysAddr(vuart.base & !0xFFF),
             vuart_intid: vuart.intid,
             guarded,
-            watchdog: wdog.map(|b| (GuestPhysAddr(b), spin::Mutex::new(Sp805::new()))),
+            watchdog: wdog.map(|b| {
+                let wd = match args.dom0_watchdog_secs {
+                    Some(s) => Sp805::started(s, mrs!("cntfrq_el0"), mrs!("cntpct_el0")),
+                    None => Sp805::new(),
+                };
+                (GuestPhysAddr(b), spin::Mutex::new(wd))
+            }),
         },
         sgis: SgiMailbox::new(),
         percpu: Hv::new_percpu(),
     });
     cpu_init(hv, me);
+    if let Some((_, wd)) = &hv.dom0.watchdog {
+        watchdog::arm(wd.lock().reset_deadline()); // dom0_watchdog=: running from boot
+    }
 
     // Secondaries run with caches off until their MMU is on: everything they read must be at PoC.
     arch::flush_dcache_range(img_start, img_end - img_start);

@@ -39,7 +39,8 @@ pub fn access(hv: &Hv, offset: u64, size: u8, store: Option<u64>) -> Option<u32>
     }
 }
 
-fn arm(deadline: Option<u64>) {
+/// Arms this CPU's hypervisor timer at `deadline`, or stops it.
+pub fn arm(deadline: Option<u64>) {
     match deadline {
         Some(d) => {
             msr!("cnthp_cval_el2", d);

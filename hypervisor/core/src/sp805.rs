@@ -112,6 +112,14 @@ impl Sp805 {
         Sp805 { load: u32::MAX, control: 0, locked: false, start: 0 }
     }
 
+    /// Running from `now` with a reset after `secs` seconds at `freq` ticks per second, locked, as
+    /// Linux's driver leaves it (for `dom0_watchdog=`): two periods of half the timeout each, as
+    /// `sp805_wdt` loads it.
+    pub fn started(secs: u32, freq: u64, now: u64) -> Sp805 {
+        let load = (freq / 2 * u64::from(secs)).saturating_sub(1).min(u64::from(u32::MAX)).max(1);
+        Sp805 { load: load as u32, control: INTEN | RESEN, locked: true, start: now }
+    }
+
     fn period(&self) -> u64 {
         u64::from(self.load) + 1
     }
@@ -293,6 +301,17 @@ mod tests {
         let overlay = [Region::new(0x0B00_0FFC, 4)];
         assert_eq!(dom0_page(virt.iter().copied(), &overlay), None);
         assert_eq!(dom0_page(["acme,board"].iter().copied(), &[]), None);
+    }
+
+    #[test]
+    fn a_watchdog_started_at_boot_resets_after_its_timeout_unless_linux_takes_it_over() {
+        let w = Sp805::started(20, 1_000, 500);
+        assert_eq!(w.reset_deadline(), Some(20_500));
+        // What sp805_wdt's wdt_is_running checks: both enables set.
+        assert_eq!(read(&w, CONTROL, 500), INTEN | RESEN);
+        let mut w = w;
+        linux_ping(&mut w, 999, 10_000);
+        assert_eq!(w.reset_deadline(), Some(12_000));
     }
 
     #[test]

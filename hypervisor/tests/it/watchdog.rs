@@ -144,3 +144,35 @@ fn virt_uboot_a_starved_watchdog_resets_into_uboot_again() {
     let reset = out.find("hv: watchdog:").unwrap();
     assert!(out[reset..].contains(UBOOT_BANNER), "U-Boot did not start after the reset:\n{out}");
 }
+
+/// `dom0_watchdog=`: the watchdog runs from boot, so a Dom0 that never feeds it (here: no driver, no
+/// daemon; as a kernel that hangs in an update's trial boot) still ends in a reset.
+#[test]
+fn virt_a_watchdog_running_from_boot_resets_a_dom0_that_never_feeds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs(dir.path(), "sleep 120\necho WDOG-NO-RESET");
+    let args = virt_direct_args(
+        dir.path(),
+        2,
+        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M dom0_watchdog=20",
+        "console=ttyAMA0 rdinit=/init",
+        &initrd,
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut q = testkit::Qemu::start(&args, 1);
+    let out = q
+        .wait_for("hv: watchdog: Dom0 did not feed it for ", &["WDOG-NO-RESET"], LIMIT)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .output;
+    assert!(
+        out.contains("hv: dom0 watchdog: virtual SP805 at 0xb000000, running from boot"),
+        "{out}"
+    );
+    let line = out.lines().find(|l| l.contains("hv: watchdog:")).unwrap().to_owned();
+    let ms: u64 =
+        line.split("for ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    assert!((20_000..24_000).contains(&ms), "{line}");
+    let out = wait_count(&mut q, BANNER, 2, LIMIT);
+    assert!(!out.contains("WDOG-NO-RESET") && !out.contains("hv: dom0 system_"), "{out}");
+    eprintln!("watchdog test: {line}");
+}

@@ -288,9 +288,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         percpu: Hv::new_percpu(),
     });
     cpu_init(hv, me);
-    if let Some((_, wd)) = &hv.dom0.watchdog {
-        watchdog::arm(wd.lock().reset_deadline()); // dom0_watchdog=: running from boot
-    }
+    watchdog::check(hv); // arms the boot CPU's timer when dom0_watchdog= started it
 
     // Secondaries run with caches off until their MMU is on: everything they read must be at PoC.
     arch::flush_dcache_range(img_start, img_end - img_start);

@@ -4,7 +4,6 @@
 use rpixen_hv_core::psci::{self, Call};
 
 use crate::arch::entry::{enter_guest, Frame};
-use crate::arch::mrs;
 use crate::console::{self, guest_caused, hex, hvprintln};
 use crate::state::Hv;
 use crate::{arch, guest_console, platform, virq};
@@ -75,12 +74,8 @@ pub fn park(hv: &Hv, cpu: usize) -> ! {
         }
         arch::wfi();
         // A pending hypervisor timer wakes WFI even with IRQs masked at EL2 (here they are): the
-        // watchdog deadline this CPU armed before its CPU_OFF must still be honoured.
-        if mrs!("cnthp_ctl_el2") & CNTHP_ISTATUS != 0 {
-            crate::watchdog::check(hv);
-        }
+        // watchdog deadline this CPU armed before its CPU_OFF must still be honoured. Checking on
+        // every wake-up is harmless (it re-arms at the current deadline).
+        crate::watchdog::check(hv);
     }
 }
-
-/// CNTHP_CTL_EL2.ISTATUS: the timer condition is met.
-const CNTHP_ISTATUS: u64 = 1 << 2;

@@ -27,20 +27,20 @@ pub fn access(hv: &Hv, offset: u64, size: u8, store: Option<u64>) -> Option<u32>
     let now = mrs!("cntpct_el0");
     let mut wd = wd.lock();
     let reply = match store {
-        Some(v) => wd.write(offset, size, v as u32, now),
+        Some(v) => {
+            let r = wd.write(offset, size, v as u32, now);
+            arm(wd.reset_deadline());
+            r
+        }
         None => wd.read(offset, size, now),
     };
-    if store.is_some() {
-        arm(wd.reset_deadline());
-    }
     match reply {
         Sp805Access::Done(v) => Some(v),
         Sp805Access::Abort => None,
     }
 }
 
-/// Arms this CPU's hypervisor timer at `deadline`, or stops it.
-pub fn arm(deadline: Option<u64>) {
+fn arm(deadline: Option<u64>) {
     match deadline {
         Some(d) => {
             msr!("cnthp_cval_el2", d);
@@ -54,10 +54,7 @@ pub fn arm(deadline: Option<u64>) {
 /// feeding its watchdog, else re-arms at the current deadline (which also lowers the timer's level
 /// interrupt).
 pub fn check(hv: &Hv) {
-    let Some((_, wd)) = hv.dom0.watchdog.as_ref() else {
-        msr!("cnthp_ctl_el2", 0);
-        return;
-    };
+    let Some((_, wd)) = hv.dom0.watchdog.as_ref() else { return arm(None) };
     let now = mrs!("cntpct_el0");
     let wd = wd.lock();
     if wd.expired(now) {

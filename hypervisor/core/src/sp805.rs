@@ -116,7 +116,7 @@ impl Sp805 {
     /// Linux's driver leaves it (for `dom0_watchdog=`): two periods of half the timeout each, as
     /// `sp805_wdt` loads it.
     pub fn started(secs: u32, freq: u64, now: u64) -> Sp805 {
-        let load = (freq / 2 * u64::from(secs)).saturating_sub(1).min(u64::from(u32::MAX)).max(1);
+        let load = (freq / 2 * u64::from(secs)).saturating_sub(1).min(u64::from(u32::MAX));
         Sp805 { load: load as u32, control: INTEN | RESEN, locked: true, start: now }
     }
 

@@ -11,6 +11,7 @@ use rpixen_hv_core::gicv2::{SPI_BASE, VTIMER_INTID};
 use rpixen_hv_core::hostdt::{self, HostInfo, UartKind};
 use rpixen_hv_core::placement::{self, SZ_2M};
 use rpixen_hv_core::psci::Vcpus;
+use rpixen_hv_core::sp805::{self, Sp805};
 use rpixen_hv_core::vgicd::Distributor;
 use rpixen_hv_core::virq::SgiMailbox;
 use rpixen_hv_core::{cmdline, dt, guard, pagetable, stage2, Region};
@@ -22,7 +23,7 @@ use crate::gic::Gic;
 use crate::mmio::Mmio;
 use crate::platform::{self, Power};
 use crate::state::{self, Domain, Hv};
-use crate::{mm, vcpu};
+use crate::{mm, vcpu, watchdog};
 
 /// HCR_EL2 for a guest: RW | TSC | BSU inner | FB | AMO | IMO | FMO | SWIO | VM (no WFI/WFE traps:
 /// each vCPU owns its pCPU).
@@ -189,6 +190,20 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     // Dom0's console: an emulated PL011 at the board's first PL011 (virt: the HV's own UART).
     let vuart = hostdt::first_pl011(&fdt).unwrap_or_else(|| fatal!("no PL011 for Dom0's console"));
     let hv_uart = hv_uart.as_ref().unwrap_or_else(|| fatal!("no console UART"));
+    // Dom0's watchdog: the board's free page, unless the host tree uses it after all.
+    let wdog = sp805::dom0_page_in(&fdt, &info.ram);
+    match wdog {
+        Some(b) => hvprintln!(
+            "hv: dom0 watchdog: virtual SP805 at {}{}",
+            hex(b),
+            if args.dom0_watchdog_secs.is_some() {
+                ", running from boot (dom0_watchdog=)"
+            } else {
+                ""
+            }
+        ),
+        None => hvprintln!("hv: dom0 watchdog: none (no free page known on this board)"),
+    }
     let dom0 = build_dom0(
         &fdt,
         blob,
@@ -199,6 +214,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         hv_uart,
         &vuart,
         cpus.first(nr_vcpus),
+        wdog,
     );
 
     // Pages Dom0 shares with the hypervisor (the Pi's GPIO and PM blocks): trapped, guarded.
@@ -216,6 +232,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         Region::new(vuart.base, 0x1000),
         Region::new(hv_uart.base, 0x1000),
     ]);
+    traps.extend(wdog.map(|b| Region::new(b, sp805::SIZE)));
     traps.extend(guarded.iter().map(|p| Region::new(p.base, 0x1000)));
     let guarded: Vec<(guard::GuardedPage, Mmio)> =
         guarded.into_iter().map(|p| (p.clone(), device(Region::new(p.base, 0x1000)))).collect();
@@ -259,11 +276,19 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
             vuart: GuestPhysAddr(vuart.base & !0xFFF),
             vuart_intid: vuart.intid,
             guarded,
+            watchdog: wdog.map(|b| {
+                let wd = match args.dom0_watchdog_secs {
+                    Some(s) => Sp805::started(s, mrs!("cntfrq_el0"), mrs!("cntpct_el0")),
+                    None => Sp805::new(),
+                };
+                (GuestPhysAddr(b), spin::Mutex::new(wd))
+            }),
         },
         sgis: SgiMailbox::new(),
         percpu: Hv::new_percpu(),
     });
     cpu_init(hv, me);
+    watchdog::check(hv); // arms the boot CPU's timer when dom0_watchdog= started it
 
     // Secondaries run with caches off until their MMU is on: everything they read must be at PoC.
     arch::flush_dcache_range(img_start, img_end - img_start);
@@ -311,6 +336,7 @@ fn build_dom0(
     hv_uart: &hostdt::Uart,
     vuart: &hostdt::Uart,
     vcpu_mpidrs: &[u64],
+    watchdog: Option<u64>,
 ) -> Dom0 {
     let Some(kernel) = &info.kernel else {
         fatal!("no Dom0 kernel: /chosen has no multiboot,kernel module")
@@ -404,6 +430,8 @@ fn build_dom0(
         disable: &disable_refs,
         stdout_path: Some(&vuart.path),
         cpus: Some(vcpu_mpidrs),
+        watchdog: watchdog
+            .map(|base| dom0dt::WatchdogNode { base, clock_hz: mrs!("cntfrq_el0") as u32 }),
     };
     let dtb = match dom0dt::build(blob, &cfg) {
         Ok(d) => d,
@@ -475,8 +503,10 @@ fn build_dom0(
 /// Per-CPU EL2 state for running Dom0's vCPU on this CPU.
 fn cpu_init(hv: &Hv, cpu: usize) {
     hv.if_mask[cpu].store(hv.gic.own_target_mask(), Ordering::Release);
-    // The maintenance PPI only: the guest's timer PPI is enabled when the guest enables it.
-    hv.gic.cpu_init(1 << hv.maint_intid);
+    // The maintenance and hypervisor-timer PPIs: the guest's timer PPI is enabled when the guest
+    // enables it.
+    hv.gic.cpu_init(1 << hv.maint_intid | 1 << watchdog::HYP_TIMER_INTID);
+    msr!("cnthp_ctl_el2", 0); // UNKNOWN after reset; armed by Dom0's watchdog writes only
     msr!("hcr_el2", HCR_EL2);
     msr!("cnthctl_el2", 3); // EL1 physical counter and timer accessible
     msr!("cntvoff_el2", 0);

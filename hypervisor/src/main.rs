@@ -41,3 +41,5 @@ mod trap;
 mod vcpu;
 #[cfg(target_os = "none")]
 mod virq;
+#[cfg(target_os = "none")]
+mod watchdog;

@@ -10,6 +10,7 @@ use rpixen_hv_core::addr::GuestPhysAddr;
 use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS};
 use rpixen_hv_core::guard::GuardedPage;
 use rpixen_hv_core::psci::Vcpus;
+use rpixen_hv_core::sp805::Sp805;
 use rpixen_hv_core::vgicd::Distributor;
 use rpixen_hv_core::virq::{PendingSet, SgiMailbox};
 use rpixen_hv_core::Region;
@@ -35,6 +36,8 @@ pub struct Domain {
     pub vuart_intid: Option<u32>,
     /// Device pages it shares with the hypervisor, passed through register by register.
     pub guarded: Vec<(GuardedPage, Mmio)>,
+    /// Its virtual SP805 watchdog's page and state (none on boards without a free page for it).
+    pub watchdog: Option<(GuestPhysAddr, spin::Mutex<Sp805>)>,
 }
 
 /// What only one CPU touches: the pending interrupts of the vCPU it runs.

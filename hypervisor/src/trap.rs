@@ -11,7 +11,7 @@ use crate::arch::entry::Frame;
 use crate::arch::{self, mrs, msr};
 use crate::console::{guest_caused, hex, hvprintln};
 use crate::state::{self, Hv};
-use crate::{guest_console, platform, vcpu, virq};
+use crate::{guest_console, platform, vcpu, virq, watchdog};
 
 /// Vector kinds (entry.rs numbers the 16 vectors in order).
 const LOWER_SYNC: u64 = 8;
@@ -136,6 +136,18 @@ fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
                 }
             }
             legal
+        } else if let Some(off) =
+            dom.watchdog.as_ref().and_then(|(base, _)| d.ipa.offset_in(*base, 0x1000))
+        {
+            match watchdog::access(hv, off, a.size, store) {
+                Some(v) => {
+                    if store.is_none() {
+                        set_reg(f, &a, u64::from(v));
+                    }
+                    true
+                }
+                None => false,
+            }
         } else if let Some((page, mmio)) = dom
             .guarded
             .iter()

@@ -73,5 +73,9 @@ pub fn park(hv: &Hv, cpu: usize) -> ! {
             enter_guest(entry, ctx, cpu);
         }
         arch::wfi();
+        // A pending hypervisor timer wakes WFI even with IRQs masked at EL2 (here they are): the
+        // watchdog deadline this CPU armed before its CPU_OFF must still be honoured. Checking on
+        // every wake-up is harmless (it re-arms at the current deadline).
+        crate::watchdog::check(hv);
     }
 }

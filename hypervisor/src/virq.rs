@@ -86,6 +86,10 @@ pub fn handle_irq(hv: &Hv, cpu: usize) -> Taken {
         if id == KICK_SGI || id == hv.maint_intid {
             gic.deactivate(iar);
             flush(hv, cpu);
+        } else if id == crate::watchdog::HYP_TIMER_INTID {
+            // Re-armed or disabled before the deactivation, so the level is low by then.
+            crate::watchdog::check(hv);
+            gic.deactivate(iar);
         } else if id == VTIMER_INTID || (id >= 32 && hv.dom0.dist.lock().owns(id)) {
             // Priority dropped only: the guest's EOI deactivates it (HW bit), or CPU_OFF does.
             tick |= id == VTIMER_INTID;

@@ -194,6 +194,8 @@ fn virt_module_set_drives_virtio_and_the_disk_filesystems() {
         ("fs-ext4", "ext4"),
         ("fs-vfat", "vfat"),
         ("crypto-crc32c", "crc32c_generic"),
+        // The hypervisor's virtual SP805 watchdog, as the AMBA bus announces it (PeriphID 0x00141805).
+        ("amba:d00141805", "sp805_wdt"),
     ] {
         assert_eq!(drivers_for(&root, modalias), [driver], "{modalias}");
     }

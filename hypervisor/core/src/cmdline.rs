@@ -17,6 +17,11 @@ pub struct HvArgs<'a> {
     pub dom0_mem: Option<u64>,
     /// `dom0_max_vcpus=`.
     pub dom0_max_vcpus: Option<usize>,
+    /// `dom0_watchdog=<seconds>`: Dom0's watchdog starts running at boot with this timeout, so that a
+    /// Dom0 that hangs before its userspace feeds it (a kernel hang in an update's trial boot) still
+    /// ends in a reset; Linux's `sp805_wdt` finds it running and its watchdog core keeps it fed until
+    /// a daemon opens it. Not a Xen option.
+    pub dom0_watchdog_secs: Option<u32>,
     /// `hv_selftest=el2-fault`: fault at EL2 on purpose right after the console is up, to show (and
     /// test) the panic report. Not a Xen option.
     pub selftest_el2_fault: bool,
@@ -28,6 +33,8 @@ pub enum CmdlineError {
     BadSize,
     /// `dom0_max_vcpus=` is not a number.
     BadNumber,
+    /// `dom0_watchdog=` is not a number of seconds (1 to 60).
+    BadWatchdog,
 }
 
 impl CmdlineError {
@@ -35,6 +42,7 @@ impl CmdlineError {
         match self {
             CmdlineError::BadSize => "dom0_mem= is not a size such as 512M",
             CmdlineError::BadNumber => "dom0_max_vcpus= is not a number",
+            CmdlineError::BadWatchdog => "dom0_watchdog= is not a number of seconds (1 to 60)",
         }
     }
 }
@@ -77,6 +85,11 @@ pub fn parse(line: &str) -> Result<HvArgs<'_>, CmdlineError> {
             "dom0_max_vcpus" => {
                 a.dom0_max_vcpus = Some(val.parse().map_err(|_| CmdlineError::BadNumber)?)
             }
+            "dom0_watchdog" => {
+                // usize as for dom0_max_vcpus: one integer parser in the EL2 binary.
+                let secs = val.parse::<usize>().ok().filter(|s| (1..=60).contains(s));
+                a.dom0_watchdog_secs = Some(secs.ok_or(CmdlineError::BadWatchdog)? as u32);
+            }
             "hv_selftest" => a.selftest_el2_fault = val == "el2-fault",
             _ => {}
         }
@@ -105,6 +118,10 @@ mod tests {
     fn rejects_bad_sizes() {
         assert_eq!(parse("dom0_mem=lots"), Err(CmdlineError::BadSize));
         assert_eq!(parse("dom0_max_vcpus=x"), Err(CmdlineError::BadNumber));
+        assert_eq!(parse("dom0_watchdog=30").unwrap().dom0_watchdog_secs, Some(30));
+        for bad in ["dom0_watchdog=0", "dom0_watchdog=61", "dom0_watchdog=5s"] {
+            assert_eq!(parse(bad), Err(CmdlineError::BadWatchdog), "{bad}");
+        }
         assert_eq!(parse_size("0x1000"), Some(0x1000));
         assert_eq!(parse_size("64k"), Some(65536));
     }

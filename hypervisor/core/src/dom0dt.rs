@@ -10,7 +10,9 @@
 //!   `method = "hvc"` replaces the host's;
 //! - nodes the hypervisor keeps for itself get `status = "disabled"`;
 //! - Dom0's console UART loses its child nodes (serdev devices such as the Pi's `bluetooth`);
-//! - overlay metadata nodes (`__symbols__`) are dropped.
+//! - overlay metadata nodes (`__symbols__`) are dropped;
+//! - the hypervisor's virtual SP805 watchdog (`crate::sp805`) is added at the root with a
+//!   `fixed-clock` at the counter frequency, the binding Linux's `sp805_wdt` and AMBA bus read.
 //!
 //! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
 
@@ -36,6 +38,15 @@ pub struct Dom0DtConfig<'a> {
     /// The MPIDRs of Dom0's vCPUs (`dom0_max_vcpus`): other `/cpus/cpu@*` nodes are left out, and so
     /// is `cpu-map`, whose phandles would name them. `None` keeps every CPU.
     pub cpus: Option<&'a [u64]>,
+    /// The virtual SP805 watchdog Dom0 gets, if any.
+    pub watchdog: Option<WatchdogNode>,
+}
+
+/// Where Dom0's virtual SP805 sits and the frequency its clock runs at (CNTFRQ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogNode {
+    pub base: u64,
+    pub clock_hz: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +83,7 @@ pub fn build(host: &[u8], cfg: &Dom0DtConfig<'_>) -> Result<Vec<u8>, Dom0DtError
     let mut w = FdtWriter::new(&rsv);
     let root = fdt.find_node("/").ok_or(Dom0DtError::BadHostBlob)?;
     let mut path = String::from("/");
-    copy_node(&mut w, root, &mut path, cfg, (2, 1))?;
+    copy_node(&mut w, root, &mut path, cfg, (2, 1), &mut 0)?;
     w.finish().map_err(|_| Dom0DtError::Writer("finish"))
 }
 
@@ -101,6 +112,7 @@ fn copy_node(
     path: &mut String,
     cfg: &Dom0DtConfig<'_>,
     parent_cells: (usize, usize),
+    max_phandle: &mut u32,
 ) -> Result<(), Dom0DtError> {
     let is_root = path == "/";
     let name = if is_root { "" } else { node.name };
@@ -115,6 +127,9 @@ fn copy_node(
 
     for p in node.properties() {
         let (n, v) = (p.name, p.value);
+        if n == "phandle" || n == "linux,phandle" {
+            *max_phandle = (*max_phandle).max(dt::read_cells(v, 1).unwrap_or(0) as u32);
+        }
         if is_chosen
             && (n.starts_with("xen,")
                 || n.starts_with("linux,initrd-")
@@ -186,7 +201,7 @@ fn copy_node(
             path.push('/');
         }
         path.push_str(child.name);
-        copy_node(w, child, path, cfg, my_cells)?;
+        copy_node(w, child, path, cfg, my_cells, max_phandle)?;
         path.truncate(len);
     }
 
@@ -206,9 +221,34 @@ fn copy_node(
         w.property_u32("cpu_off", crate::psci::CPU_OFF);
         w.property_u32("cpu_on", crate::psci::CPU_ON_64);
         w.end_node();
+        if let Some(wd) = cfg.watchdog {
+            // Every node is copied by now: one past the highest phandle is nobody's.
+            write_watchdog(w, wd, my_cells, *max_phandle + 1);
+        }
     }
     w.end_node();
     Ok(())
+}
+
+/// The SP805 node (`arm,sp805.yaml`: `reg`, `clocks`, `clock-names`; no interrupt, which Linux's
+/// driver does not use) and the fixed clock both its clocks name.
+fn write_watchdog(w: &mut FdtWriter, wd: WatchdogNode, cells: (usize, usize), phandle: u32) {
+    w.begin_node("watchdog-clock");
+    w.property_string("compatible", "fixed-clock");
+    w.property_u32("#clock-cells", 0);
+    w.property_u32("clock-frequency", wd.clock_hz);
+    w.property_string("clock-output-names", "watchdog-clock");
+    w.property_u32("phandle", phandle);
+    w.end_node();
+    w.begin_node(&unit_name("watchdog", wd.base));
+    w.property_strings("compatible", &crate::sp805::COMPATIBLE);
+    let mut reg = Vec::new();
+    encode_cells(&mut reg, wd.base, cells.0);
+    encode_cells(&mut reg, crate::sp805::SIZE, cells.1);
+    w.property("reg", &reg);
+    w.property_u32s("clocks", &[phandle, phandle]);
+    w.property_strings("clock-names", &crate::sp805::CLOCK_NAMES);
+    w.end_node();
 }
 
 #[cfg(test)]
@@ -348,6 +388,7 @@ mod tests {
             disable: &["/pmu", "/timer"],
             stdout_path: Some("/pl011@9000000"),
             cpus: None,
+            watchdog: None,
         };
         let out = build(&blob, &cfg).unwrap();
         let fdt = Fdt::new(&out).unwrap();
@@ -411,11 +452,64 @@ mod tests {
             disable: &[],
             stdout_path: None,
             cpus: Some(&keep),
+            watchdog: None,
         };
         let out = build(&blob, &cfg).unwrap();
         let fdt = Fdt::new(&out).unwrap();
         let names: Vec<&str> =
             dt::node(&fdt, "/cpus").unwrap().children().map(|c| c.name).collect();
         assert_eq!(names, ["cpu@0"]);
+    }
+
+    /// The watchdog's nodes as Linux's AMBA bus and `sp805_wdt` read them, checked by `dtc` (which
+    /// rejects a `clocks` phandle no node has, and warns about unit names that do not match `reg`).
+    #[test]
+    fn the_watchdog_node_and_its_clock_pass_dtc() {
+        let blob = host_tree();
+        let mem = [Region::new(0x6000_0000, 0x2000_0000)];
+        let cfg = Dom0DtConfig {
+            memory: &mem,
+            bootargs: "",
+            initrd: None,
+            disable: &[],
+            stdout_path: None,
+            cpus: None,
+            watchdog: Some(WatchdogNode { base: 0x0B00_0000, clock_hz: 62_500_000 }),
+        };
+        let out = build(&blob, &cfg).unwrap();
+        let dir = std::env::temp_dir().join(format!("rpixen-dom0dt-wdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dom0.dtb");
+        std::fs::write(&path, &out).unwrap();
+        let dtc = std::process::Command::new("dtc")
+            .args(["-I", "dtb", "-O", "dts"])
+            .arg(&path)
+            .output()
+            .expect("dtc (device-tree-compiler) must be installed");
+        let (dts, stderr) =
+            (String::from_utf8(dtc.stdout).unwrap(), String::from_utf8_lossy(&dtc.stderr));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(dtc.status.success(), "dtc failed: {stderr}");
+        assert!(!stderr.contains("watchdog"), "dtc warnings about the watchdog: {stderr}");
+
+        let fdt = Fdt::new(&out).unwrap();
+        let wd = dt::node(&fdt, "/watchdog@b000000").unwrap();
+        let strs = |n: &FdtNode<'_, '_>, p: &str| -> Vec<String> {
+            dt::strings(n.property(p).unwrap().value).map(String::from).collect()
+        };
+        assert_eq!(strs(&wd, "compatible"), ["arm,sp805", "arm,primecell"]);
+        assert_eq!(strs(&wd, "clock-names"), ["wdog_clk", "apb_pclk"]);
+        assert_eq!(
+            dt::reg_phys(&fdt, "/watchdog@b000000").unwrap(),
+            [Region::new(0xB00_0000, 0x1000)]
+        );
+        let clocks: Vec<u32> = dt::u32s(wd.property("clocks").unwrap().value).collect();
+        let clk = dt::node(&fdt, "/watchdog-clock").unwrap();
+        let phandle = clk.property("phandle").unwrap().as_usize().unwrap() as u32;
+        assert_eq!(clocks, [phandle, phandle]);
+        assert_eq!(prop_str(&clk, "compatible"), Some("fixed-clock"));
+        assert_eq!(clk.property("clock-frequency").unwrap().as_usize(), Some(62_500_000));
+        let gic = dt::node(&fdt, "/intc@8000000").unwrap();
+        assert_ne!(gic.property("phandle").unwrap().as_usize(), Some(phandle as usize), "{dts}");
     }
 }

@@ -38,6 +38,40 @@ const RESEN: u32 = 1 << 1;
 /// PeriphID0-3 (part 0x805, designer ARM, revision 1) and PCellID0-3, as the TRM gives them.
 const ID: [u32; 8] = [0x05, 0x18, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1];
 
+/// Where Dom0's watchdog page goes, per board (`compatible` of the root): an address that is neither
+/// RAM nor a device on that board, so no driver of Dom0's needs it and the hypervisor never touches
+/// the physical page (it is a stage-2 hole).
+/// - QEMU virt: 0x0B00_0000, between the last virtio-mmio transport (0x0A00_0000 + 32 x 0x200) and
+///   the platform bus at 0x0C00_0000 (QEMU's `hw/arm/virt.c` memory map has nothing there).
+/// - Raspberry Pi 4: 0xFC10_0000, inside the 0x7C00_0000 bus window the SoC's `ranges` map to
+///   0xFC00_0000 (above the last RAM byte below 4 GiB, 0xFBFF_FFFF on 8 GiB boards) where the
+///   BCM2711 tree places no device (its first, PCIe, is at 0x7D50_0000).
+pub const BOARD_PAGES: [(&str, u64); 2] =
+    [("linux,dummy-virt", 0x0B00_0000), ("brcm,bcm2711", 0xFC10_0000)];
+
+/// The board's watchdog page for the host tree whose root is compatible with `board` and whose
+/// RAM and device ranges are `used`; `None` on other boards, or when the page is in use after all
+/// (an overlay added a device there): Dom0 then gets no watchdog rather than a broken device.
+pub fn dom0_page<'a>(
+    mut board: impl Iterator<Item = &'a str>,
+    used: &[crate::Region],
+) -> Option<u64> {
+    let page = board.find_map(|b| BOARD_PAGES.iter().find(|(c, _)| *c == b))?.1;
+    (!used.iter().any(|r| r.size > 0 && r.base < page + SIZE && page < r.end())).then_some(page)
+}
+
+/// [`dom0_page`] for a host tree: its root's `compatible`, and as used ranges `ram` and the `reg`
+/// of every node on a memory-mapped bus.
+pub fn dom0_page_in(fdt: &fdt::Fdt<'_>, ram: &[crate::Region]) -> Option<u64> {
+    let mut used = ram.to_vec();
+    crate::dt::walk(fdt, |path, node| {
+        if node.property("reg").is_some() {
+            used.extend(crate::dt::reg_phys(fdt, path).unwrap_or_default());
+        }
+    });
+    dom0_page(fdt.root().compatible().all(), &used)
+}
+
 /// What a guest access does, for the trap handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sp805Access {
@@ -78,6 +112,14 @@ impl Sp805 {
         Sp805 { load: u32::MAX, control: 0, locked: false, start: 0 }
     }
 
+    /// Running from `now` with a reset after `secs` seconds at `freq` ticks per second, locked, as
+    /// Linux's driver leaves it (for `dom0_watchdog=`): two periods of half the timeout each, as
+    /// `sp805_wdt` loads it.
+    pub fn started(secs: u32, freq: u64, now: u64) -> Sp805 {
+        let load = (freq / 2 * u64::from(secs)).saturating_sub(1).min(u64::from(u32::MAX));
+        Sp805 { load: load as u32, control: INTEN | RESEN, locked: true, start: now }
+    }
+
     fn period(&self) -> u64 {
         u64::from(self.load) + 1
     }
@@ -101,6 +143,11 @@ impl Sp805 {
     pub fn reset_deadline(&self) -> Option<u64> {
         (self.running() && self.control & RESEN != 0)
             .then(|| self.start.saturating_add(2 * self.period()))
+    }
+
+    /// The counter tick of the last reload (start, LOAD or INTCLR write): the last time Dom0 fed it.
+    pub fn last_fed(&self) -> u64 {
+        self.start
     }
 
     /// Whether the board must be reset at `now`.
@@ -241,6 +288,30 @@ mod tests {
         assert_eq!(w.read(0x2, 4, 0), Sp805Access::Abort);
         assert_eq!(w.read(0x0, 1, 0), Sp805Access::Abort);
         assert_eq!(w.write(0x1000, 4, 0, 0), Sp805Access::Abort);
+    }
+
+    #[test]
+    fn the_board_page_is_refused_when_something_uses_it() {
+        use crate::Region;
+        let virt = ["linux,dummy-virt"];
+        let ram = [Region::new(0x4000_0000, 0x8000_0000), Region::new(0x0A00_0000, 0x200)];
+        assert_eq!(dom0_page(virt.iter().copied(), &ram), Some(0x0B00_0000));
+        let pi = ["raspberrypi,4-model-b", "brcm,bcm2711"];
+        assert_eq!(dom0_page(pi.iter().copied(), &[]), Some(0xFC10_0000));
+        let overlay = [Region::new(0x0B00_0FFC, 4)];
+        assert_eq!(dom0_page(virt.iter().copied(), &overlay), None);
+        assert_eq!(dom0_page(["acme,board"].iter().copied(), &[]), None);
+    }
+
+    #[test]
+    fn a_watchdog_started_at_boot_resets_after_its_timeout_unless_linux_takes_it_over() {
+        let w = Sp805::started(20, 1_000, 500);
+        assert_eq!(w.reset_deadline(), Some(20_500));
+        // What sp805_wdt's wdt_is_running checks: both enables set.
+        assert_eq!(read(&w, CONTROL, 500), INTEN | RESEN);
+        let mut w = w;
+        linux_ping(&mut w, 999, 10_000);
+        assert_eq!(w.reset_deadline(), Some(12_000));
     }
 
     #[test]

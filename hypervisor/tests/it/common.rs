@@ -40,6 +40,25 @@ pub fn kernel() -> PathBuf {
         .join("boot/vmlinuz-6.12.117+deb13-arm64")
 }
 
+/// A module of the test kernel, decompressed (busybox's insmod reads plain ELF), e.g.
+/// `drivers/watchdog/sp805_wdt`.
+pub fn kernel_module(dir: &Path, rel: &str) -> PathBuf {
+    let xz = testkit::debian_package("linux-image-6.12.117+deb13-arm64")
+        .join("usr/lib/modules/6.12.117+deb13-arm64/kernel")
+        .join(format!("{rel}.ko.xz"));
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let out = dir.join(format!("{name}.ko"));
+    let xz_out = Command::new("xz").args(["-dc", "--"]).arg(&xz).output().expect("xz");
+    assert!(
+        xz_out.status.success(),
+        "xz -d {}: {}",
+        xz.display(),
+        String::from_utf8_lossy(&xz_out.stderr)
+    );
+    std::fs::write(&out, xz_out.stdout).unwrap();
+    out
+}
+
 pub fn pi_dtb() -> PathBuf {
     testkit::debian_package("linux-image-6.12.117+deb13-arm64")
         .join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb")
@@ -48,14 +67,25 @@ pub fn pi_dtb() -> PathBuf {
 /// A gzip'd newc initramfs: busybox-static and an /init that mounts proc/sys/dev, prints the marker
 /// with the CPU count, memory, and the kernel's EL line, runs `extra` and powers off.
 pub fn initramfs(dir: &Path, extra: &str) -> PathBuf {
+    initramfs_with(dir, extra, &[])
+}
+
+/// `initramfs` with more files: each (host file, name in the initramfs's root).
+pub fn initramfs_with(dir: &Path, extra: &str, files: &[(&Path, &str)]) -> PathBuf {
     let root = dir.join("initramfs-root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
+    for (src, name) in files {
+        std::fs::copy(src, root.join(name)).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    }
     for d in ["proc", "sys", "dev"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     let bb = testkit::debian_package("busybox-static").join("usr/bin/busybox");
     std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "mount", "grep", "echo", "cat", "devmem", "poweroff", "sleep"] {
+    for applet in [
+        "sh", "mount", "grep", "echo", "cat", "devmem", "poweroff", "sleep", "insmod", "watchdog",
+        "kill",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     let init = format!(

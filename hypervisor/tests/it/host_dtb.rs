@@ -84,6 +84,7 @@ fn dom0_tree_for_the_pi_passes_dtc_and_hides_the_hypervisor() {
         disable: &disable,
         stdout_path: Some("/soc/serial@7e201000"),
         cpus: None,
+        watchdog: None,
     };
     let out = dom0dt::build(&blob, &cfg).unwrap();
     let path = dir.path().join("dom0.dtb");
@@ -160,6 +161,7 @@ fn defect10_pi_dom0_keeps_v3d_power_but_not_the_hypervisors_pins_or_watchdog() {
         disable: &disable_refs,
         stdout_path: Some(&vuart.path),
         cpus: None,
+        watchdog: None,
     };
     let path = dir.path().join("dom0.dtb");
     std::fs::write(&path, dom0dt::build(&clean, &cfg).unwrap()).unwrap();
@@ -215,4 +217,59 @@ fn defect10_pi_dom0_keeps_v3d_power_but_not_the_hypervisors_pins_or_watchdog() {
             "{mapped:#x} (V3D, ASB, RPiVid ASB, SD host) not mapped for Dom0"
         );
     }
+}
+
+/// Dom0's watchdog page is free in the real trees: no node of Debian's Pi 4 tree (with the memory an
+/// 8 GiB board's firmware writes; the root has one size cell) nor of QEMU virt's own tree has a `reg` there; a node placed on it
+/// (as an overlay could) makes the hypervisor offer no watchdog.
+#[test]
+fn the_watchdog_page_is_free_in_the_pi_and_virt_trees() {
+    use rpixen_hv_core::sp805::dom0_page_in;
+    let dir = tempfile::tempdir().unwrap();
+    let pi = dir.path().join("pi.dtb");
+    std::fs::copy(crate::common::pi_dtb(), &pi).unwrap();
+    testkit::run(Command::new("fdtput").arg(&pi).args([
+        "-t",
+        "x",
+        "/memory@0",
+        "reg",
+        "0",
+        "0",
+        "3b400000",
+        "0",
+        "40000000",
+        "bc000000",
+        "1",
+        "0",
+        "80000000",
+        "1",
+        "80000000",
+        "80000000",
+    ]));
+    let blob = std::fs::read(&pi).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let ram = hostdt::parse(&fdt).unwrap().ram;
+    assert_eq!(ram.iter().map(|r| r.end()).max(), Some(0x2_0000_0000), "8 GiB: {ram:?}");
+    assert_eq!(dom0_page_in(&fdt, &ram), Some(0xFC10_0000));
+
+    let virt = crate::common::virt_dtb(dir.path(), 4);
+    let blob = std::fs::read(&virt).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let ram = hostdt::parse(&fdt).unwrap().ram;
+    assert_eq!(dom0_page_in(&fdt, &ram), Some(0x0B00_0000));
+
+    testkit::run(Command::new("fdtput").arg(&virt).args(["-c", "/device@b000800"]));
+    testkit::run(Command::new("fdtput").arg(&virt).args([
+        "-t",
+        "x",
+        "/device@b000800",
+        "reg",
+        "0",
+        "b000800",
+        "0",
+        "100",
+    ]));
+    let blob = std::fs::read(&virt).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    assert_eq!(dom0_page_in(&fdt, &ram), None);
 }

@@ -7,4 +7,5 @@ mod host_dtb;
 mod live_boot;
 mod raspi4b_boot;
 mod virt_boot;
+mod watchdog;
 mod xen_dropin;

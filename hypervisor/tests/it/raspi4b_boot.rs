@@ -24,10 +24,10 @@ const QEMU_MISSING: &[&str] = &[
     "/soc/i2c@7ef04500",
     "/soc/i2c@7ef09500",
 ];
-const HV_ARGS: &str = "console=dtuart dtuart=serial1 sync_console dom0_mem=512M";
-const DOM0_ARGS: &str = "console=ttyAMA0 rdinit=/init";
+pub(crate) const HV_ARGS: &str = "console=dtuart dtuart=serial1 sync_console dom0_mem=512M";
+pub(crate) const DOM0_ARGS: &str = "console=ttyAMA0 rdinit=/init";
 
-fn qemu_pi_dtb(dir: &Path) -> PathBuf {
+pub(crate) fn qemu_pi_dtb(dir: &Path) -> PathBuf {
     let dtb = dir.join("bcm2711-rpi-4-b.dtb");
     std::fs::copy(pi_dtb(), &dtb).unwrap();
     for node in QEMU_MISSING {

@@ -63,7 +63,9 @@ COPY dom0-init/Cargo.toml /usr/share/rpixen/src/dom0-init/
 COPY init-config/Cargo.toml /usr/share/rpixen/src/init-config/
 COPY kmod-index/Cargo.toml /usr/share/rpixen/src/kmod-index/
 COPY release/Cargo.toml /usr/share/rpixen/src/release/
+COPY slot-state/Cargo.toml /usr/share/rpixen/src/slot-state/
 COPY testkit/Cargo.toml /usr/share/rpixen/src/testkit/
+COPY update/Cargo.toml /usr/share/rpixen/src/update/
 # rpixen writes temporary files; scratch has no /tmp (WORKDIR creates it).
 WORKDIR /tmp
 WORKDIR /

@@ -1,6 +1,7 @@
 //! The rpi4 image's Wi-Fi, checked without a Pi: QEMU's raspi4b has no Wi-Fi chip, so nothing here
 //! boots. `rpixen rootfs images/rpi4.yml` is built from the real packages (`pkg/firmware-brcm`,
-//! `pkg/wireless-regdb`, `pkg/wpasupplicant` next to busybox, dom0-init and dropbear), then
+//! `pkg/wireless-regdb`, `pkg/wpasupplicant` next to busybox, dom0-init, dropbear, e2fsprogs and the
+//! kernel's module set), then
 //! independent tools read it:
 //! - `cpio` lists the archive: the firmware files brcmfmac asks for (names from the driver's own
 //!   `.modinfo` and the board name from the Pi 4's device tree, read with `fdtget`) are regular files
@@ -29,6 +30,8 @@ const DRIVER: &str = "nl80211";
 struct Entry {
     kind: char,
     size: u64,
+    /// A symbolic link's target.
+    target: Option<String>,
 }
 
 /// The rpi4 initramfs built from `images/rpi4.yml` and the real packages, its `cpio -tv` listing, and
@@ -44,7 +47,16 @@ fn build_rootfs() -> Rootfs {
     let _ = std::fs::remove_dir_all(&dir);
     let pkgs = dir.join("pkg");
     std::fs::create_dir_all(&pkgs).unwrap();
-    for name in ["busybox", "dropbear", "firmware-brcm", "wireless-regdb", "wpasupplicant"] {
+    // Every package images/rpi4.yml names for its rootfs (the kernel for the module set).
+    for name in [
+        "busybox",
+        "dropbear",
+        "e2fsprogs",
+        "firmware-brcm",
+        "kernel",
+        "wireless-regdb",
+        "wpasupplicant",
+    ] {
         testkit::run(
             testkit::rpixen_command()
                 .args(["pkg", "build"])
@@ -105,17 +117,28 @@ fn parse_listing(listing: &str) -> BTreeMap<String, Entry> {
             if fields.len() < 9 {
                 return None;
             }
-            let path = fields[8..].join(" ");
-            let path = path.split(" -> ").next().unwrap().trim_start_matches("./").to_owned();
+            let name = fields[8..].join(" ");
+            let mut parts = name.splitn(2, " -> ");
+            let path = parts.next().unwrap().trim_start_matches("./").to_owned();
+            let target = parts.next().map(str::to_owned);
             let kind = fields[0].chars().next().unwrap();
-            Some((path, Entry { kind, size: fields[4].parse().unwrap_or(0) }))
+            Some((path, Entry { kind, size: fields[4].parse().unwrap_or(0), target }))
         })
         .collect()
 }
 
 impl Rootfs {
+    /// The regular file at `path`, following symbolic links inside the rootfs (several packages
+    /// ship glibc's loader, one of them as a link to the same bytes under `aarch64-linux-gnu/`).
     fn regular_file(&self, path: &str) -> &Entry {
-        match self.entries.get(path) {
+        let mut path = path.to_owned();
+        for _ in 0..8 {
+            match self.entries.get(&path) {
+                Some(Entry { kind: 'l', target: Some(t), .. }) => path = resolve(&path, t),
+                _ => break,
+            }
+        }
+        match self.entries.get(&path) {
             Some(e) if e.kind == '-' => e,
             Some(e) => {
                 panic!("{path} in the rpi4 rootfs is of type `{}`, not a regular file", e.kind)
@@ -123,6 +146,25 @@ impl Rootfs {
             None => panic!("{path} is not in the rpi4 rootfs"),
         }
     }
+}
+
+/// Where a link at `link` (a rootfs path without a leading `/`) to `target` points.
+fn resolve(link: &str, target: &str) -> String {
+    if let Some(abs) = target.strip_prefix('/') {
+        return abs.to_owned();
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for p in target.split('/') {
+        match p {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 /// `readelf` on an aarch64 ELF: its `NEEDED` sonames and its program interpreter, if any.

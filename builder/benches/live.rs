@@ -10,34 +10,11 @@ mod image_support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use image_support::*;
 
 const RUNS: usize = 7;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// Times the contenders in turns (one round = each once), so load from other processes on a shared
-/// machine hits all of them alike; returns each one's median.
-fn race<const N: usize>(mut contenders: [&mut dyn FnMut(); N]) -> [Duration; N] {
-    // One warm-up round, so every contender reads its inputs from the page cache.
-    for f in contenders.iter_mut() {
-        f();
-    }
-    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
-    for _ in 0..RUNS {
-        for (f, t) in contenders.iter_mut().zip(times.iter_mut()) {
-            let start = Instant::now();
-            f();
-            t.push(start.elapsed());
-        }
-    }
-    times.map(median)
-}
 
 fn sh(script: &str, dir: &Path) {
     let o = Command::new("bash").arg("-ec").arg(script).current_dir(dir).output().unwrap();
@@ -80,14 +57,17 @@ fn main() {
          mkfs.vfat -n CONFIG --offset $(( (1 + 64 + 32 + 32) * 2048 )) shell.raw 8192 >/dev/null 2>&1"
     )
     .replace("+32M -t1:ef00", "+64M -t1:ef00");
-    let [t_shell, t_ours, t_cp] = race([
-        &mut || sh(&shell, d),
-        &mut || {
-            let o = run_rpixen(&live_args, &[]);
-            assert!(o.status.success());
-        },
-        &mut || sh("rm -rf cp.out && mkdir cp.out && cp payload/* cp.out/", d),
-    ]);
+    let [t_shell, t_ours, t_cp] = testkit::race(
+        RUNS,
+        [
+            &mut || sh(&shell, d),
+            &mut || {
+                let o = run_rpixen(&live_args, &[]);
+                assert!(o.status.success());
+            },
+            &mut || sh("rm -rf cp.out && mkdir cp.out && cp payload/* cp.out/", d),
+        ],
+    );
     // The shell result must be a correct FAT holding the same files, or the comparison is void.
     sh("dd if=shell.raw of=shell.fat bs=1M skip=1 count=64 status=none && fsck.fat -n shell.fat >/dev/null", d);
 

@@ -9,33 +9,11 @@ mod image;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use rpixen_release::xz::{XzOptions, DEFAULT_BLOCK_SIZE, DEFAULT_PRESET};
 use rpixen_release::{write_release, ReleaseRequest};
 
 const RUNS: usize = 3;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// Runs the contenders in turns so load from other processes hits them alike; medians.
-fn race<const N: usize>(mut contenders: [&mut dyn FnMut(); N]) -> [Duration; N] {
-    for f in contenders.iter_mut() {
-        f();
-    }
-    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
-    for _ in 0..RUNS {
-        for (f, t) in contenders.iter_mut().zip(times.iter_mut()) {
-            let start = Instant::now();
-            f();
-            t.push(start.elapsed());
-        }
-    }
-    times.map(median)
-}
 
 fn sh(script: &str, dir: &Path) {
     let o = Command::new("bash").arg("-ec").arg(script).current_dir(dir).output().unwrap();
@@ -68,12 +46,17 @@ fn main() {
     let mib = img.len() >> 20;
 
     // Flashing onto a file: both sync to the disk before they finish.
-    let [dd, bmap] = race([
-        &mut || sh("rm -f t-dd.img; dd if=live.raw of=t-dd.img bs=4M conv=fsync status=none", d),
-        &mut || {
-            sh("rm -f t-bmap.img; bmaptool -q copy --bmap live.raw.bmap live.raw t-bmap.img", d)
-        },
-    ]);
+    let [dd, bmap] = testkit::race(
+        RUNS,
+        [
+            &mut || {
+                sh("rm -f t-dd.img; dd if=live.raw of=t-dd.img bs=4M conv=fsync status=none", d)
+            },
+            &mut || {
+                sh("rm -f t-bmap.img; bmaptool -q copy --bmap live.raw.bmap live.raw t-bmap.img", d)
+            },
+        ],
+    );
     println!(
         "flash {mib} MiB ({} of {} blocks mapped): dd {:.2?}, bmaptool copy {:.2?}: bmaptool {:.1}x faster (target >= 5x)",
         map.mapped_blocks_count(),
@@ -87,12 +70,15 @@ fn main() {
     let xz_cmd = format!(
         "xz -T{threads} -{DEFAULT_PRESET} --block-size={DEFAULT_BLOCK_SIZE} -c live.raw > peer.raw.xz"
     );
-    let [ours, peer] = race([
-        &mut || {
-            write_release(&img[..], &request(true, false)).unwrap();
-        },
-        &mut || sh(&xz_cmd, d),
-    ]);
+    let [ours, peer] = testkit::race(
+        RUNS,
+        [
+            &mut || {
+                write_release(&img[..], &request(true, false)).unwrap();
+            },
+            &mut || sh(&xz_cmd, d),
+        ],
+    );
     let ours_len = std::fs::metadata(d.join("live.raw.xz")).unwrap().len();
     let peer_len = std::fs::metadata(d.join("peer.raw.xz")).unwrap().len();
     let same = std::fs::read(d.join("live.raw.xz")).unwrap()
@@ -105,12 +91,12 @@ fn main() {
         peer,
         peer.as_secs_f64() / ours.as_secs_f64()
     );
-    let [bmap_xz, xz_dd] = race([
-        &mut || sh("rm -f t-bmap.img; bmaptool -q copy live.raw.xz t-bmap.img", d),
-        &mut || {
+    let [bmap_xz, xz_dd] = testkit::race(
+        RUNS,
+        [&mut || sh("rm -f t-bmap.img; bmaptool -q copy live.raw.xz t-bmap.img", d), &mut || {
             sh("rm -f t-dd.img; xz -dc -T0 live.raw.xz | dd of=t-dd.img bs=4M iflag=fullblock conv=fsync status=none", d)
-        },
-    ]);
+        }],
+    );
     println!(
         "flash from live.raw.xz: `xz -dc | dd` {:.2?}, `bmaptool copy` {:.2?}: bmaptool {:.1}x faster",
         xz_dd,

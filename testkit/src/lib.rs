@@ -446,3 +446,25 @@ pub fn rpixen_release_binary() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
         .join("release/rpixen")
 }
+
+/// For `make bench`: times the contenders in turns (one warm-up round, then `runs` rounds of each
+/// once), so load from other processes on a shared machine hits all of them alike; returns each one's
+/// median.
+pub fn race<const N: usize>(runs: usize, mut contenders: [&mut dyn FnMut(); N]) -> [Duration; N] {
+    // The warm-up round puts every contender's inputs in the page cache.
+    for f in contenders.iter_mut() {
+        f();
+    }
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..runs {
+        for (f, t) in contenders.iter_mut().zip(times.iter_mut()) {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed());
+        }
+    }
+    times.map(|mut v| {
+        v.sort();
+        v[v.len() / 2]
+    })
+}

@@ -35,7 +35,9 @@ PKGS=(gdisk fdisk dosfstools mtools u-boot-tools cpio squashfs-tools device-tree
       debian-archive-keyring util-linux hyperfine
       docker.io musl-tools git make
       openssh-client openssl e2fsprogs debootstrap bmap-tools python3-jsonschema
-      kmod)
+      kmod
+      # ring's C code (rpixen-update's TLS) for the aarch64-musl device build of the update agent.
+      libc6-dev-arm64-cross)
 
 main() {
     need_root

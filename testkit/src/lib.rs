@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod dockerd;
+mod qemu_args;
+pub use dockerd::Dockerd;
+pub use qemu_args::{QemuArgs, VIRT_MACHINE};
+
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,6 +72,13 @@ impl Qemu {
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start qemu-system-aarch64: {e}"));
         Qemu { child, serial_logs, _dir: dir }
+    }
+
+    /// Starts QEMU with a built argument list (see [`QemuArgs`]).
+    pub fn start_with(args: &QemuArgs, serials: usize) -> Qemu {
+        let args = args.build();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Qemu::start(&args, serials)
     }
 
     /// Everything the serial ports printed so far, port 0 first.
@@ -156,6 +168,17 @@ impl Drop for Qemu {
     }
 }
 
+/// One command to QEMU's human monitor on `socket` (see [`QemuArgs::monitor_socket`]), e.g.
+/// `set_link n off` or `device_add virtio-rng-pci,bus=rp1`.
+pub fn monitor_command(socket: &Path, command: &str) {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("QEMU monitor {}: {e}", socket.display()));
+    s.write_all(format!("{command}\n").as_bytes()).expect("write to the QEMU monitor");
+    // The monitor acts on the line once it has read it; give it that moment before hanging up.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 fn tail(s: &str) -> &str {
     let start = s.len().saturating_sub(6000);
     let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
@@ -181,14 +204,39 @@ pub fn debian_package(name: &str) -> PathBuf {
     dir
 }
 
+/// Debian's U-Boot for QEMU `virt` (`u-boot-qemu`, `qemu_arm64`), what tests start as `-bios`.
+pub fn uboot_qemu() -> PathBuf {
+    debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin")
+}
+
+/// Debian's U-Boot for the Raspberry Pi 4 (`u-boot-rpi`, `rpi_arm64`), what raspi4b boots as
+/// `-kernel`.
+pub fn uboot_rpi() -> PathBuf {
+    debian_package("u-boot-rpi").join("usr/lib/u-boot/rpi_arm64/u-boot.bin")
+}
+
 /// The download cache tests share (`.deb` files by sha256, apt's private indexes).
 pub fn pkg_cache() -> PathBuf {
     cache_dir().join("pkg-cache")
 }
 
+/// The `rpixen` that `make test`'s own `cargo test --workspace --release` built (it sets `RPIXEN_BIN`).
+/// A `cargo run -p rpixen` from inside that run would build rpixen again, because features unify
+/// differently for one package than for the workspace: minutes of LTO for the same program.
+fn prebuilt_rpixen() -> Option<PathBuf> {
+    let bin = PathBuf::from(std::env::var_os("RPIXEN_BIN")?);
+    bin.is_file().then_some(bin)
+}
+
 /// `rpixen` run from the workspace root through `cargo run` (the profile this test kit was built with),
 /// for helpers in crates that cannot name the `rpixen` binary themselves.
 pub fn rpixen_command() -> Command {
+    if let Some(bin) = prebuilt_rpixen() {
+        // The same working directory as `cargo run` below: callers pass paths relative to the repo.
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(repo_root());
+        return cmd;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root()).args(["run", "-q", "-p", "rpixen"]);
@@ -230,6 +278,12 @@ pub fn test_kernel_package() -> PathBuf {
 pub fn test_kernel_image() -> PathBuf {
     let version = TEST_KERNEL.trim_start_matches("linux-image-");
     test_kernel_package().join(format!("boot/vmlinuz-{version}"))
+}
+
+/// The module tree of [`TEST_KERNEL`] (`usr/lib/modules/RELEASE`, holding `kernel/` and `modules.*`).
+pub fn test_kernel_modules() -> PathBuf {
+    let version = TEST_KERNEL.trim_start_matches("linux-image-");
+    test_kernel_package().join(format!("usr/lib/modules/{version}"))
 }
 
 /// The Raspberry Pi 4 device tree of [`TEST_KERNEL`].
@@ -433,6 +487,9 @@ pub fn build_packages(rpixen: &Path, dir: &Path, names: &[&str]) -> PathBuf {
 
 /// The release `rpixen` binary of this checkout, built first (for crates that cannot name it).
 pub fn rpixen_release_binary() -> PathBuf {
+    if let Some(bin) = prebuilt_rpixen() {
+        return bin;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(Command::new(cargo).current_dir(repo_root()).args([
         "build",

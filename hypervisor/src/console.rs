@@ -215,6 +215,17 @@ pub fn write_guest_line(bytes: &[u8]) {
     });
 }
 
+/// Writes a DomU's whole `(dN) ` line, on a line of its own (after Dom0's partial prompt, a new line
+/// first), so domains' lines never share one.
+pub fn write_domu_line(bytes: &[u8]) {
+    with_lock(|u| {
+        if MID_LINE.swap(false, Ordering::Relaxed) {
+            put_bytes(u, b"\n");
+        }
+        put_bytes(u, bytes);
+    });
+}
+
 /// Messages a guest can provoke: 5 at once, then one a second (EL2 prints with IRQs masked and a line
 /// takes ~7 ms at 115200 baud, so an unlimited stream would stall this CPU and every CPU waiting for
 /// the console).

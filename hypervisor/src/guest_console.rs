@@ -13,16 +13,23 @@ struct State {
     last_tx: u64,
 }
 
-static VUART: spin::Mutex<State> =
-    spin::Mutex::new(State { uart: Pl011::new(), line: LineBuffer::new(), last_tx: 0 });
+/// `None` until Dom0 first touches its console: an all-zero static lands in `.bss`, while the
+/// PL011's non-zero reset values would put its ~650 bytes into the Image (issue 11's size budget).
+static VUART: spin::Mutex<Option<State>> = spin::Mutex::new(None);
+
+/// The console's state, made at its reset values on first use.
+#[inline(never)]
+fn state(g: &mut Option<State>) -> &mut State {
+    g.get_or_insert_with(|| State { uart: Pl011::new(), line: LineBuffer::new(), last_tx: 0 })
+}
 
 pub fn read(off: u32) -> u32 {
-    VUART.lock().uart.read(off)
+    state(&mut VUART.lock()).uart.read(off)
 }
 
 pub fn write(off: u32, v: u32) {
     let mut g = VUART.lock();
-    let st = &mut *g;
+    let st = state(&mut g);
     if let Some(b) = st.uart.write(off, v) {
         st.last_tx = mrs!("cntpct_el0");
         if let Some(l) = st.line.push(b) {
@@ -34,24 +41,22 @@ pub fn write(off: u32, v: u32) {
 /// Writes out a partial Dom0 line (before power-off, so the last prompt is not lost).
 pub fn flush() {
     let mut g = VUART.lock();
-    if let Some(l) = g.line.take_partial() {
+    if let Some(l) = state(&mut g).line.take_partial() {
         console::write_guest_line(l);
         console::write_guest_line(b"\n");
     }
 }
 
-/// On Dom0's timer ticks: moves received bytes from the hypervisor's UART into the emulated PL011 and
-/// shows a partial line that has waited 50 ms (a prompt, an echoed keystroke). Returns the level of
-/// the PL011's interrupt.
+/// A byte of console input for Dom0 (dropped when its receive FIFO is full, as hardware would).
+pub fn push_rx(b: u8) {
+    state(&mut VUART.lock()).uart.push_rx(b);
+}
+
+/// On Dom0's timer ticks: shows a partial line that has waited 50 ms (a prompt, an echoed
+/// keystroke). Returns the level of the PL011's interrupt.
 pub fn poll() -> bool {
     let Some(mut g) = VUART.try_lock() else { return false };
-    if let Some(u) = console::uart() {
-        while let Some(b) = u.getc() {
-            if !g.uart.push_rx(b) {
-                break;
-            }
-        }
-    }
+    let g = state(&mut g);
     let now = mrs!("cntpct_el0");
     if now.wrapping_sub(g.last_tx) > mrs!("cntfrq_el0") / 20 {
         if let Some(l) = g.line.take_partial() {

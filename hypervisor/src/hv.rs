@@ -5,8 +5,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use rpixen_hv_core::addr::{GuestPhysAddr, PhysAddr};
+use rpixen_hv_core::conmux::InputFocus;
 use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS};
 use rpixen_hv_core::dom0dt::{self, Dom0DtConfig};
+use rpixen_hv_core::fdtr as fdt;
 use rpixen_hv_core::gicv2::{SPI_BASE, VTIMER_INTID};
 use rpixen_hv_core::hostdt::{self, HostInfo, UartKind};
 use rpixen_hv_core::placement::{self, SZ_2M};
@@ -14,7 +16,7 @@ use rpixen_hv_core::psci::Vcpus;
 use rpixen_hv_core::sp805::{self, Sp805};
 use rpixen_hv_core::vgicd::Distributor;
 use rpixen_hv_core::virq::SgiMailbox;
-use rpixen_hv_core::{cmdline, dt, guard, pagetable, stage2, Region};
+use rpixen_hv_core::{cmdline, dom0less, dt, guard, pagetable, partition, stage2, Region};
 
 use crate::arch::entry::{self, HV_CPU_MPIDR};
 use crate::arch::{self, mrs, msr};
@@ -23,7 +25,7 @@ use crate::gic::Gic;
 use crate::mmio::Mmio;
 use crate::platform::{self, Power};
 use crate::state::{self, Domain, Hv};
-use crate::{mm, vcpu, watchdog};
+use crate::{domu, mm, vcpu, watchdog};
 
 /// HCR_EL2 for a guest: RW | TSC | BSU inner | FB | AMO | IMO | FMO | SWIO | VM (no WFI/WFE traps:
 /// each vCPU owns its pCPU).
@@ -71,9 +73,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     mm::enable_mmu(mm::early_map(&[img_start, dtb_pa]));
     console::enable_locking();
     // SAFETY: the whole blob, as its header states; it stays untouched (reserved below).
-    let raw: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb_pa as *const u8, total) };
-    let Ok(clean) = dt::strip_nops(raw) else { platform::halt_forever() };
-    let blob: &'static [u8] = clean.leak();
+    let blob: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb_pa as *const u8, total) };
     let Ok(fdt) = fdt::Fdt::new(blob) else { platform::halt_forever() };
     let info = hostdt::parse(&fdt);
     let hv_args = info.as_ref().map(|i| i.hv_bootargs).unwrap_or("");
@@ -155,9 +155,29 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     for (i, slot) in HV_CPU_MPIDR.iter().enumerate() {
         slot.store(cpus.mpidr(i).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
-    let nr_vcpus = cpus.len().min(args.dom0_max_vcpus.unwrap_or(MAX_CPUS)).max(1);
-    if me >= nr_vcpus {
-        fatal!("dom0_max_vcpus={} leaves out the boot CPU (index {})", nr_vcpus, me);
+    // Static DomUs (Xen's dom0less /chosen nodes): each vCPU pinned to a CPU of its own, the highest
+    // first; Dom0 keeps the boot CPU and the rest (up to dom0_max_vcpus).
+    let specs = match dom0less::parse(&fdt) {
+        Ok(s) => s,
+        Err(e) => fatal!("domain {}: {}: {}", &e.node, e.property, e.problem),
+    };
+    let (dom0_pcpus, domu_pcpus) =
+        match partition::plan_cpus(&specs, cpus.len(), me, args.dom0_max_vcpus) {
+            Ok(p) => p,
+            Err(e) => fatal!("domain {}: {}", e.domain(), e.message()),
+        };
+    let nr_vcpus = dom0_pcpus.len();
+    let mut dom0_mpidrs: Vec<u64> = Vec::new();
+    for &p in &dom0_pcpus {
+        dom0_mpidrs.extend(cpus.mpidr(p));
+    }
+    let roles = partition::cpu_roles(&dom0_pcpus, &domu_pcpus);
+    // DomU modules stay where U-Boot loaded them, as pristine copies for restarts: never Dom0's.
+    let mut domu_files: Vec<Region> = Vec::new();
+    for s in &specs {
+        domu_files.push(s.kernel);
+        domu_files.extend(s.ramdisk);
+        domu_files.extend(&s.static_mem);
     }
 
     let gic = Gic::probe(device(g.dist), device(g.cpu), device(g.hyp));
@@ -213,8 +233,9 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         (img_start, img_end),
         hv_uart,
         &vuart,
-        cpus.first(nr_vcpus),
+        &dom0_mpidrs,
         wdog,
+        &domu_files,
     );
 
     // Pages Dom0 shares with the hypervisor (the Pi's GPIO and PM blocks): trapped, guarded.
@@ -233,9 +254,13 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         Region::new(hv_uart.base, 0x1000),
     ]);
     traps.extend(wdog.map(|b| Region::new(b, sp805::SIZE)));
-    traps.extend(guarded.iter().map(|p| Region::new(p.base, 0x1000)));
-    let guarded: Vec<(guard::GuardedPage, Mmio)> =
-        guarded.into_iter().map(|p| (p.clone(), device(Region::new(p.base, 0x1000)))).collect();
+    let mut guarded_mmio: Vec<(guard::GuardedPage, Mmio)> = Vec::new();
+    for p in guarded {
+        let page = Region::new(p.base, 0x1000);
+        traps.push(page);
+        guarded_mmio.push((p, device(page)));
+    }
+    let guarded = guarded_mmio;
     let gicv_size = g.cpu.size.min(g.vcpu.size) & !0xFFF;
     let plan = stage2::dom0(&[dom0.mem], &info.ram, &traps, (g.cpu.base, g.vcpu.base, gicv_size));
     let (s2, used) = match mm::stage2_map(&plan) {
@@ -258,6 +283,22 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         }
     }
     dist.own(VTIMER_INTID);
+
+    // The DomUs' RAM: exactly `xen,static-mem`, or else free RAM clear of everything above.
+    let mut busy = Vec::from([
+        Region::new(0, 0x1000),
+        Region::new(img_start, img_end - img_start),
+        Region::new(dtb_pa, total as u64),
+        dom0.mem,
+        dom0.arena,
+    ]);
+    busy.extend(info.kernel.as_ref().map(|m| m.region));
+    busy.extend(info.ramdisk.as_ref().map(|m| m.region));
+    busy.extend(&info.memreserve);
+    busy.extend(&info.nomap);
+    let domus = build_domus(&fdt, &info, &specs, domu_pcpus, busy, g.vcpu.base, gic.iidr());
+    let nr_domains = domus.len() as u32 + 1;
+
     let hv = state::install(Hv {
         gic,
         maint_intid: g.maint_intid,
@@ -266,10 +307,14 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         power,
         s1_root: s1,
         dom0: Domain {
+            id: 0,
+            name: "dom0",
             vmid: DOM0_VMID,
             s2_root: s2,
             ram: Vec::from([dom0.mem]),
             nr_vcpus,
+            pcpus: dom0_pcpus,
+            vcpu_mpidrs: dom0_mpidrs,
             dist: spin::Mutex::new(dist),
             gicd: (GuestPhysAddr(g.dist.base), g.dist.size),
             vcpus: Vcpus::new(),
@@ -283,7 +328,11 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
                 };
                 (GuestPhysAddr(b), spin::Mutex::new(wd))
             }),
+            domu: None,
         },
+        domus,
+        roles,
+        focus: spin::Mutex::new(InputFocus::new(nr_domains)),
         sgis: SgiMailbox::new(),
         percpu: Hv::new_percpu(),
     });
@@ -294,7 +343,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     arch::flush_dcache_range(img_start, img_end - img_start);
     for (i, c) in info.cpus.iter().enumerate() {
         match hv.cpus.index_of(c.mpidr) {
-            Some(idx) if idx != me && idx < nr_vcpus => {}
+            Some(idx) if idx != me && hv.roles[idx].is_some() => {}
             _ => continue,
         }
         if !platform::start_cpu(c.mpidr, c.method) {
@@ -303,11 +352,12 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
     }
     let start = mrs!("cntpct_el0");
     let freq = mrs!("cntfrq_el0");
+    let (_, me_v) = hv.on(me);
     let vcpus = &hv.dom0.vcpus;
-    while (0..nr_vcpus).any(|i| i != me && !vcpus.is_up(i)) && mrs!("cntpct_el0") - start < 2 * freq
-    {
-    }
-    let up = (0..nr_vcpus).filter(|&i| i == me || vcpus.is_up(i)).count();
+    while (0..nr_vcpus).any(|i| i != me_v && !vcpus.is_up(i))
+        && mrs!("cntpct_el0") - start < 2 * freq
+    {}
+    let up = (0..nr_vcpus).filter(|&i| i == me_v || vcpus.is_up(i)).count();
     hvprintln!(
         "hv: {} of {} cpus in the hypervisor; entering dom0 at EL1 (entry {}, dtb {})",
         up,
@@ -315,12 +365,14 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         hex(dom0.entry),
         hex(dom0.dtb)
     );
-    vcpus.set_on(me);
+    vcpus.set_on(me_v);
     entry::enter_guest(dom0.entry, dom0.dtb, me)
 }
 
 struct Dom0 {
     mem: Region,
+    /// The hypervisor's heap and tables.
+    arena: Region,
     entry: u64,
     dtb: u64,
 }
@@ -337,6 +389,7 @@ fn build_dom0(
     vuart: &hostdt::Uart,
     vcpu_mpidrs: &[u64],
     watchdog: Option<u64>,
+    domu_files: &[Region],
 ) -> Dom0 {
     let Some(kernel) = &info.kernel else {
         fatal!("no Dom0 kernel: /chosen has no multiboot,kernel module")
@@ -359,6 +412,7 @@ fn build_dom0(
     let mut busy = Vec::from([Region::new(0, 0x1000), Region::new(image.0, image.1 - image.0)]);
     busy.extend(&info.memreserve);
     busy.extend(&info.nomap);
+    busy.extend(domu_files);
     // Boards whose DMA masters see only the first GiB (Pi 4: legacy peripherals, dma-ranges 0-1 GiB).
     let limit =
         if fdt.root().compatible().all().any(|c| c == "brcm,bcm2711") { 1 << 30 } else { u64::MAX };
@@ -446,23 +500,24 @@ fn build_dom0(
         fatal!("Dom0 device tree is {} bytes, more than 2 MiB", dtb.len());
     }
     // SAFETY: all destinations lie in Dom0's RAM, which is mapped Normal at EL2 and overlaps none of the
-    // sources (they are in `busy`).
+    // sources (they are in `busy`; the DTB is on the heap). Non-overlapping copies: `ptr::copy` would
+    // link compiler_builtins' memmove (1 KiB).
     unsafe {
         if copied {
-            core::ptr::copy(
+            core::ptr::copy_nonoverlapping(
                 kernel.region.base as *const u8,
                 layout.kernel.base as *mut u8,
                 kernel.region.size as usize,
             );
             if let (Some(rd), Some(dst)) = (&info.ramdisk, layout.initrd) {
-                core::ptr::copy(
+                core::ptr::copy_nonoverlapping(
                     rd.region.base as *const u8,
                     dst.base as *mut u8,
                     rd.region.size as usize,
                 );
             }
         }
-        core::ptr::copy(dtb.as_ptr(), layout.dtb.base as *mut u8, dtb.len());
+        core::ptr::copy_nonoverlapping(dtb.as_ptr(), layout.dtb.base as *mut u8, dtb.len());
     }
     arch::clean_dcache_range(layout.kernel.base, kernel.region.size);
     arch::clean_dcache_range(layout.dtb.base, dtb.len() as u64);
@@ -497,11 +552,58 @@ fn build_dom0(
     for d in &disable {
         hvprintln!("hv: dom0 device tree: {} disabled (hypervisor's)", d);
     }
-    Dom0 { mem, entry: layout.kernel.base, dtb: layout.dtb.base }
+    Dom0 { mem, arena, entry: layout.kernel.base, dtb: layout.dtb.base }
 }
 
-/// Per-CPU EL2 state for running Dom0's vCPU on this CPU.
+/// Every DomU, from its `/chosen` node and the partition's CPUs; RAM clear of `busy`. Not inlined:
+/// its temporaries (a `Domain` is several KiB) would otherwise sit in `hv_primary_main`'s frame on
+/// the 16 KiB boot stack.
+#[inline(never)]
+fn build_domus(
+    fdt: &fdt::Fdt<'static>,
+    info: &HostInfo<'_>,
+    specs: &[dom0less::DomainSpec<'static>],
+    pcpus: Vec<Vec<usize>>,
+    mut busy: Vec<Region>,
+    gicv: u64,
+    iidr: u32,
+) -> Vec<Domain> {
+    for s in specs {
+        busy.push(s.kernel);
+        busy.extend(s.ramdisk);
+    }
+    let domu_ram = match partition::plan_memory(specs, &info.ram, &busy) {
+        Ok(r) => r,
+        Err(e) => fatal!("domain {}: {}", e.domain(), e.message()),
+    };
+    // What DomU trees copy from the host's: the first CPU's `compatible`, the timer's frequency.
+    let (mut cpu_compatible, mut timer_clock_frequency): (&[u8], _) = (b"", None);
+    dt::walk(fdt, |path, n| {
+        if dt::parent_path(path) == "/cpus" && cpu_compatible.is_empty() {
+            cpu_compatible = n.property("compatible").map_or(&b""[..], |p| p.value);
+        } else if dt::is_compatible(n, &["arm,armv8-timer"]) {
+            timer_clock_frequency =
+                n.property("clock-frequency").and_then(|p| dt::u32s(p.value).next());
+        }
+    });
+    let host = domu::HostFacts { gicv, iidr, cpu_compatible, timer_clock_frequency };
+    let mut domus = Vec::new();
+    for (i, (spec, (pcpus, ram))) in specs.iter().zip(pcpus.into_iter().zip(&domu_ram)).enumerate()
+    {
+        match domu::build(i as u32 + 1, spec, pcpus, ram, &host) {
+            Ok(d) => {
+                domu::describe(&d);
+                domus.push(d);
+            }
+            Err(e) => fatal!("domain {}: {}", spec.name, e.message()),
+        }
+    }
+    domus
+}
+
+/// Per-CPU EL2 state for running its domain's vCPU on this CPU.
 fn cpu_init(hv: &Hv, cpu: usize) {
+    let (dom, v) = hv.on(cpu);
     hv.if_mask[cpu].store(hv.gic.own_target_mask(), Ordering::Release);
     // The maintenance and hypervisor-timer PPIs: the guest's timer PPI is enabled when the guest
     // enables it.
@@ -511,13 +613,18 @@ fn cpu_init(hv: &Hv, cpu: usize) {
     msr!("cnthctl_el2", 3); // EL1 physical counter and timer accessible
     msr!("cntvoff_el2", 0);
     msr!("vpidr_el2", mrs!("midr_el1"));
-    msr!("vmpidr_el2", mrs!("mpidr_el1"));
+    // Dom0 sees the host's MPIDRs, a DomU Xen's vCPU affinities (bit 31 is RES1).
+    let vmpidr = match dom.domu {
+        None => mrs!("mpidr_el1"),
+        Some(_) => (1 << 31) | dom.vcpu_mpidrs.get(v).copied().unwrap_or(0),
+    };
+    msr!("vmpidr_el2", vmpidr);
     msr!("cptr_el2", 0x33FF);
     msr!("hstr_el2", 0);
     msr!("mdcr_el2", (mrs!("pmcr_el0") >> 11) & 0x1F);
     msr!("sctlr_el1", arch::SCTLR_EL1);
     msr!("vtcr_el2", pagetable::VTCR_EL2);
-    msr!("vttbr_el2", hv.dom0.s2_root | (u64::from(hv.dom0.vmid) << 48));
+    msr!("vttbr_el2", dom.s2_root | (u64::from(dom.vmid) << 48));
     arch::isb();
     arch::tlbi_alle1();
 }
@@ -528,7 +635,10 @@ extern "C" fn hv_secondary_main(cpu: usize) -> ! {
     mm::enable_mmu(hv.s1_root);
     cpu_init(hv, cpu);
     hvprintln!("hv: cpu{} up mpidr={}", cpu, hex(mrs!("mpidr_el1")));
-    vcpu::park(hv, cpu)
+    match hv.on(cpu) {
+        (d, 0) if d.domu.is_some() => vcpu::start_domu(hv, cpu),
+        _ => vcpu::park(hv, cpu),
+    }
 }
 
 #[panic_handler]

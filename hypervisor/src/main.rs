@@ -20,6 +20,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod domu;
+#[cfg(target_os = "none")]
 mod gic;
 #[cfg(target_os = "none")]
 mod guest_console;

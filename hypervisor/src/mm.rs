@@ -1,11 +1,13 @@
 //! The hypervisor's EL2 stage-1 tables (identity map: RAM Normal, everything else Device) and Dom0's
-//! stage-2 tables, in .bss pools.
+//! and the DomUs' stage-2 tables (.bss pools for EL2, heap pools for stage 2).
 
+use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 
 use rpixen_hv_core::pagetable::{
     el2_plan, ImageSections, MapError, Mem, Regime, Table, Tables, MAIR_EL2, TCR_EL2,
 };
+use rpixen_hv_core::partition::{DomuStage2, Mapping};
 use rpixen_hv_core::stage2::Plan;
 use rpixen_hv_core::Region;
 
@@ -39,7 +41,10 @@ pub fn early_map(normal: &[u64]) -> u64 {
     for gib in 0..512u64 {
         let base = gib << 30;
         let mem = if normal.iter().any(|a| a >> 30 == gib) { Mem::Boot } else { Mem::Device };
-        t.map(base, base, 1 << 30, mem).expect("1 GiB blocks fit the root table");
+        // Not `expect`: its message is formatted with MapError's Debug, which links `core::fmt`.
+        if t.map(base, base, 1 << 30, mem).is_err() {
+            panic!("1 GiB blocks fit the root table");
+        }
     }
     t.root_pa()
 }
@@ -60,14 +65,35 @@ pub fn el2_map(ram: &[Region], image: ImageSections) -> Result<u64, MapError> {
 /// patching (ftrace, alternatives) issues tens of thousands of those; with 1 GiB and 2 MiB stage-2
 /// blocks Dom0's boot took 4x longer in that phase. Larger guests fall back to blocks.
 pub fn stage2_map(plan: &Plan) -> Result<(u64, usize), MapError> {
-    match stage2_try(plan, 3) {
+    // Loops, not `map(..).collect()`: smaller in the EL2 binary (issue 11's budget).
+    let identity = |rs: &[Region]| {
+        let mut v = Vec::with_capacity(rs.len() + 1);
+        for r in rs {
+            v.push(Mapping { ipa: r.base, pa: r.base, size: r.size });
+        }
+        v
+    };
+    let ram = identity(&plan.ram);
+    let (ipa, pa, size) = plan.gicv;
+    let mut dev = identity(&plan.mmio);
+    dev.push(Mapping { ipa, pa, size });
+    stage2_build(&ram, &dev)
+}
+
+/// A DomU's stage 2: its RAM (IPA -> host) and the GIC virtual CPU interface, nothing else.
+pub fn domu_stage2_map(s2: &DomuStage2) -> Result<(u64, usize), MapError> {
+    stage2_build(&s2.ram, &[s2.gicv])
+}
+
+fn stage2_build(ram: &[Mapping], dev: &[Mapping]) -> Result<(u64, usize), MapError> {
+    match stage2_try(ram, dev, 3) {
         // The first pool stays allocated (a bump heap frees nothing): one more pool is the price.
-        Err(MapError::OutOfTables) => stage2_try(plan, 1),
+        Err(MapError::OutOfTables) => stage2_try(ram, dev, 1),
         r => r,
     }
 }
 
-fn stage2_try(plan: &Plan, ram_level: u32) -> Result<(u64, usize), MapError> {
+fn stage2_try(ram: &[Mapping], dev: &[Mapping], ram_level: u32) -> Result<(u64, usize), MapError> {
     // From the heap (one pool per domain, never freed): the root of two concatenated tables must be
     // 8 KiB aligned, hence one spare table.
     let pool: &'static mut [Table] = alloc::vec![Table::ZERO; STAGE2_TABLES + 1].leak();
@@ -76,15 +102,13 @@ fn stage2_try(plan: &Plan, ram_level: u32) -> Result<(u64, usize), MapError> {
     let pa = pool.as_ptr() as u64;
     let mut t = Tables::new(Regime::Stage2, pool, pa);
     t.largest_block_level(ram_level);
-    for r in &plan.ram {
-        t.map(r.base, r.base, r.size, Mem::Normal)?;
+    for m in ram {
+        t.map(m.ipa, m.pa, m.size, Mem::Normal)?;
     }
     t.largest_block_level(1);
-    for r in &plan.mmio {
-        t.map(r.base, r.base, r.size, Mem::Device)?;
+    for m in dev {
+        t.map(m.ipa, m.pa, m.size, Mem::Device)?;
     }
-    let (ipa, pa, size) = plan.gicv;
-    t.map(ipa, pa, size, Mem::Device)?;
     let root = t.root_pa();
     let used = t.tables_used();
     // The walker may run with caches off on secondaries' first access; the tables must be at PoC.

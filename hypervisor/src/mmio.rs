@@ -21,13 +21,10 @@ impl Mmio {
 
     fn addr(&self, off: u32, width: u64) -> u64 {
         let off = u64::from(off);
+        // A static message: the panic handler prints no formatted arguments (no `core::fmt`).
         assert!(
             off.is_multiple_of(width) && off + width <= self.size,
-            "MMIO access {:#x}+{:#x} outside block {:#x}/{:#x}",
-            off,
-            width,
-            self.base,
-            self.size
+            "MMIO access outside its block"
         );
         self.base + off
     }

@@ -7,27 +7,40 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use rpixen_hv_core::addr::GuestPhysAddr;
-use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS};
+use rpixen_hv_core::conmux::{InputFocus, PrefixedLines};
+use rpixen_hv_core::cpus::{CpuMap, MAX_CPUS, MPIDR_AFFINITY};
 use rpixen_hv_core::guard::GuardedPage;
+use rpixen_hv_core::lifecycle::{Kind, Lifecycle};
+use rpixen_hv_core::partition::DomuStage2;
+use rpixen_hv_core::placement::Dom0Layout;
 use rpixen_hv_core::psci::Vcpus;
 use rpixen_hv_core::sp805::Sp805;
 use rpixen_hv_core::vgicd::Distributor;
 use rpixen_hv_core::virq::{PendingSet, SgiMailbox};
+use rpixen_hv_core::vuart::Pl011;
 use rpixen_hv_core::Region;
 
 use crate::gic::Gic;
 use crate::mmio::Mmio;
 use crate::platform::Power;
 
-/// A guest: its stage 2, its vCPUs and its virtual distributor. Only Dom0 exists today; static DomUs
-/// get their own (VMID, stage 2, vCPUs, distributor) from the same type.
+/// A guest: its stage 2, its vCPUs and its virtual distributor. Dom0 and the static DomUs alike; a
+/// DomU adds its boot files, console and lifecycle (`domu`).
 pub struct Domain {
+    /// Xen's domain ID: 0 for Dom0, 1, 2, ... for the DomUs in `/chosen` order.
+    pub id: u32,
+    /// Its `/chosen` node name (`dom0` for Dom0), for messages.
+    pub name: &'static str,
     pub vmid: u16,
     /// Root of its stage-2 tables.
     pub s2_root: u64,
     /// Its RAM (IPA ranges), where CPU_ON entry points must lie.
     pub ram: Vec<Region>,
     pub nr_vcpus: usize,
+    /// The physical CPU each vCPU is pinned to.
+    pub pcpus: Vec<usize>,
+    /// The MPIDR each vCPU sees (VMPIDR_EL2) and its device tree lists; PSCI targets name these.
+    pub vcpu_mpidrs: Vec<u64>,
     pub dist: spin::Mutex<Distributor>,
     pub gicd: (GuestPhysAddr, u64),
     pub vcpus: Vcpus,
@@ -38,6 +51,55 @@ pub struct Domain {
     pub guarded: Vec<(GuardedPage, Mmio)>,
     /// Its virtual SP805 watchdog's page and state (none on boards without a free page for it).
     pub watchdog: Option<(GuestPhysAddr, spin::Mutex<Sp805>)>,
+    /// What only a DomU has (`None` for Dom0).
+    pub domu: Option<DomU>,
+}
+
+impl Domain {
+    /// The vCPU whose MPIDR is `mpidr` (a PSCI target).
+    pub fn vcpu_of(&self, mpidr: u64) -> Option<usize> {
+        self.vcpu_mpidrs.iter().position(|&m| m & MPIDR_AFFINITY == mpidr & MPIDR_AFFINITY)
+    }
+    /// The physical CPU of vCPU `v`.
+    pub fn pcpu(&self, v: usize) -> usize {
+        self.pcpus.get(v).copied().unwrap_or(usize::MAX)
+    }
+    pub fn kind(&self) -> Kind {
+        if self.domu.is_some() {
+            Kind::DomU
+        } else {
+            Kind::Dom0
+        }
+    }
+}
+
+/// A static DomU's own parts.
+pub struct DomU {
+    /// Its default-deny stage 2 (what its RAM is on the host).
+    pub s2: DomuStage2,
+    /// Pristine boot files: SYSTEM_RESET reloads from these.
+    pub boot: DomuBoot,
+    pub console: spin::Mutex<DomuConsole>,
+    pub life: spin::Mutex<Lifecycle>,
+    /// GICD_IIDR its distributor reports, to start afresh on a restart.
+    pub iidr: u32,
+}
+
+/// A DomU's boot files: host ranges of the modules (kept untouched: no guest maps them), its device
+/// tree, and where each goes in its guest RAM (IPA).
+pub struct DomuBoot {
+    pub kernel: Region,
+    pub initrd: Option<Region>,
+    pub dtb: Vec<u8>,
+    pub layout: Dom0Layout,
+}
+
+/// A DomU's vPL011 and its output line.
+pub struct DomuConsole {
+    pub uart: Pl011,
+    pub line: PrefixedLines<256>,
+    /// When it last wrote (counter ticks).
+    pub last_tx: u64,
 }
 
 /// What only one CPU touches: the pending interrupts of the vCPU it runs.
@@ -67,6 +129,12 @@ pub struct Hv {
     pub power: Power,
     pub s1_root: u64,
     pub dom0: Domain,
+    /// The static DomUs, domain IDs 1, 2, ...
+    pub domus: Vec<Domain>,
+    /// Which domain and vCPU each physical CPU runs (`partition::cpu_roles`).
+    pub roles: [Option<(u8, u8)>; MAX_CPUS],
+    /// Which domain the console's input goes to (CTRL-a three times moves it on).
+    pub focus: spin::Mutex<InputFocus>,
     pub sgis: SgiMailbox,
     pub percpu: PerCpu,
 }
@@ -77,6 +145,21 @@ impl Hv {
     }
     pub fn if_mask(&self, cpu: usize) -> u8 {
         self.if_mask.get(cpu).map_or(0, |m| m.load(Ordering::Acquire))
+    }
+    /// Domain `id` (0: Dom0).
+    pub fn domain(&self, id: usize) -> Option<&Domain> {
+        match id {
+            0 => Some(&self.dom0),
+            n => self.domus.get(n - 1),
+        }
+    }
+    /// The domain and vCPU physical CPU `cpu` runs (Dom0's vCPU `cpu` for a CPU no one uses, which
+    /// is never started).
+    pub fn on(&self, cpu: usize) -> (&Domain, usize) {
+        match self.roles.get(cpu).copied().flatten() {
+            Some((d, v)) => (self.domain(usize::from(d)).unwrap_or(&self.dom0), usize::from(v)),
+            None => (&self.dom0, cpu),
+        }
     }
 }
 

@@ -5,13 +5,15 @@
 use rpixen_hv_core::addr::GuestPhysAddr;
 use rpixen_hv_core::exit::{self, DataAbort, Exit, MmioAccess};
 use rpixen_hv_core::guard::Guarded;
+use rpixen_hv_core::guest;
+use rpixen_hv_core::lifecycle::{on_fault, Action, Fault};
 use rpixen_hv_core::vgicd::{Access, Effect, Reply};
 
 use crate::arch::entry::Frame;
 use crate::arch::{self, mrs, msr};
 use crate::console::{guest_caused, hex, hvprintln};
 use crate::state::{self, Hv};
-use crate::{guest_console, platform, vcpu, virq, watchdog};
+use crate::{domu, guest_console, platform, vcpu, virq, watchdog};
 
 /// Vector kinds (entry.rs numbers the 16 vectors in order).
 const LOWER_SYNC: u64 = 8;
@@ -29,11 +31,22 @@ extern "C" fn hv_trap(f: &mut Frame, kind: u64) {
         LOWER_SYNC => lower_sync(state::get(), cpu, f),
         LOWER_IRQ => {
             let hv = state::get();
-            if virq::handle_irq(hv, cpu).tick {
-                poll_console(hv, cpu);
-            }
+            let tick = virq::handle_irq(hv, cpu).tick;
+            poll_console(hv, cpu, tick);
         }
         LOWER_SERROR => {
+            let hv = state::get();
+            let (dom, _) = hv.on(cpu);
+            if on_fault(dom.kind(), Fault::SError) == Action::StopDomain {
+                hvprintln!(
+                    "hv: d{} ({}): SError ESR={} ELR={}: stopping it",
+                    dom.id,
+                    dom.name,
+                    hex(mrs!("esr_el2")),
+                    hex(f.elr)
+                );
+                vcpu::stop_or_restart(hv, cpu, Action::StopDomain);
+            }
             // The guest's own asynchronous error (a bus error on one of its devices): it gets it back
             // as a virtual SError, taken when it unmasks SErrors, as on hardware without EL2.
             guest_caused!(
@@ -56,17 +69,34 @@ extern "C" fn hv_trap(f: &mut Frame, kind: u64) {
             platform::halt_forever()
         }
     }
+    // Another vCPU of this DomU stopped or restarted it: this one leaves too (it was kicked).
+    vcpu::leave_if_asked(state::get(), cpu);
 }
 
-fn poll_console(hv: &Hv, cpu: usize) {
-    let level = guest_console::poll();
-    if let (true, Some(id)) = (level, hv.dom0.vuart_intid) {
+/// Console work on a guest's interrupt exit: on a timer tick, the serial input (to whichever domain
+/// has the focus) and Dom0's partial line; on a DomU's CPU, its vPL011 line and partial line.
+fn poll_console(hv: &Hv, cpu: usize, tick: bool) {
+    let (dom, vcpu) = hv.on(cpu);
+    if tick {
+        domu::poll_input(hv);
+    }
+    let level = match dom.domu {
+        None if tick => guest_console::poll(),
+        None => false,
+        Some(_) => {
+            let now = mrs!("cntpct_el0");
+            domu::console_tick(dom, now) && dom.dist.lock().target(guest::VPL011_INTID) == vcpu
+        }
+    };
+    if let (true, Some(id)) = (level, dom.vuart_intid) {
         virq::inject(hv, cpu, rpixen_hv_core::virq::Virq { intid: id, hw: false, source: 0 });
     }
 }
 
 fn lower_sync(hv: &Hv, cpu: usize, f: &mut Frame) {
     let esr = mrs!("esr_el2");
+    let (dom, _) = hv.on(cpu);
+    let kind = dom.kind();
     match exit::decode(esr, mrs!("far_el2"), mrs!("hpfar_el2")) {
         Exit::Hvc { imm: 0 } => vcpu::smccc(hv, cpu, f),
         Exit::Hvc { .. } => f.x[0] = u64::MAX, // NOT_SUPPORTED: no Xen hypercalls here
@@ -77,6 +107,16 @@ fn lower_sync(hv: &Hv, cpu: usize, f: &mut Frame) {
         }
         Exit::DataAbort(d) => data_abort(hv, cpu, f, d),
         Exit::InstructionAbort { ipa } => {
+            if on_fault(kind, Fault::FetchOutsideRam) == Action::StopDomain {
+                hvprintln!(
+                    "hv: d{} ({}): instruction fetch at IPA {} (ELR {}) outside its RAM: stopping it",
+                    dom.id,
+                    dom.name,
+                    hex(ipa.0),
+                    hex(f.elr)
+                );
+                vcpu::stop_or_restart(hv, cpu, Action::StopDomain);
+            }
             guest_caused!(
                 "hv: refused dom0 instruction fetch at IPA {} (ELR {}): not dom0 memory",
                 hex(ipa.0),
@@ -85,6 +125,17 @@ fn lower_sync(hv: &Hv, cpu: usize, f: &mut Frame) {
             inject_abort(f, false, false);
         }
         Exit::Other { ec, esr } => {
+            if on_fault(kind, Fault::UnexpectedTrap) == Action::StopDomain {
+                hvprintln!(
+                    "hv: d{} ({}): unexpected trap EC={} ESR={} ELR={}: stopping it",
+                    dom.id,
+                    dom.name,
+                    hex(ec),
+                    hex(esr),
+                    hex(f.elr)
+                );
+                vcpu::stop_or_restart(hv, cpu, Action::StopDomain);
+            }
             guest_caused!("hv: unexpected trap from dom0 EC={} ESR={} ELR={}; injecting undefined instruction", hex(ec), hex(esr), hex(f.elr));
             inject_undef(f);
         }
@@ -106,13 +157,13 @@ fn set_reg(f: &mut Frame, a: &MmioAccess, raw: u64) {
 }
 
 fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
-    let dom = &hv.dom0;
+    let (dom, vcpu) = hv.on(cpu);
     if let (Some(a), false) = (d.access, d.s1ptw) {
         let store = a.write.then(|| a.store_value(reg(f, a.reg)));
         let handled = if let Some(off) = d.ipa.offset_in(dom.gicd.0, dom.gicd.1) {
             let access =
                 Access { offset: off as u32, size: a.size, write: store.map(|v| v as u32) };
-            let reply = dom.dist.lock().access(cpu, access);
+            let reply = dom.dist.lock().access(vcpu, access);
             match reply {
                 Reply::Read(v) => {
                     set_reg(f, &a, u64::from(v));
@@ -126,7 +177,22 @@ fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
                 }
                 Reply::Abort => false,
             }
-        } else if let Some(off) = d.ipa.offset_in(dom.vuart, 0x1000) {
+        } else if let Some(off) = dom
+            .vuart_intid
+            .and_then(|_| d.ipa.offset_in(dom.vuart, 0x1000))
+            .filter(|_| dom.domu.is_some())
+        {
+            match domu::vpl011_access(dom, off, a.size, store) {
+                Some(v) => {
+                    if store.is_none() {
+                        set_reg(f, &a, u64::from(v));
+                    }
+                    true
+                }
+                None => false,
+            }
+        } else if let Some(off) = d.ipa.offset_in(dom.vuart, 0x1000).filter(|_| dom.domu.is_none())
+        {
             // Linux's amba-pl011 uses 16- and 32-bit accessors, its earlycon byte stores.
             let legal = matches!(a.size, 1 | 2 | 4) && off.is_multiple_of(u64::from(a.size));
             if legal {
@@ -185,13 +251,27 @@ fn data_abort(hv: &Hv, cpu: usize, f: &mut Frame, d: DataAbort) {
         }
     }
     let size = d.access.map_or(0, |a| a.size);
-    guest_caused!(
-        "hv: refused dom0 {} at IPA {} ({} bytes, ELR {}): not dom0's; injecting an external abort",
-        if d.write { "write" } else { "read" },
-        hex(d.ipa.0),
-        size,
-        hex(f.elr)
-    );
+    let rw = if d.write { "write" } else { "read" };
+    // A DomU's stage 2 is default-deny: whatever it touches outside its RAM, GIC and vPL011 lands
+    // here, and it gets the abort hardware would give (`lifecycle::Fault::DeniedAccess`).
+    match dom.domu {
+        None => guest_caused!(
+            "hv: refused dom0 {} at IPA {} ({} bytes, ELR {}): not dom0's; injecting an external abort",
+            rw,
+            hex(d.ipa.0),
+            size,
+            hex(f.elr)
+        ),
+        Some(_) => guest_caused!(
+            "hv: refused d{} ({}) {} at IPA {} ({} bytes, ELR {}): not its own; injecting an external abort",
+            dom.id,
+            dom.name,
+            rw,
+            hex(d.ipa.0),
+            size,
+            hex(f.elr)
+        ),
+    }
     inject_abort(f, true, d.write);
 }
 
@@ -205,7 +285,9 @@ fn apply(hv: &Hv, cpu: usize, e: Effect) {
             virq::flush(hv, cpu);
         }
         Effect::Disable { word, mask } => gic.disable(word, mask),
-        Effect::Route { intid, vcpu } => gic.route(intid, hv.if_mask(usize::from(vcpu))),
+        Effect::Route { intid, vcpu } => {
+            gic.route(intid, hv.if_mask(hv.on(cpu).0.pcpu(usize::from(vcpu))))
+        }
         Effect::Configure { word, mask, value } => gic.configure(word, mask, value),
         Effect::Sgi { intid, targets } => virq::send_sgi(hv, cpu, intid, targets),
     }

@@ -17,15 +17,16 @@ const MAX_LRS: usize = 64;
 fn with_lrs(
     hv: &Hv,
     cpu: usize,
-    f: impl FnOnce(&mut PendingSet, &mut [Lr], &Distributor) -> Flush,
+    f: impl FnOnce(&mut PendingSet, &mut [Lr], &Distributor, usize) -> Flush,
 ) {
     let gic = &hv.gic;
     let mut lrs = [Lr(0); MAX_LRS];
     let lrs = &mut lrs[..gic.nr_lrs.min(MAX_LRS)];
     gic.read_lrs(lrs);
+    let (dom, vcpu) = hv.on(cpu);
     let flush = {
-        let dist = hv.dom0.dist.lock();
-        f(&mut hv.percpu.get(cpu).pending, lrs, &dist)
+        let dist = dom.dist.lock();
+        f(&mut hv.percpu.get(cpu).pending, lrs, &dist, vcpu)
     };
     for (i, l) in lrs.iter().enumerate() {
         if flush.dirty & (1 << i) != 0 {
@@ -38,31 +39,34 @@ fn with_lrs(
 
 /// Makes `v` pending on this CPU's vCPU.
 pub fn inject(hv: &Hv, cpu: usize, v: Virq) {
-    with_lrs(hv, cpu, |set, lrs, dist| set.raise(v, lrs, dist, cpu));
+    with_lrs(hv, cpu, |set, lrs, dist, vcpu| set.raise(v, lrs, dist, vcpu));
 }
 
 /// Moves what waits into free list registers (after an enable, or on the maintenance interrupt).
 pub fn flush(hv: &Hv, cpu: usize) {
-    with_lrs(hv, cpu, |set, lrs, dist| {
+    with_lrs(hv, cpu, |set, lrs, dist, vcpu| {
         hv.sgis.take_into(cpu, set);
-        set.flush(lrs, dist, cpu)
+        set.flush(lrs, dist, vcpu)
     });
 }
 
-/// The guest wrote GICD_SGIR on vCPU `from`.
-pub fn send_sgi(hv: &Hv, from: usize, intid: u8, targets: u8) {
-    for t in 0..hv.dom0.nr_vcpus {
+/// The guest on physical CPU `cpu` wrote GICD_SGIR: `targets` are vCPUs of its domain. Mailboxes are
+/// per physical CPU; the source is the sender's vCPU.
+pub fn send_sgi(hv: &Hv, cpu: usize, intid: u8, targets: u8) {
+    let (dom, from) = hv.on(cpu);
+    for t in 0..dom.nr_vcpus {
         if targets & (1 << t) == 0 {
             continue;
         }
-        hv.sgis.post(t, intid, from);
+        let p = dom.pcpu(t);
+        hv.sgis.post(p, intid, from);
         if t != from {
             // send_sgi orders the mailbox store before the SGI (dmb ishst).
-            hv.gic.send_sgi(hv.if_mask(t), KICK_SGI);
+            hv.gic.send_sgi(hv.if_mask(p), KICK_SGI);
         }
     }
     if targets & (1 << from) != 0 {
-        flush(hv, from);
+        flush(hv, cpu);
     }
 }
 
@@ -90,7 +94,7 @@ pub fn handle_irq(hv: &Hv, cpu: usize) -> Taken {
             // Re-armed or disabled before the deactivation, so the level is low by then.
             crate::watchdog::check(hv);
             gic.deactivate(iar);
-        } else if id == VTIMER_INTID || (id >= 32 && hv.dom0.dist.lock().owns(id)) {
+        } else if id == VTIMER_INTID || (id >= 32 && hv.on(cpu).0.dist.lock().owns(id)) {
             // Priority dropped only: the guest's EOI deactivates it (HW bit), or CPU_OFF does.
             tick |= id == VTIMER_INTID;
             inject(hv, cpu, Virq { intid: id, hw: true, source: 0 });
@@ -117,7 +121,8 @@ pub fn cpu_off(hv: &Hv, cpu: usize) {
         gic.deactivate(id);
     }
     hv.sgis.clear(cpu);
-    let ppis = hv.dom0.dist.lock().reset_banked(cpu);
+    let (dom, vcpu) = hv.on(cpu);
+    let ppis = dom.dist.lock().reset_banked(vcpu);
     gic.disable(0, ppis);
     gic.clear_apr();
     gic.set_hcr(gich::HCR_EN);

@@ -57,12 +57,22 @@ pub fn parse_size(s: &str) -> Option<u64> {
         b'G' | b'g' => (s.get(..s.len() - 1)?, 1 << 30),
         _ => (s, 1),
     };
-    let n = if let Some(hex) = num.strip_prefix("0x") {
-        u64::from_str_radix(hex, 16).ok()?
-    } else {
-        num.parse().ok()?
+    let n = match num.strip_prefix("0x") {
+        Some(hex) => parse_uint(hex, 16)?,
+        None => parse_uint(num, 10)?,
     };
     n.checked_mul(mult)
+}
+
+/// Digits in `radix` only (no sign), checked for overflow: the one integer parser of the EL2
+/// binary (`str::parse` for two integer types and `from_str_radix` were ~500 bytes of it).
+fn parse_uint(s: &str, radix: u32) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, b| {
+        n.checked_mul(u64::from(radix))?.checked_add(u64::from(char::from(b).to_digit(radix)?))
+    })
 }
 
 pub fn parse(line: &str) -> Result<HvArgs<'_>, CmdlineError> {
@@ -83,11 +93,11 @@ pub fn parse(line: &str) -> Result<HvArgs<'_>, CmdlineError> {
                 a.dom0_mem = Some(parse_size(size).ok_or(CmdlineError::BadSize)?);
             }
             "dom0_max_vcpus" => {
-                a.dom0_max_vcpus = Some(val.parse().map_err(|_| CmdlineError::BadNumber)?)
+                let n = parse_uint(val, 10).ok_or(CmdlineError::BadNumber)?;
+                a.dom0_max_vcpus = Some(n as usize)
             }
             "dom0_watchdog" => {
-                // usize as for dom0_max_vcpus: one integer parser in the EL2 binary.
-                let secs = val.parse::<usize>().ok().filter(|s| (1..=60).contains(s));
+                let secs = parse_uint(val, 10).filter(|s| (1..=60).contains(s));
                 a.dom0_watchdog_secs = Some(secs.ok_or(CmdlineError::BadWatchdog)? as u32);
             }
             "hv_selftest" => a.selftest_el2_fault = val == "el2-fault",
@@ -124,5 +134,13 @@ mod tests {
         }
         assert_eq!(parse_size("0x1000"), Some(0x1000));
         assert_eq!(parse_size("64k"), Some(65536));
+        // The one integer parser: digits only, overflow refused.
+        assert_eq!(parse_size("0xfG"), Some(15 << 30));
+        for bad in ["", "0x", "+5", "-1", "18446744073709551616", "0x1_000", "0xg"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(parse_size("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_size("17179869184G"), None);
+        assert_eq!(parse("dom0_max_vcpus="), Err(CmdlineError::BadNumber));
     }
 }

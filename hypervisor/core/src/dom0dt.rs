@@ -16,10 +16,9 @@
 //!
 //! No `/hypervisor` node is written: Dom0 must not take the Xen PV paths.
 
+use crate::fdtr::{Fdt, FdtNode};
 use alloc::string::String;
 use alloc::vec::Vec;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
 use crate::dt::{self, child_cells, is_compatible, prop_str};
 use crate::fdtw::FdtWriter;

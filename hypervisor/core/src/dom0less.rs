@@ -17,10 +17,9 @@
 //! `#xen,static-mem-address-cells`/`#xen,static-mem-size-cells`; since 4.17 (commit 942ac5fc15) it
 //! uses the parent's (`/chosen`) `#address-cells`/`#size-cells`. Both are read.
 
+use crate::fdtr::{Fdt, FdtNode};
 use alloc::string::String;
 use alloc::vec::Vec;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
 use crate::dt::{self, is_compatible, prop_str};
 use crate::Region;

@@ -34,7 +34,12 @@ const PPI_LEVEL_LOW: u32 = 0xf08;
 const SPI_LEVEL_HIGH: u32 = 0xf04;
 
 fn reg(ranges: &[Region]) -> Vec<u8> {
-    ranges.iter().flat_map(|r| [r.base.to_be_bytes(), r.size.to_be_bytes()]).flatten().collect()
+    let mut out = Vec::with_capacity(ranges.len() * 16);
+    for r in ranges {
+        out.extend_from_slice(&r.base.to_be_bytes());
+        out.extend_from_slice(&r.size.to_be_bytes());
+    }
+    out
 }
 
 pub fn build(cfg: &DomuDtConfig<'_>) -> Result<Vec<u8>, FdtWriteError> {
@@ -86,12 +91,17 @@ pub fn build(cfg: &DomuDtConfig<'_>) -> Result<Vec<u8>, FdtWriteError> {
 
     w.begin_node("timer");
     w.property_string("compatible", "arm,armv8-timer");
-    let ppi = |intid: u32| [1, intid - 16, PPI_LEVEL_LOW];
-    let irqs: Vec<u32> =
-        [guest::TIMER_PHYS_S_INTID, guest::TIMER_PHYS_NS_INTID, guest::TIMER_VIRT_INTID]
-            .into_iter()
-            .flat_map(ppi)
-            .collect();
+    let irqs = [
+        1,
+        guest::TIMER_PHYS_S_INTID - 16,
+        PPI_LEVEL_LOW,
+        1,
+        guest::TIMER_PHYS_NS_INTID - 16,
+        PPI_LEVEL_LOW,
+        1,
+        guest::TIMER_VIRT_INTID - 16,
+        PPI_LEVEL_LOW,
+    ];
     w.property_u32s("interrupts", &irqs);
     w.property_u32("interrupt-parent", guest::PHANDLE_GIC);
     if let Some(f) = cfg.timer_clock_frequency {
@@ -178,7 +188,7 @@ mod tests {
         ] {
             assert!(dts.contains(want), "missing {want:?} in\n{dts}");
         }
-        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let fdt = crate::fdtr::Fdt::new(&blob).unwrap();
         let chosen = dt::node(&fdt, "/chosen").unwrap();
         assert_eq!(
             dt::read_cells(chosen.property("linux,initrd-end").unwrap().value, 2),
@@ -200,7 +210,7 @@ mod tests {
         let dts = dtc_source(&blob);
         assert!(!dts.contains("sbsa-uart") && !dts.contains("linux,initrd"), "{dts}");
         assert!(dts.contains("clock-frequency = <0x3b9aca0>;"), "{dts}");
-        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let fdt = crate::fdtr::Fdt::new(&blob).unwrap();
         let banks: Vec<_> = fdt
             .memory()
             .regions()

@@ -1,11 +1,11 @@
-//! Small helpers over the `fdt` crate: paths, cell sizes, `reg` decoding and bus-address translation
-//! through `ranges` (the Pi's peripherals sit behind `/soc` ranges; the crate does not translate).
+//! Small helpers over the device-tree reader (`crate::fdtr`): paths, cell sizes, `reg` decoding and
+//! bus-address translation through `ranges` (the Pi's peripherals sit behind `/soc` ranges; the
+//! reader does not translate).
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
+use crate::fdtr::{Fdt, FdtNode};
 use crate::Region;
 
 /// Reads big-endian cells as one number (1 or 2 cells).
@@ -50,7 +50,8 @@ pub fn child_cells(node: &FdtNode<'_, '_>) -> (usize, usize) {
 }
 
 pub fn parent_path(path: &str) -> &str {
-    match path.rfind('/') {
+    // A byte search: `rfind('/')` links char searching and `memrchr` (~450 bytes of the EL2 binary).
+    match path.bytes().rposition(|b| b == b'/') {
         Some(0) | None => "/",
         // `get`: see cmdline::parse_size.
         Some(i) => path.get(..i).unwrap_or("/"),
@@ -63,10 +64,15 @@ pub fn decode_pairs(bytes: &[u8], ac: usize, sc: usize) -> Vec<(u64, u64)> {
     if step == 0 {
         return Vec::new();
     }
-    bytes
-        .chunks_exact(step)
-        .filter_map(|c| Some((read_cells(c, ac)?, read_cells(&c[ac * 4..], sc)?)))
-        .collect()
+    let mut out = Vec::with_capacity(bytes.len() / step);
+    for c in bytes.chunks_exact(step) {
+        if let (Some(a), Some(s)) =
+            (read_cells(c, ac), c.get(ac * 4..).and_then(|c| read_cells(c, sc)))
+        {
+            out.push((a, s));
+        }
+    }
+    out
 }
 
 /// The `reg` entries of the node at `path`, translated to CPU physical addresses through every
@@ -112,21 +118,10 @@ pub fn translate(fdt: &Fdt<'_>, bus: &str, mut addr: u64) -> Option<u64> {
 }
 
 /// The node at an absolute `path`. Unit addresses may be left out (`/soc/serial` matches
-/// `/soc/serial@7e201000`). Written over `children()` because `fdt` 0.1.5's `find_node` misses nodes
-/// in some trees (seen with QEMU's random `/chosen/rng-seed`; regression test in tests/host_dtb.rs).
+/// `/soc/serial@7e201000`). (`fdt` 0.1.5's `find_node` missed nodes in some trees, seen with QEMU's
+/// random `/chosen/rng-seed`; `fdtr`'s does not: regression test in tests/it/host_dtb.rs.)
 pub fn node<'b, 'a: 'b>(fdt: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
-    let mut cur = fdt.find_node("/")?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        let with_addr = part.contains('@');
-        cur = cur.children().find(|c| {
-            if with_addr {
-                c.name == part
-            } else {
-                c.name.split('@').next() == Some(part)
-            }
-        })?;
-    }
-    Some(cur)
+    path.starts_with('/').then(|| fdt.find_node(path))?
 }
 
 /// Calls `f(path, node)` for every node, parents before children.
@@ -159,133 +154,4 @@ pub fn resolve_alias<'a>(fdt: &Fdt<'a>, name: &'a str) -> Option<&'a str> {
     }
     let aliases = node(fdt, "/aliases")?;
     prop_str(&aliases, name)
-}
-
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_NOP: u32 = 4;
-const FDT_END: u32 = 9;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlobError {
-    /// Not a flattened device tree (bad magic or sizes).
-    BadHeader,
-    /// The structure block has an unknown token or runs past its end.
-    BadStructure,
-}
-
-/// A copy of `blob` without FDT_NOP tokens. libfdt leaves NOPs where it deletes nodes and properties
-/// (QEMU raspi4b drops PCIe and GENET that way, `fdtput -d` too), and `fdt` 0.1.5 only accepts them
-/// in a few places ("bad node" assertion), so every tree is normalised before it is read.
-pub fn strip_nops(blob: &[u8]) -> Result<Vec<u8>, BlobError> {
-    let be = |o: usize| -> Result<u32, BlobError> {
-        let b = blob.get(o..o + 4).ok_or(BlobError::BadHeader)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if be(0)? != 0xd00d_feed {
-        return Err(BlobError::BadHeader);
-    }
-    let total = be(4)? as usize;
-    let (off_struct, off_strings, off_rsv) = (be(8)? as usize, be(12)? as usize, be(16)? as usize);
-    let (size_strings, size_struct) = (be(32)? as usize, be(36)? as usize);
-    let strukt = blob.get(off_struct..off_struct + size_struct).ok_or(BlobError::BadHeader)?;
-    let strings = blob.get(off_strings..off_strings + size_strings).ok_or(BlobError::BadHeader)?;
-    // The reservation block runs to the next block (dtc and libfdt order: reservations, structure, strings).
-    let rsv_end = if off_struct > off_rsv { off_struct } else { total.min(blob.len()) };
-    let rsv = blob.get(off_rsv..rsv_end).ok_or(BlobError::BadHeader)?;
-
-    let mut out_struct = Vec::with_capacity(size_struct);
-    let mut i = 0;
-    let word = |i: usize| -> Result<u32, BlobError> {
-        let b = strukt.get(i..i + 4).ok_or(BlobError::BadStructure)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    loop {
-        let tok = word(i)?;
-        let start = i;
-        i += 4;
-        match tok {
-            FDT_NOP => continue,
-            FDT_BEGIN_NODE => {
-                let name_len = strukt
-                    .get(i..)
-                    .ok_or(BlobError::BadStructure)?
-                    .iter()
-                    .position(|b| *b == 0)
-                    .ok_or(BlobError::BadStructure)?;
-                i += (name_len + 1 + 3) & !3;
-            }
-            FDT_END_NODE => {}
-            FDT_PROP => {
-                let len = word(i)? as usize;
-                i += 8 + ((len + 3) & !3);
-            }
-            FDT_END => {
-                out_struct.extend_from_slice(&strukt[start..i]);
-                break;
-            }
-            _ => return Err(BlobError::BadStructure),
-        }
-        out_struct.extend_from_slice(strukt.get(start..i).ok_or(BlobError::BadStructure)?);
-    }
-
-    // Header (40 bytes), memory reservations, structure, strings.
-    let rsv_off = 40usize;
-    let struct_off = rsv_off + rsv.len();
-    let strings_off = struct_off + out_struct.len();
-    let total = strings_off + strings.len();
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&blob[..40]);
-    let mut put = |o: usize, v: usize| out[o..o + 4].copy_from_slice(&(v as u32).to_be_bytes());
-    put(4, total);
-    put(8, struct_off);
-    put(12, strings_off);
-    put(16, rsv_off);
-    put(36, out_struct.len());
-    out.extend_from_slice(rsv);
-    out.extend_from_slice(&out_struct);
-    out.extend_from_slice(strings);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nops_are_removed_and_the_tree_still_reads() {
-        let mut w =
-            vm_fdt::FdtWriter::new_with_mem_reserv(&[
-                vm_fdt::FdtReserveEntry::new(0, 0x1000).unwrap()
-            ])
-            .unwrap();
-        let r = w.begin_node("").unwrap();
-        w.property_u32("#address-cells", 2).unwrap();
-        for name in ["a@1", "b@2", "c@3"] {
-            let n = w.begin_node(name).unwrap();
-            w.property_string("compatible", name).unwrap();
-            w.end_node(n).unwrap();
-        }
-        w.end_node(r).unwrap();
-        let mut blob = w.finish().unwrap();
-        // Turn node b@2 into NOPs, as libfdt's fdt_nop_node does.
-        let off_struct = u32::from_be_bytes(blob[8..12].try_into().unwrap()) as usize;
-        let pos = blob.windows(4).position(|w| w == b"b@2\0").unwrap() - 4;
-        assert!(pos > off_struct);
-        let end = pos + 4 + 4 + 12 + 4 + 4; // BEGIN, "b@2\0", PROP header, value, END_NODE
-        for i in (pos..end).step_by(4) {
-            blob[i..i + 4].copy_from_slice(&FDT_NOP.to_be_bytes());
-        }
-        let clean = strip_nops(&blob).unwrap();
-        assert!(clean.len() <= blob.len() - (end - pos));
-        let fdt = fdt::Fdt::new(&clean).unwrap();
-        let names: Vec<_> = fdt.find_node("/").unwrap().children().map(|c| c.name).collect();
-        assert_eq!(names, ["a@1", "c@3"]);
-        assert_eq!(prop_str(&node(&fdt, "/c@3").unwrap(), "compatible"), Some("c@3"));
-        let rsv: Vec<_> =
-            fdt.memory_reservations().map(|r| (r.address() as u64, r.size())).collect();
-        assert_eq!(rsv, [(0, 0x1000)]);
-        assert_eq!(strip_nops(b"nope"), Err(BlobError::BadHeader));
-    }
 }

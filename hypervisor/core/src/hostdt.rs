@@ -2,9 +2,9 @@
 //! its console UART, and the boot modules described with Xen's `/chosen` bindings
 //! (xen/docs/misc/arm/device-tree/booting.txt).
 
+use crate::fdtr::Fdt;
 use alloc::string::String;
 use alloc::vec::Vec;
-use fdt::Fdt;
 
 use crate::dt::{self, child_cells, decode_pairs, is_compatible, prop_str, reg_phys};
 use crate::Region;
@@ -145,7 +145,11 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     let mut nomap = Vec::new();
     dt::walk(fdt, |path, node| {
         if prop_str(node, "device_type") == Some("memory") && dt::parent_path(path) == "/" {
-            ram.extend(reg_phys(fdt, path).unwrap_or_default().into_iter().filter(|r| r.size != 0));
+            for r in reg_phys(fdt, path).unwrap_or_default() {
+                if r.size != 0 {
+                    ram.push(r);
+                }
+            }
         } else if is_compatible(node, GIC_COMPATIBLE) && gic_path.is_none() {
             gic_path = Some(String::from(path));
         } else if dt::parent_path(path) == "/cpus" && prop_str(node, "device_type") == Some("cpu") {
@@ -163,11 +167,17 @@ pub fn parse<'a>(fdt: &Fdt<'a>) -> Result<HostInfo<'a>, HostDtError> {
     if regs.len() < 4 {
         return Err(HostDtError::NoGicV2);
     }
-    let maint = dt::node(fdt, &gic)
-        .and_then(|n| n.property("interrupts"))
-        .map(|p| dt::u32s(p.value).collect::<Vec<_>>())
-        .filter(|c| c.len() >= 2)
-        .map_or(25, |c| if c[0] == 1 { c[1] + 16 } else { c[1] + 32 });
+    let maint = match dt::node(fdt, &gic).and_then(|n| n.property("interrupts")) {
+        Some(p) => {
+            let mut c = dt::u32s(p.value);
+            match (c.next(), c.next()) {
+                (Some(1), Some(n)) => n + 16,
+                (Some(_), Some(n)) => n + 32,
+                _ => 25,
+            }
+        }
+        None => 25,
+    };
     let gic = Gic { dist: regs[0], cpu: regs[1], hyp: regs[2], vcpu: regs[3], maint_intid: maint };
 
     let cpus_node = dt::node(fdt, "/cpus").ok_or(HostDtError::NoCpus)?;

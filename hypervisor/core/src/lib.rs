@@ -14,6 +14,7 @@ pub mod dom0less;
 pub mod domudt;
 pub mod dt;
 pub mod exit;
+pub mod fdtr;
 pub mod fdtw;
 pub mod gicv2;
 pub mod guard;

@@ -7,6 +7,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::cpus::MAX_CPUS;
 use crate::dom0less::DomainSpec;
 use crate::guest;
 use crate::placement::{place_dom0, SZ_2M};
@@ -92,7 +93,12 @@ pub fn plan_cpus(
     boot_cpu: usize,
     dom0_max_vcpus: Option<usize>,
 ) -> Result<(Vec<usize>, Vec<Vec<usize>>), PlanError> {
-    let mut free: Vec<usize> = (0..nr_pcpus).rev().filter(|&c| c != boot_cpu).collect();
+    let mut free: Vec<usize> = Vec::new();
+    for c in (0..nr_pcpus).rev() {
+        if c != boot_cpu {
+            free.push(c);
+        }
+    }
     let mut domus = Vec::new();
     for s in specs {
         let wanted = s.cpus as usize;
@@ -103,7 +109,9 @@ pub fn plan_cpus(
                 free: free.len(),
             });
         }
-        domus.push(free.drain(..wanted).collect());
+        // split_off, not drain: moving drain's tail links compiler_builtins' memmove (1 KiB).
+        let rest = free.split_off(wanted);
+        domus.push(core::mem::replace(&mut free, rest));
     }
     // Ascending, the boot CPU always in, at most `dom0_max_vcpus` (the boot CPU counts first).
     let max = dom0_max_vcpus.unwrap_or(usize::MAX).max(1);
@@ -200,6 +208,22 @@ pub fn plan(
 }
 
 /// What a DomU guest-physical address is.
+/// Which domain and vCPU each physical CPU runs: `(0, v)` is Dom0's vCPU `v`, `(d, v)` DomU `d`'s
+/// (Xen's domain IDs: the DomUs are 1, 2, ... in `/chosen` order). CPUs no domain uses stay `None`
+/// and are never started.
+pub fn cpu_roles(dom0_pcpus: &[usize], domus: &[Vec<usize>]) -> [Option<(u8, u8)>; MAX_CPUS] {
+    let mut roles = [None; MAX_CPUS];
+    let all = core::iter::once(dom0_pcpus).chain(domus.iter().map(Vec::as_slice));
+    for (d, pcpus) in all.enumerate() {
+        for (v, &p) in pcpus.iter().enumerate() {
+            if let Some(slot) = roles.get_mut(p) {
+                *slot = Some((d as u8, v as u8));
+            }
+        }
+    }
+    roles
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomuAccess {
     /// Its RAM (mapped).
@@ -254,6 +278,22 @@ impl DomuStage2 {
     /// The host address behind a guest RAM address (for loading the kernel and scrubbing).
     pub fn host_of(&self, ipa: u64) -> Option<u64> {
         self.ram.iter().find(|m| m.contains_ipa(ipa)).map(|m| m.pa + (ipa - m.ipa))
+    }
+
+    /// The host ranges behind guest RAM `[ipa, ipa + len)`, in order (a boot file copied into a
+    /// DomU whose `xen,static-mem` banks are not contiguous lands in several pieces). `None` when
+    /// any byte of it is not the domain's RAM.
+    pub fn host_ranges(&self, ipa: u64, len: u64) -> Option<Vec<Region>> {
+        let mut out = Vec::new();
+        let mut at = ipa;
+        let end = ipa.checked_add(len)?;
+        while at < end {
+            let m = self.ram.iter().find(|m| m.contains_ipa(at))?;
+            let n = (m.ipa + m.size - at).min(end - at);
+            out.push(Region::new(m.pa + (at - m.ipa), n));
+            at += n;
+        }
+        Some(out)
     }
 }
 
@@ -363,6 +403,31 @@ mod tests {
                 Mapping { ipa: 0x2_0000_0000, pa: 0x1_C000_0000, size: 1 << 30 },
             ]
         );
+    }
+
+    #[test]
+    fn cpu_roles_name_each_pcpus_domain_and_vcpu() {
+        let r = cpu_roles(&[0, 1], &[alloc::vec![3], alloc::vec![2]]);
+        assert_eq!(r[..5], [Some((0, 0)), Some((0, 1)), Some((2, 0)), Some((1, 0)), None]);
+        let r = cpu_roles(&[0], &[alloc::vec![2, 1]]);
+        assert_eq!(r[1], Some((1, 1)));
+        assert_eq!(r[3], None, "a CPU nobody uses");
+    }
+
+    #[test]
+    fn host_ranges_follow_the_banks() {
+        let ram = [
+            Mapping { ipa: 0x4000_0000, pa: 0x9000_0000, size: 0x1000 },
+            Mapping { ipa: 0x4000_1000, pa: 0xA000_0000, size: 0x1000 },
+        ];
+        let s2 = DomuStage2::new(&ram, 0x0804_0000, true);
+        assert_eq!(
+            s2.host_ranges(0x4000_0800, 0x1000),
+            Some(alloc::vec![Region::new(0x9000_0800, 0x800), Region::new(0xA000_0000, 0x800)])
+        );
+        assert_eq!(s2.host_ranges(0x4000_0000, 0x1000), Some(alloc::vec![ram[0].host()]));
+        assert_eq!(s2.host_ranges(0x4000_1800, 0x1000), None, "runs past its RAM");
+        assert_eq!(s2.host_ranges(0x4000_0000, 0), Some(Vec::new()));
     }
 
     #[test]

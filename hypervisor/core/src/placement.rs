@@ -34,6 +34,20 @@ pub fn place_dom0(
     None
 }
 
+/// An arm64 Linux Image's `(text_offset, image_size)` from its 64-byte header (booting.rst), or
+/// `None` without the `ARM\x64` magic (a gzip'd `vmlinuz`, say). `image_size` 0 is a pre-3.17
+/// kernel: text offset 0x80000 and, as Linux documents, an unknown size (16 MiB assumed).
+pub fn arm64_header(hdr: &[u8]) -> Option<(u64, u64)> {
+    let rd64 = |o: usize| Some(u64::from_le_bytes(hdr.get(o..o + 8)?.try_into().ok()?));
+    if hdr.get(56..60)? != b"ARM\x64" {
+        return None;
+    }
+    Some(match rd64(16)? {
+        0 => (0x80000, 16 << 20),
+        size => (rd64(8)?, size),
+    })
+}
+
 /// Where each Dom0 boot file goes inside Dom0's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dom0Layout {
@@ -110,6 +124,20 @@ pub fn layout_in_place(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arm64_header_fields_and_magic() {
+        let mut h = [0u8; 64];
+        h[56..60].copy_from_slice(b"ARM\x64");
+        h[16..24].copy_from_slice(&(40u64 << 20).to_le_bytes());
+        assert_eq!(arm64_header(&h), Some((0, 40 << 20)));
+        h[16..24].fill(0);
+        assert_eq!(arm64_header(&h), Some((0x80000, 16 << 20)), "pre-3.17: size unknown");
+        h[0..2].copy_from_slice(&[0x1f, 0x8b]);
+        h[56] = 0;
+        assert_eq!(arm64_header(&h), None, "gzip");
+        assert_eq!(arm64_header(&h[..40]), None, "short");
+    }
 
     #[test]
     fn highest_free_range_in_ram() {

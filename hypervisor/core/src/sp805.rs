@@ -62,7 +62,7 @@ pub fn dom0_page<'a>(
 
 /// [`dom0_page`] for a host tree: its root's `compatible`, and as used ranges `ram` and the `reg`
 /// of every node on a memory-mapped bus.
-pub fn dom0_page_in(fdt: &fdt::Fdt<'_>, ram: &[crate::Region]) -> Option<u64> {
+pub fn dom0_page_in(fdt: &crate::fdtr::Fdt<'_>, ram: &[crate::Region]) -> Option<u64> {
     let mut used = ram.to_vec();
     crate::dt::walk(fdt, |path, node| {
         if node.property("reg").is_some() {

@@ -9,7 +9,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hostile_guest::{
-    is_not_supported, is_refused_entry, judge_gicd_read, Probe, EC_DABT_CUR, EC_UNKNOWN,
+    is_not_supported, is_refused_entry, judge_gicd_read, Mode, Probe, EC_DABT_CUR, EC_UNKNOWN,
 };
 
 use crate::arch::{self, call_insn, MAX_CPUS};
@@ -937,6 +937,112 @@ fn cpus_match() -> Outcome {
     Ok(line!("{} vCPUs listed, all started", want))
 }
 
+// ---- as a DomU ----
+
+/// Pause between two targets: the hypervisor's refusal messages go through a token bucket (a burst
+/// of 5, then one a second), and each target's first refusal should have a token to be reported.
+const TARGET_PAUSE_US: u64 = 1_200_000;
+
+/// Every address of every `hostile.targets=` range (Dom0's RAM, the other DomU's RAM, the
+/// hypervisor's memory, the physical GIC, devices not assigned to this domain) is refused: each
+/// read and each write takes a data abort, and the hypervisor serves this vCPU afterwards.
+fn isolation() -> Outcome {
+    let Some(list) = cfg().args.targets else {
+        return Err(line!("no hostile.targets= on the command line"));
+    };
+    let (mut ranges, mut accesses) = (0, 0u32);
+    for t in hostile_guest::targets(list) {
+        let t = t.map_err(|e| line!("malformed target {:?} in hostile.targets=", e))?;
+        arch::delay_us(TARGET_PAUSE_US);
+        let mut n = 0u32;
+        for addr in t.addresses() {
+            match platform::read(addr, 8) {
+                Probe::Abort(esr) if esr >> 26 == EC_DABT_CUR => {}
+                Probe::Abort(esr) => {
+                    return Err(line!(
+                        "{}: read at {:#x} gave ESR {:#x}, not a data abort",
+                        t.name,
+                        addr,
+                        esr
+                    ))
+                }
+                Probe::Value(v) => {
+                    return Err(line!("{}: read at {:#x} gave {:#x}", t.name, addr, v))
+                }
+            }
+            // A value no bystander's pattern holds.
+            let w = platform::write(addr, 8, 0xBAD0_BAD0_BAD0_BAD0);
+            ensure!(
+                w.is_some_and(|esr| esr >> 26 == EC_DABT_CUR),
+                "{}: write at {:#x} was not refused with a data abort ({:x?})",
+                t.name,
+                addr,
+                w
+            );
+            n += 1;
+        }
+        println!(
+            "TARGET {} {:#x}+{:#x}: {} reads and {} writes refused",
+            t.name, t.addr, t.size, n, n
+        );
+        ranges += 1;
+        accesses += 2 * n;
+    }
+    ensure!(ranges > 0, "hostile.targets= names no target");
+    health()?;
+    Ok(line!("{} targets, {} accesses, every one aborted", ranges, accesses))
+}
+
+/// The victim's memory: filled with a pattern that only this domain writes, checked on every heartbeat.
+#[repr(C, align(4096))]
+struct Pattern([u64; BYSTANDER_WORDS]);
+const BYSTANDER_WORDS: usize = 0x2_0000 / 8;
+static mut PATTERN: Pattern = Pattern([0; BYSTANDER_WORDS]);
+const HEARTBEAT_US: u64 = 500_000;
+
+fn pattern_word(i: usize) -> u64 {
+    0x5EED_0000_0000_0000 | (i as u64).wrapping_mul(0x9E37_79B9)
+}
+
+/// Stands by for the attacker: `BYSTANDER ...` once (where its pattern lies), then `HEARTBEAT <n>
+/// pattern intact|BROKEN ...` every 500 ms, sleeping on its timer in between; never returns.
+fn bystander() -> ! {
+    // SAFETY: only vCPU 0 of this domain runs, and only this function touches PATTERN.
+    let p = unsafe { &mut (*core::ptr::addr_of_mut!(PATTERN)).0 };
+    for (i, w) in p.iter_mut().enumerate() {
+        *w = pattern_word(i);
+    }
+    let c = cfg();
+    println!(
+        "BYSTANDER pattern at {:#x}+{:#x} ram {:#x}+{:#x}",
+        p.as_ptr() as u64,
+        core::mem::size_of_val(p),
+        c.ram[0].0,
+        c.ram[0].1
+    );
+    let mut broken = None;
+    for beat in 1u64.. {
+        let n = gic::taken(0, c.vtimer);
+        gic::timer_in(HEARTBEAT_US);
+        while gic::taken(0, c.vtimer) == n {
+            arch::wfi();
+        }
+        if broken.is_none() {
+            // SAFETY: as above; volatile, so a write from outside this domain is seen.
+            broken = (0..p.len())
+                .find(|&i| unsafe { core::ptr::read_volatile(&p[i]) } != pattern_word(i));
+        }
+        match broken {
+            None => println!("HEARTBEAT {} pattern intact", beat),
+            Some(i) => println!(
+                "HEARTBEAT {} pattern BROKEN at {:#x}: {:#x}",
+                beat, &p[i] as *const u64 as u64, p[i]
+            ),
+        }
+    }
+    platform::system_off()
+}
+
 // ---- the run ----
 
 type Case = (&'static str, fn() -> Outcome);
@@ -961,6 +1067,16 @@ const CASES: &[Case] = &[
     ("cpu_on_hv_memory", cpu_on_hv_memory),
 ];
 
+/// As a DomU: the isolation attacks first (their refusals are the ones the host counts), then the
+/// cases that need neither a second vCPU nor the host's addresses.
+const DOMU_CASES: &[Case] = &[
+    ("isolation", isolation),
+    ("unknown_hvc", unknown_hvc),
+    ("unknown_smc", unknown_smc),
+    ("mmio_sign_extend", mmio_sign_extend),
+    ("gicd_widths", gicd_widths),
+];
+
 #[no_mangle]
 extern "C" fn guest_primary_main(dtb: u64) -> ! {
     platform::set_cpu_index(0);
@@ -978,6 +1094,11 @@ extern "C" fn guest_primary_main(dtb: u64) -> ! {
     gic::timer_stop();
     gic::cpu_init();
     arch::irq_on();
+    let cases = match c.args.mode {
+        Mode::Bystander => bystander(),
+        Mode::Domu => DOMU_CASES,
+        Mode::Dom0 => CASES,
+    };
     for cpu in 1..c.dt_cpus.min(MAX_CPUS) {
         let r = platform::cpu_on(cpu, arch::secondary_entry_pa());
         if r != 0 || !wait_alive(cpu, 0, 1_000_000) {
@@ -987,7 +1108,7 @@ extern "C" fn guest_primary_main(dtb: u64) -> ! {
     }
     println!("HOSTILE {} worker vCPUs up", workers());
     let (mut pass, mut fail) = (0, 0);
-    for &(name, case) in CASES {
+    for &(name, case) in cases {
         if !c.args.selects(name) {
             continue;
         }

@@ -20,6 +20,70 @@ pub struct Bootargs<'a> {
     pub only: Option<&'a str>,
     /// Leave these cases out (`hostile.skip=a,b`): known to break the hypervisor for the cases after.
     pub skip: Option<&'a str>,
+    /// What this instance does (`hostile.mode=`): attack as Dom0 (the default), attack as a DomU, or
+    /// stand by as a victim whose heartbeat and memory the attacker must not disturb.
+    pub mode: Mode,
+    /// Addresses a DomU attacks (`hostile.targets=name@addr[+size],...`): host-physical ranges it
+    /// must not reach, named as IPAs. What a DomU cannot learn from its own tree: where Dom0, the
+    /// other domains, the hypervisor and the physical devices are.
+    pub targets: Option<&'a str>,
+}
+
+/// See [`Bootargs::mode`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Dom0,
+    Domu,
+    Bystander,
+}
+
+/// One range a DomU attacks: `size` 0 is one address, otherwise the whole range is swept at
+/// [`SWEEP_STRIDE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// A sweep touches one word every 64 KiB: a bystander's 128 KiB pattern buffer lying anywhere in a
+/// swept range is hit at least once, and a 64 MiB range costs 2,048 refused accesses.
+pub const SWEEP_STRIDE: u64 = 0x1_0000;
+/// Where in each stride the sweep touches (not the first word, so an off-by-a-page mapping shows).
+pub const SWEEP_OFFSET: u64 = 0x800;
+
+impl Target<'_> {
+    /// The addresses the attack touches, in order.
+    pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
+        let (first, n) = if self.size == 0 {
+            (self.addr, 1)
+        } else {
+            (self.addr + SWEEP_OFFSET, self.size.div_ceil(SWEEP_STRIDE))
+        };
+        (0..n).map(move |i| first + i * SWEEP_STRIDE)
+    }
+
+    /// Whether the sweep writes into `[addr, addr + len)`.
+    pub fn hits(&self, addr: u64, len: u64) -> bool {
+        self.addresses().any(|a| a >= addr && a < addr + len)
+    }
+}
+
+/// Parses `hostile.targets=`; a malformed entry is an error naming it (the run must not silently
+/// attack less than the test asked for).
+pub fn targets(list: &str) -> impl Iterator<Item = Result<Target<'_>, &str>> {
+    list.split(',').filter(|e| !e.is_empty()).map(|e| {
+        let (name, rest) = e.split_once('@').ok_or(e)?;
+        let (addr, size) = match rest.split_once('+') {
+            Some((a, s)) => (number(a).ok_or(e)?, number(s).ok_or(e)?),
+            None => (number(rest).ok_or(e)?, 0),
+        };
+        if name.is_empty() {
+            return Err(e);
+        }
+        Ok(Target { name, addr, size })
+    })
 }
 
 fn number(v: &str) -> Option<u64> {
@@ -43,6 +107,14 @@ impl<'a> Bootargs<'a> {
                 "hostile.loop" => b.loop_iterations = number(v).map(|n| n as u32),
                 "hostile.only" => b.only = Some(v),
                 "hostile.skip" => b.skip = Some(v),
+                "hostile.targets" => b.targets = Some(v),
+                "hostile.mode" => {
+                    b.mode = match v {
+                        "domu" => Mode::Domu,
+                        "bystander" => Mode::Bystander,
+                        _ => Mode::Dom0,
+                    }
+                }
                 _ => {}
             }
         }
@@ -161,6 +233,42 @@ mod tests {
         assert!(Bootargs::parse("hostile.skip=x,y").selects("z"));
         assert!(Bootargs::parse("").selects("anything"));
         assert_eq!(Bootargs::parse("hostile.gich=zz").gich, None);
+    }
+
+    #[test]
+    fn modes_and_targets() {
+        let b = Bootargs::parse(
+            "hostile.mode=domu hostile.targets=dom0@0x48000000+0x4000000,uart@0x9000000",
+        );
+        assert_eq!(b.mode, Mode::Domu);
+        assert_eq!(Bootargs::parse("hostile.mode=bystander").mode, Mode::Bystander);
+        assert_eq!(Bootargs::parse("").mode, Mode::Dom0);
+        let t: Vec<_> = targets(b.targets.unwrap()).collect();
+        assert_eq!(
+            t,
+            [
+                Ok(Target { name: "dom0", addr: 0x4800_0000, size: 0x400_0000 }),
+                Ok(Target { name: "uart", addr: 0x900_0000, size: 0 })
+            ]
+        );
+        let bad: Vec<_> = targets("a@0x10,b@zz,@0x1,c").collect();
+        assert_eq!(bad[1..], [Err("b@zz"), Err("@0x1"), Err("c")]);
+    }
+
+    #[test]
+    fn sweeps_hit_any_pattern_buffer_in_range() {
+        let one = Target { name: "x", addr: 0x900_0000, size: 0 };
+        assert_eq!(one.addresses().collect::<Vec<_>>(), [0x900_0000]);
+        let t = Target { name: "d", addr: 0x4800_0000, size: 0x400_0000 };
+        assert_eq!(t.addresses().count(), 1024);
+        assert_eq!(t.addresses().next(), Some(0x4800_0800));
+        assert!(t.addresses().all(|a| a < 0x4c00_0000));
+        // A 128 KiB buffer anywhere inside (page-aligned or not) is hit; one outside is not.
+        for start in [0x4800_0000, 0x4812_3000, 0x4bfd_f000, 0x4a00_0ff8] {
+            assert!(t.hits(start, 0x2_0000), "{start:#x}");
+        }
+        assert!(!t.hits(0x4c00_0000, 0x2_0000));
+        assert!(!t.hits(0x4800_1000, 0x1000), "a page between two touches");
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn be32(b: &[u8]) -> u32 {
 }
 
 const GIC_COMPATIBLE: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic"];
+const UART_COMPATIBLE: &[&str] = &["arm,sbsa-uart", "arm,pl011"];
 
 type Node<'b, 'a> = fdt::node::FdtNode<'b, 'a>;
 
@@ -111,12 +112,19 @@ pub fn parse_dt(dtb: u64) -> Option<Config> {
     })?;
     let gic_regs = reg_addrs(&fdt, gic)?;
     let (gicd, gicc) = (gic_regs[0]?, gic_regs[1]?);
-    // stdout-path "/soc/serial@7e201000[:options]": a node one or two levels down.
+    // stdout-path "/soc/serial@7e201000[:options]": a node one or two levels down. A DomU's tree
+    // has none (Xen's prepare_dtb_domU writes no stdout-path): its console is the vPL011 node.
     let chosen = fdt.find_node("/chosen")?;
-    let stdout = chosen.property("stdout-path").and_then(|p| p.as_str())?;
-    let stdout = stdout.split(':').next()?.trim_start_matches('/');
-    let (parent_name, name) = stdout.rsplit_once('/').unwrap_or(("", stdout));
-    let uart_node = find(&fdt, |p, n| n.name == name && p.map_or("", |p| p.name) == parent_name)?;
+    let uart_node = match chosen.property("stdout-path").and_then(|p| p.as_str()) {
+        Some(stdout) => {
+            let stdout = stdout.split(':').next()?.trim_start_matches('/');
+            let (parent_name, name) = stdout.rsplit_once('/').unwrap_or(("", stdout));
+            find(&fdt, |p, n| n.name == name && p.map_or("", |p| p.name) == parent_name)?
+        }
+        None => find(&fdt, |_, n| {
+            n.compatible().is_some_and(|c| c.all().any(|c| UART_COMPATIBLE.contains(&c)))
+        })?,
+    };
     let uart = reg_addrs(&fdt, uart_node)?[0]?;
     // The timer's third interrupt is the virtual timer (PPI n -> INTID n + 16).
     let vtimer = fdt

@@ -15,6 +15,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use testkit::QemuArgs;
+
 /// What differs between the boards: where things are, how QEMU is started, where the console is.
 struct Board {
     name: &'static str,
@@ -129,12 +131,7 @@ fn fdtput(dtb: &Path, args: &[&str]) {
 fn dtb(board: &Board, dir: &Path, guest: &Path, selection: &str) -> PathBuf {
     let dtb = dir.join(format!("{}.dtb", board.name));
     if board.name == "raspi4b" {
-        let pkg = testkit::debian_package("linux-image-6.12.117+deb13-arm64");
-        std::fs::copy(
-            pkg.join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb"),
-            &dtb,
-        )
-        .unwrap();
+        std::fs::copy(testkit::test_kernel_rpi4_dtb(), &dtb).unwrap();
         for node in PI_QEMU_MISSING {
             fdtput(&dtb, &["-t", "s", node, "status", "disabled"]);
         }
@@ -165,22 +162,14 @@ fn dtb(board: &Board, dir: &Path, guest: &Path, selection: &str) -> PathBuf {
     dtb
 }
 
+/// QEMU virt as the test machine: 2 GiB, SMP CPUs, EL2 and a GICv2.
+fn virt() -> QemuArgs {
+    QemuArgs::virt().smp(SMP)
+}
+
 /// QEMU virt's own tree for the test machine, dumped by QEMU itself.
 fn virt_dtb(dtb: &Path) {
-    testkit::run(Command::new("qemu-system-aarch64").args([
-        "-M",
-        &format!("virt,virtualization=on,gic-version=2,dumpdtb={}", dtb.display()),
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        &SMP.to_string(),
-        "-m",
-        "2G",
-        "-display",
-        "none",
-        "-nic",
-        "none",
-    ]));
+    virt().dump_dtb(dtb);
 }
 
 struct CaseResult {
@@ -239,34 +228,15 @@ fn cases(board: &Board, out: &str) -> Vec<CaseResult> {
 fn boot(board: &Board, guest: &Path, hv: &Path, selection: &str, limit: Duration) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let dtb = dtb(board, dir.path(), guest, selection);
-    let mut args: Vec<String> = if board.name == "raspi4b" {
+    let machine = if board.name == "raspi4b" {
         // -no-reboot: the Pi powers off through a PM watchdog reset, on which QEMU then exits.
-        vec!["-M".into(), "raspi4b".into(), "-no-reboot".into()]
+        QemuArgs::raspi4b().no_reboot()
     } else {
-        [
-            "-M",
-            "virt,virtualization=on,gic-version=2",
-            "-cpu",
-            "cortex-a72",
-            "-smp",
-            &SMP.to_string(),
-        ]
-        .into_iter()
-        .chain(["-m", "2G", "-nic", "none"])
-        .map(String::from)
-        .collect()
+        virt()
     };
-    args.extend([
-        "-kernel".into(),
-        hv.display().to_string(),
-        "-dtb".into(),
-        dtb.display().to_string(),
-        "-device".into(),
-        format!("loader,file={},addr={:#x},force-raw=on", guest.display(), board.guest_addr),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = machine.kernel(hv).dtb(&dtb).load_at(guest, board.guest_addr);
     let start = Instant::now();
-    let mut q = testkit::Qemu::start(&args, board.serials);
+    let mut q = testkit::Qemu::start_with(&args, board.serials);
     let mut finished = q.wait_for("HOSTILE-DONE", FAILURES, limit).map(|_| ());
     if finished.is_ok() {
         finished = q.wait_exit(Duration::from_secs(30)).map(|_| ());
@@ -364,4 +334,382 @@ fn attack(board: &Board) {
         }
     }
     assert!(wrong.is_empty(), "{}\n\nmain console:\n{}", wrong.join("\n"), main.console);
+}
+
+// ---- the kit as a DomU (issue 11) ----
+//
+// QEMU virt, 4 CPUs: Dom0 (2 vCPUs) is the kit as a bystander, `attacker` (d1, 1 vCPU) runs the
+// DomU cases, `victim` (d2, 1 vCPU) is another bystander. Both DomUs are Xen dom0less
+// `/chosen/<name>` nodes (`xen,domain`), with `xen,static-mem`, so the test knows the host address
+// behind every IPA. The attacker names host ranges as IPAs outside its own RAM (1 GiB + 32 MiB,
+// Xen's guest layout): Dom0's RAM, the victim's, the hypervisor's heap and stage-2 tables, the
+// physical GIC, the physical PL011 and the first virtio-mmio transport. The bystanders fill a
+// pattern buffer and print a heartbeat every 500 ms, checking it.
+
+/// Where QEMU's loader puts the three kit copies (2 MiB boundaries, clear of the hypervisor at RAM +
+/// 2 MiB and of the DTB QEMU puts at RAM + 128 MiB; the DomUs' below Dom0's, which is used in place).
+const DOM0_AT: u64 = 0x4a00_0000;
+const ATTACKER_AT: u64 = 0x4900_0000;
+const VICTIM_AT: u64 = 0x4940_0000;
+const DOMU_MEMORY: u64 = 32 << 20;
+const ATTACKER_RAM: u64 = 0x8000_0000;
+const VICTIM_RAM: u64 = 0x8800_0000;
+/// The top 128 MiB of the board's RAM: where the hypervisor takes its 8 MiB for heap and stage-2
+/// tables (the highest free range); the test checks it did.
+const HV_MEMORY: (u64, u64) = (0xb800_0000, 0x800_0000);
+const DOM0_MEM: u64 = 64 << 20;
+const DOMU_LIMIT: Duration = Duration::from_secs(300);
+/// Heartbeats each bystander must print after the attacker is done.
+const BEATS_AFTER: usize = 3;
+
+/// The attacker's targets, as `hostile.targets=` spells them.
+fn domu_targets() -> String {
+    [
+        ("dom0-ram", DOM0_AT, DOM0_MEM),
+        ("victim-ram", VICTIM_RAM, DOMU_MEMORY),
+        ("hv-memory", HV_MEMORY.0, HV_MEMORY.1),
+        ("gicd", 0x0800_0000, 0),
+        ("gicc", 0x0801_0000, 0),
+        ("gich", VIRT.gich, 0),
+        ("gicv", VIRT.gicv, 0),
+        ("pl011", 0x0900_0000, 0),
+        ("virtio-mmio", 0x0a00_0000, 0),
+    ]
+    .iter()
+    .map(|(n, a, s)| if *s == 0 { format!("{n}@{a:#x}") } else { format!("{n}@{a:#x}+{s:#x}") })
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+fn cells(values: &[u64]) -> Vec<String> {
+    values.iter().flat_map(|v| [v >> 32, v & 0xFFFF_FFFF]).map(|c| format!("{c:#x}")).collect()
+}
+
+fn fdtput_cells(dtb: &Path, node: &str, prop: &str, values: &[u64]) {
+    let c = cells(values);
+    let mut a = vec!["-t", "x", node, prop];
+    a.extend(c.iter().map(String::as_str));
+    fdtput(dtb, &a);
+}
+
+/// One `/chosen/<name>` node as ImageBuilder writes it: `xen,domain`, memory in KiB, one vCPU, a
+/// vPL011, the kernel as a `multiboot,kernel` module with its bootargs, and `xen,static-mem`.
+fn domu_node(dtb: &Path, name: &str, kernel_at: u64, kernel_size: u64, ram: u64, bootargs: &str) {
+    let node = format!("/chosen/{name}");
+    fdtput(dtb, &["-c", &node]);
+    fdtput(dtb, &["-t", "s", &node, "compatible", "xen,domain"]);
+    fdtput(dtb, &["-t", "i", &node, "#address-cells", "2"]);
+    fdtput(dtb, &["-t", "i", &node, "#size-cells", "2"]);
+    fdtput_cells(dtb, &node, "memory", &[DOMU_MEMORY >> 10]);
+    fdtput(dtb, &["-t", "i", &node, "cpus", "1"]);
+    fdtput(dtb, &["-t", "s", &node, "vpl011", ""]);
+    fdtput_cells(dtb, &node, "xen,static-mem", &[ram, DOMU_MEMORY]);
+    let module = format!("{node}/module@{kernel_at:x}");
+    fdtput(dtb, &["-c", &module]);
+    fdtput(dtb, &["-t", "s", &module, "compatible", "multiboot,kernel", "multiboot,module"]);
+    fdtput_cells(dtb, &module, "reg", &[kernel_at, kernel_size]);
+    fdtput(dtb, &["-t", "s", &module, "bootargs", bootargs]);
+}
+
+/// QEMU virt's tree with Dom0 (the kit as a bystander) and the two DomU nodes.
+fn domus_dtb(dir: &Path, guest: &Path) -> PathBuf {
+    let dtb = dir.join("virt-domus.dtb");
+    virt_dtb(&dtb);
+    let size = std::fs::metadata(guest).unwrap().len();
+    fdtput(&dtb, &["-t", "i", "/chosen", "#address-cells", "2"]);
+    fdtput(&dtb, &["-t", "i", "/chosen", "#size-cells", "2"]);
+    let hv_args = format!(
+        "console=dtuart dtuart=serial0 sync_console dom0_mem={}M dom0_max_vcpus=2",
+        DOM0_MEM >> 20
+    );
+    fdtput(&dtb, &["-t", "s", "/chosen", "xen,xen-bootargs", &hv_args]);
+    fdtput(&dtb, &["-t", "s", "/chosen", "xen,dom0-bootargs", "hostile.mode=bystander"]);
+    fdtput(&dtb, &["-c", "/chosen/dom0"]);
+    fdtput(
+        &dtb,
+        &["-t", "s", "/chosen/dom0", "compatible", "multiboot,kernel", "multiboot,module"],
+    );
+    fdtput_cells(&dtb, "/chosen/dom0", "reg", &[DOM0_AT, size]);
+    let attack = format!("hostile.mode=domu hostile.targets={}", domu_targets());
+    // fdtput adds a node before its siblings: the victim first, so that the attacker is d1.
+    domu_node(&dtb, "victim", VICTIM_AT, size, VICTIM_RAM, "hostile.mode=bystander");
+    domu_node(&dtb, "attacker", ATTACKER_AT, size, ATTACKER_RAM, &attack);
+    dtb
+}
+
+/// The lines a domain printed, without the hypervisor's `(dN) ` prefix (Dom0's have none).
+fn domain_lines(out: &str, domain: u32) -> Vec<&str> {
+    let prefix = format!("(d{domain}) ");
+    out.lines()
+        .filter_map(|l| match domain {
+            0 => (!l.starts_with("(d")).then_some(l),
+            _ => l.strip_prefix(prefix.as_str()),
+        })
+        .collect()
+}
+
+/// A bystander's pattern buffer, as it printed it: (IPA, bytes).
+fn pattern_at(lines: &[&str]) -> Option<(u64, u64)> {
+    let l = lines.iter().find_map(|l| l.strip_prefix("BYSTANDER pattern at "))?;
+    let (addr, rest) = l.split_once('+')?;
+    let size = rest.split_whitespace().next()?;
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    Some((hex(addr)?, hex(size)?))
+}
+
+fn heartbeats(lines: &[&str]) -> usize {
+    lines.iter().filter(|l| l.starts_with("HEARTBEAT ")).count()
+}
+
+/// The hypervisor's refusal lines about the attacker (its `(d1)` or its node name).
+fn domu_refusals(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| {
+            l.starts_with("hv: ")
+                && l.contains("refused")
+                && (l.contains("d1") || l.contains("attacker"))
+        })
+        .collect()
+}
+
+/// Every `0x...` number on a line.
+fn hex_numbers(line: &str) -> impl Iterator<Item = u64> + '_ {
+    line.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter_map(|w| w.strip_prefix("0x"))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+}
+
+#[test]
+fn a_domu_cannot_reach_dom0_the_other_domu_the_hypervisor_or_unassigned_devices() {
+    let _one = ONE_QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let guest = guest_image(dir.path());
+    let hv = hv_bin();
+    let dtb = domus_dtb(dir.path(), &guest);
+    let args = testkit::QemuArgs::virt()
+        .smp(SMP)
+        .kernel(&hv)
+        .dtb(&dtb)
+        .load_at(&guest, DOM0_AT)
+        .load_at(&guest, ATTACKER_AT)
+        .load_at(&guest, VICTIM_AT);
+    let start = Instant::now();
+    let mut q = testkit::Qemu::start_with(&args, 1);
+    let log = testkit::cache_dir().join("hostile-guest-virt-domu.log");
+    let done = q.wait_for("HOSTILE-DONE", FAILURES, DOMU_LIMIT);
+    let at_done = q.serial(0);
+    // After the attacks, both bystanders must still beat (and still see their pattern intact).
+    let (d0, d2) = (heartbeats(&domain_lines(&at_done, 0)), heartbeats(&domain_lines(&at_done, 2)));
+    let after = Instant::now();
+    let mut out = q.serial(0);
+    while done.is_ok() && after.elapsed() < Duration::from_secs(60) {
+        out = q.serial(0);
+        if heartbeats(&domain_lines(&out, 0)) >= d0 + BEATS_AFTER
+            && heartbeats(&domain_lines(&out, 2)) >= d2 + BEATS_AFTER
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(q);
+    std::fs::write(&log, &out).unwrap();
+    eprintln!("virt DomU run: {:?}, console {}", start.elapsed(), log.display());
+    if let Err(e) = done {
+        panic!("the attacker did not finish: {e}");
+    }
+
+    let mut wrong = Vec::new();
+    let attacker = domain_lines(&out, 1);
+    let cases: Vec<&str> = attacker.iter().filter_map(|l| l.strip_prefix("CASE ")).collect();
+    for c in &cases {
+        eprintln!("  {c}");
+    }
+    if cases.len() != 5 {
+        wrong.push(format!("the attacker printed {} CASE lines, expected 5", cases.len()));
+    }
+    wrong.extend(cases.iter().filter(|c| !c.contains(" PASS ")).map(|c| format!("FAIL {c}")));
+    if !attacker.iter().any(|l| l.starts_with("HOSTILE-DONE pass=5 fail=0")) {
+        wrong.push("no `HOSTILE-DONE pass=5 fail=0` from d1".into());
+    }
+
+    // The bystanders: still beating after the attacks, their patterns intact, and the attacker's
+    // sweeps went through their pattern buffers (host address = static-mem + IPA - 1 GiB for d2).
+    let targets = domu_targets();
+    let target = |name: &str| {
+        hostile_guest::targets(&targets).map(Result::unwrap).find(|t| t.name == name).unwrap()
+    };
+    for (domain, name, host_of) in [
+        (0, "dom0-ram", Box::new(|ipa: u64| ipa) as Box<dyn Fn(u64) -> u64>),
+        (2, "victim-ram", Box::new(|ipa: u64| VICTIM_RAM + ipa - 0x4000_0000)),
+    ] {
+        let lines = domain_lines(&out, domain);
+        let (before, now) = (if domain == 0 { d0 } else { d2 }, heartbeats(&lines));
+        if now < before + BEATS_AFTER {
+            wrong.push(format!(
+                "d{domain} printed {} heartbeats after the attacks (want {BEATS_AFTER})",
+                now - before
+            ));
+        }
+        if before == 0 {
+            wrong.push(format!("d{domain} printed no heartbeat before the attacks ended"));
+        }
+        if let Some(l) = lines.iter().find(|l| l.contains("BROKEN")) {
+            wrong.push(format!("d{domain}: {l}"));
+        }
+        match pattern_at(&lines) {
+            Some((ipa, len)) if target(name).hits(host_of(ipa), len) => {}
+            Some((ipa, len)) => wrong.push(format!(
+                "d{domain}'s pattern at IPA {ipa:#x}+{len:#x} (host {:#x}) is outside {name}'s sweep",
+                host_of(ipa)
+            )),
+            None => wrong.push(format!("d{domain} printed no BYSTANDER line")),
+        }
+    }
+    // The hypervisor's memory is where the hv-memory sweep went.
+    match out
+        .lines()
+        .find(|l| l.starts_with("hv: hypervisor memory "))
+        .map(|l| hex_numbers(l).collect::<Vec<_>>())
+    {
+        Some(r) if r.len() >= 2 && target("hv-memory").hits(r[0], r[1] - r[0]) => {}
+        other => {
+            wrong.push(format!("hypervisor memory {other:x?} is not inside the hv-memory sweep"))
+        }
+    }
+
+    // The hypervisor said so, naming the domain, for every target, rate-limited.
+    let refusals = domu_refusals(&out);
+    for t in hostile_guest::targets(&targets).map(Result::unwrap) {
+        let reported = refusals
+            .iter()
+            .any(|l| hex_numbers(l).any(|a| a >= t.addr && a < t.addr + t.size.max(8)));
+        if !reported {
+            wrong.push(format!(
+                "no hypervisor refusal line for d1's access to {} ({:#x})",
+                t.name, t.addr
+            ));
+        }
+    }
+    let accesses: usize =
+        hostile_guest::targets(&targets).map(|t| 2 * t.unwrap().addresses().count()).sum();
+    if refusals.len() > 40 {
+        wrong.push(format!(
+            "{} refusal lines for {accesses} refused accesses: not rate-limited",
+            refusals.len()
+        ));
+    }
+    eprintln!("{} hypervisor refusal lines for {accesses} refused accesses", refusals.len());
+    assert!(wrong.is_empty(), "{}\n\nconsole {}:\n{}", wrong.join("\n"), log.display(), tail(&out));
+}
+
+fn tail(s: &str) -> &str {
+    let start = s.len().saturating_sub(12000);
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    &s[start..]
+}
+
+/// The same DomU mode under Debian's Xen 4.20 (dom0less, no Dom0): the kit reads Xen's generated
+/// tree (vPL011, no `stdout-path`, Xen's guest layout) and Xen refuses the same attacks. Xen places
+/// DomU memory itself, so the attacker sweeps all host RAM outside its own 32 MiB window (the
+/// victim's memory is somewhere in it) besides the physical GIC and devices; the victim's
+/// heartbeat must continue with its pattern intact. Xen's release build prints nothing per
+/// refusal, so the hypervisor's messages are checked on ours only.
+#[test]
+fn xen_refuses_the_same_attacks_from_a_domu() {
+    let _one = ONE_QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let guest = guest_image(dir.path());
+    let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
+    let dtb = dir.path().join("virt-xen.dtb");
+    virt_dtb(&dtb);
+    let size = std::fs::metadata(&guest).unwrap().len();
+    fdtput(&dtb, &["-t", "i", "/chosen", "#address-cells", "2"]);
+    fdtput(&dtb, &["-t", "i", "/chosen", "#size-cells", "2"]);
+    fdtput(
+        &dtb,
+        &["-t", "s", "/chosen", "xen,xen-bootargs", "console=dtuart dtuart=serial0 sync_console"],
+    );
+    let targets = [
+        ("host-ram", 0x4200_0000u64, 0x7e00_0000u64),
+        ("gicd", 0x0800_0000, 0),
+        ("gich", VIRT.gich, 0),
+        ("pl011", 0x0900_0000, 0),
+        ("virtio-mmio", 0x0a00_0000, 0),
+    ]
+    .iter()
+    .map(|(n, a, s)| if *s == 0 { format!("{n}@{a:#x}") } else { format!("{n}@{a:#x}+{s:#x}") })
+    .collect::<Vec<_>>()
+    .join(",");
+    let node = |name: &str, at: u64, bootargs: &str| {
+        let n = format!("/chosen/{name}");
+        fdtput(&dtb, &["-c", &n]);
+        fdtput(&dtb, &["-t", "s", &n, "compatible", "xen,domain"]);
+        fdtput(&dtb, &["-t", "i", &n, "#address-cells", "2"]);
+        fdtput(&dtb, &["-t", "i", &n, "#size-cells", "2"]);
+        fdtput_cells(&dtb, &n, "memory", &[DOMU_MEMORY >> 10]);
+        fdtput(&dtb, &["-t", "i", &n, "cpus", "1"]);
+        fdtput(&dtb, &["-t", "s", &n, "vpl011", ""]);
+        let m = format!("{n}/module@{at:x}");
+        fdtput(&dtb, &["-c", &m]);
+        fdtput(&dtb, &["-t", "s", &m, "compatible", "multiboot,kernel", "multiboot,module"]);
+        fdtput_cells(&dtb, &m, "reg", &[at, size]);
+        fdtput(&dtb, &["-t", "s", &m, "bootargs", bootargs]);
+    };
+    // fdtput adds a node before its siblings: the victim first, so that the attacker is d1.
+    node("victim", VICTIM_AT, "hostile.mode=bystander");
+    // Only the isolation case: the others check our hypervisor's SMCCC and vGIC decisions, where
+    // Xen answers its own way (HVC #0xEA1 is its hypercall).
+    node(
+        "attacker",
+        ATTACKER_AT,
+        &format!("hostile.mode=domu hostile.only=isolation hostile.targets={targets}"),
+    );
+    let args = testkit::QemuArgs::virt()
+        .smp(SMP)
+        .kernel(&xen)
+        .dtb(&dtb)
+        .load_at(&guest, ATTACKER_AT)
+        .load_at(&guest, VICTIM_AT);
+    let start = Instant::now();
+    let mut q = testkit::Qemu::start_with(&args, 1);
+    let done = q.wait_for("HOSTILE-DONE", &["(XEN) Panic", "HOSTILE-PANIC"], DOMU_LIMIT);
+    // Xen prints a DomU's vPL011 lines as `(XEN) DOMn: ...` (or without `DOMn: ` for the domain
+    // holding the serial input): the kit's own words say whose a line is.
+    let beats = |out: &str| out.lines().filter(|l| l.contains("HEARTBEAT ")).count();
+    let before = beats(&q.output());
+    let wait = Instant::now();
+    while done.is_ok()
+        && beats(&q.output()) < before + BEATS_AFTER
+        && wait.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = q.output();
+    drop(q);
+    let log = testkit::cache_dir().join("hostile-guest-virt-xen-domu.log");
+    std::fs::write(&log, &out).unwrap();
+    eprintln!("Xen DomU run: {:?}, console {}", start.elapsed(), log.display());
+    if let Err(e) = done {
+        panic!("the attacker did not finish under Xen: {e}");
+    }
+    let from = |l: &str, word: &str| l.find(word).map(|i| l[i..].to_owned());
+    let cases: Vec<String> = out.lines().filter_map(|l| from(l, "CASE ")).collect();
+    for c in &cases {
+        eprintln!("  {c}");
+    }
+    let mut wrong: Vec<String> =
+        cases.iter().filter(|c| !c.contains(" PASS ")).map(|c| format!("FAIL {c}")).collect();
+    if cases.len() != 1 || !cases[0].starts_with("CASE isolation PASS") {
+        wrong.push("no single passing isolation case".into());
+    }
+    if beats(&out) < before + BEATS_AFTER || before == 0 {
+        wrong.push(format!(
+            "the victim's heartbeat: {before} before the end, {} after",
+            beats(&out)
+        ));
+    }
+    if let Some(l) = out.lines().find(|l| l.contains("BROKEN")) {
+        wrong.push(l.to_owned());
+    }
+    assert!(wrong.is_empty(), "{}\n\nconsole {}:\n{}", wrong.join("\n"), log.display(), tail(&out));
 }

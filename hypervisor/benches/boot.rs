@@ -13,32 +13,17 @@
 #[path = "../tests/it/common.rs"]
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
 const RUNS: usize = 3;
 
-fn time_to_marker(args: &[String]) -> Duration {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+fn time_to_marker(args: &testkit::QemuArgs) -> Duration {
+    let mut q = testkit::Qemu::start_with(args, 1);
     let o =
         q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
     o.elapsed
-}
-
-fn with_modules(
-    dir: &Path,
-    binary: &Path,
-    hv_args: &str,
-    dom0_args: &str,
-    initrd: &Path,
-) -> Vec<String> {
-    let mut a = virt_direct_args(dir, 4, hv_args, dom0_args, initrd);
-    let i = a.iter().position(|s| s == "-kernel").unwrap();
-    a[i + 1] = binary.display().to_string();
-    a
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -56,41 +41,20 @@ fn main() {
     let hv = hv_bin();
     let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
     let k = kernel();
-    let bare: Vec<String> = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "4",
-        "-m",
-        "2G",
-        "-nic",
-        "none",
-        "-kernel",
-        k.to_str().unwrap(),
-        "-initrd",
-        initrd.to_str().unwrap(),
-        "-append",
-        "console=ttyAMA0 rdinit=/init mem=512M",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let bare = testkit::QemuArgs::virt()
+        .smp(4)
+        .kernel(&k)
+        .initrd(&initrd)
+        .append("console=ttyAMA0 rdinit=/init mem=512M");
     let ours_dir = dir.path().join("ours");
     let xen_dir = dir.path().join("xen");
     std::fs::create_dir_all(&ours_dir).unwrap();
     std::fs::create_dir_all(&xen_dir).unwrap();
-    let ours = with_modules(
-        &ours_dir,
-        &hv,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
-        "console=ttyAMA0 rdinit=/init",
-        &initrd,
-    );
-    let xen_args = with_modules(
-        &xen_dir,
+    let ours = virt_direct_args_for(&hv, &ours_dir, 4, VIRT_HV_ARGS, VIRT_DOM0_ARGS, &initrd);
+    let xen_args = virt_direct_args_for(
         &xen,
+        &xen_dir,
+        4,
         "console=dtuart dtuart=serial0 sync_console dom0_mem=512M dom0_max_vcpus=4",
         "console=hvc0 rdinit=/init",
         &initrd,

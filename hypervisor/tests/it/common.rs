@@ -7,9 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use testkit::QemuArgs;
+
 pub const MARKER: &str = "DOM0-MARKER";
 pub const FAILURES: &[&str] =
     &["hv: FATAL", "hv: PANIC", "Kernel panic", "Bad Linux ARM64 Image", "rpixen: cannot load"];
+/// The hypervisor's and Dom0's command lines of most direct boots on `virt`: the hypervisor on the
+/// PL011 (serial0) with synchronous output, Dom0 with 512 MiB and its console on the emulated PL011.
+pub const VIRT_HV_ARGS: &str = "console=dtuart dtuart=serial0 sync_console dom0_mem=512M";
+pub const VIRT_DOM0_ARGS: &str = "console=ttyAMA0 rdinit=/init";
 /// QEMU -kernel puts an Image with text_offset 0 at RAM + 2 MiB.
 pub const HV_ADDR_VIRT: u64 = 0x4020_0000;
 pub const KERNEL_ADDR_VIRT: u64 = 0x4100_0000;
@@ -36,16 +42,13 @@ pub fn hv_bin() -> PathBuf {
 }
 
 pub fn kernel() -> PathBuf {
-    testkit::debian_package("linux-image-6.12.117+deb13-arm64")
-        .join("boot/vmlinuz-6.12.117+deb13-arm64")
+    testkit::test_kernel_image()
 }
 
 /// A module of the test kernel, decompressed (busybox's insmod reads plain ELF), e.g.
 /// `drivers/watchdog/sp805_wdt`.
 pub fn kernel_module(dir: &Path, rel: &str) -> PathBuf {
-    let xz = testkit::debian_package("linux-image-6.12.117+deb13-arm64")
-        .join("usr/lib/modules/6.12.117+deb13-arm64/kernel")
-        .join(format!("{rel}.ko.xz"));
+    let xz = testkit::test_kernel_modules().join(format!("kernel/{rel}.ko.xz"));
     let name = rel.rsplit('/').next().unwrap_or(rel);
     let out = dir.join(format!("{name}.ko"));
     let xz_out = Command::new("xz").args(["-dc", "--"]).arg(&xz).output().expect("xz");
@@ -60,8 +63,7 @@ pub fn kernel_module(dir: &Path, rel: &str) -> PathBuf {
 }
 
 pub fn pi_dtb() -> PathBuf {
-    testkit::debian_package("linux-image-6.12.117+deb13-arm64")
-        .join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb")
+    testkit::test_kernel_rpi4_dtb()
 }
 
 /// A gzip'd newc initramfs: busybox-static and an /init that mounts proc/sys/dev, prints the marker
@@ -109,20 +111,7 @@ pub fn initramfs_with(dir: &Path, extra: &str, files: &[(&Path, &str)]) -> PathB
 /// QEMU virt's device tree for the test machine, dumped by QEMU itself.
 pub fn virt_dtb(dir: &Path, smp: u32) -> PathBuf {
     let dtb = dir.join("virt.dtb");
-    testkit::run(Command::new("qemu-system-aarch64").args([
-        "-M",
-        &format!("virt,virtualization=on,gic-version=2,dumpdtb={}", dtb.display()),
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        &smp.to_string(),
-        "-m",
-        "2G",
-        "-display",
-        "none",
-        "-nic",
-        "none",
-    ]));
+    QemuArgs::virt().smp(smp).dump_dtb(&dtb);
     dtb
 }
 
@@ -168,7 +157,19 @@ pub fn virt_direct_args(
     hv_args: &str,
     dom0_args: &str,
     initrd: &Path,
-) -> Vec<String> {
+) -> QemuArgs {
+    virt_direct_args_for(&hv_bin(), dir, smp, hv_args, dom0_args, initrd)
+}
+
+/// `virt_direct_args` with another hypervisor binary (Xen, or another build of ours) as `-kernel`.
+pub fn virt_direct_args_for(
+    hypervisor: &Path,
+    dir: &Path,
+    smp: u32,
+    hv_args: &str,
+    dom0_args: &str,
+    initrd: &Path,
+) -> QemuArgs {
     let dtb = virt_dtb(dir, smp);
     let k = kernel();
     add_chosen(
@@ -178,54 +179,18 @@ pub fn virt_direct_args(
         (KERNEL_ADDR_VIRT, size(&k)),
         (INITRD_ADDR_VIRT, size(initrd)),
     );
-    [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        &smp.to_string(),
-        "-m",
-        "2G",
-        "-nic",
-        "none",
-        "-kernel",
-        hv_bin().to_str().unwrap(),
-        "-dtb",
-        dtb.to_str().unwrap(),
-        "-device",
-        &format!("loader,file={},addr={KERNEL_ADDR_VIRT:#x},force-raw=on", k.display()),
-        "-device",
-        &format!("loader,file={},addr={INITRD_ADDR_VIRT:#x},force-raw=on", initrd.display()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    QemuArgs::virt()
+        .smp(smp)
+        .kernel(hypervisor)
+        .dtb(&dtb)
+        .load_at(&k, KERNEL_ADDR_VIRT)
+        .load_at(initrd, INITRD_ADDR_VIRT)
 }
 
 /// QEMU virt booting a disk image through Debian's U-Boot (`-bios`), as a board boots from its SD
 /// card: the boot script on the image's FAT loads the hypervisor, Dom0 and the device tree.
-pub fn virt_uboot_args(uboot: &Path, img: &Path) -> Vec<String> {
-    let drive = format!("if=none,file={},format=raw,id=d", img.display());
-    let args = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "4",
-        "-m",
-        "2G",
-        "-nic",
-        "none",
-        "-bios",
-        uboot.to_str().expect("a UTF-8 path"),
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-device,drive=d",
-    ];
-    args.iter().map(|a| a.to_string()).collect()
+pub fn virt_uboot_args(uboot: &Path, img: &Path) -> QemuArgs {
+    QemuArgs::virt().smp(4).bios(uboot).disk(img)
 }
 
 /// The checks every Dom0 boot must pass (issue 4 "Done when").
@@ -334,7 +299,7 @@ pub fn live_manifest_with(
             "{board_yaml}hypervisor:\n  kind: {hv_kind}\n  binary: {{file: {}}}\n  cmdline: \"{hv_args}\"\n\
              dom0:\n  kernel: {{file: {}}}\n  cmdline: \"{dom0_args}\"\n  memory: 512M\n\
              rootfs:\n  format: cpio\n  images: [busybox]\n\
-             partitions:\n  boot: 64M\n  imga: 32M\n  imgb: 32M\n  config: 8M\n  persist: 16M\n",
+             partitions:\n  boot: 64M\n  imga: 64M\n  imgb: 64M\n  config: 8M\n  persist: 16M\n",
             hv_binary.display(),
             kernel().display()
         ),

@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use rpixen_hv_core::dom0dt::{self, Dom0DtConfig};
+use rpixen_hv_core::fdtr::Fdt;
 use rpixen_hv_core::hostdt::{self, EnableMethod, UartKind};
 use rpixen_hv_core::Region;
 
@@ -16,7 +17,7 @@ fn pi4_tree_translates_soc_addresses_and_lists_spin_table_cpus() {
     let dir = tempfile::tempdir().unwrap();
     let dtb = host_copy(&crate::common::pi_dtb(), dir.path());
     let blob = std::fs::read(dtb).unwrap();
-    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
     let info = hostdt::parse(&fdt).unwrap();
     assert_eq!(info.gic.dist, Region::new(0xFF84_1000, 0x1000));
     assert_eq!(info.gic.cpu, Region::new(0xFF84_2000, 0x2000));
@@ -53,7 +54,7 @@ fn virt_tree_with_any_rng_seed_is_read() {
     args.extend(seed);
     testkit::run(Command::new("fdtput").arg(&dtb).args(&args));
     let blob = std::fs::read(&dtb).unwrap();
-    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
     let info = hostdt::parse(&fdt).unwrap();
     assert_eq!(info.gic.dist.base, 0x0800_0000);
     assert_eq!(info.ram, [Region::new(0x4000_0000, 0x8000_0000)]);
@@ -140,8 +141,7 @@ fn defect10_pi_dom0_keeps_v3d_power_but_not_the_hypervisors_pins_or_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_copy(&crate::common::pi_dtb(), dir.path());
     let blob = std::fs::read(&host).unwrap();
-    let clean = rpixen_hv_core::dt::strip_nops(&blob).unwrap();
-    let fdt = fdt::Fdt::new(&clean).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
     let info = hostdt::parse(&fdt).unwrap();
     let hv_uart = hostdt::find_uart(&fdt, "serial1").unwrap();
     let vuart = hostdt::first_pl011(&fdt).unwrap();
@@ -164,7 +164,7 @@ fn defect10_pi_dom0_keeps_v3d_power_but_not_the_hypervisors_pins_or_watchdog() {
         watchdog: None,
     };
     let path = dir.path().join("dom0.dtb");
-    std::fs::write(&path, dom0dt::build(&clean, &cfg).unwrap()).unwrap();
+    std::fs::write(&path, dom0dt::build(&blob, &cfg).unwrap()).unwrap();
     let dts = testkit::run(Command::new("dtc").args(["-I", "dtb", "-O", "dts", "-q"]).arg(&path));
     assert!(!dts.contains("brcm,bcm43438-bt"), "a serdev child on Dom0's console:\n{dts}");
     let pm_status = Command::new("fdtget")
@@ -247,14 +247,14 @@ fn the_watchdog_page_is_free_in_the_pi_and_virt_trees() {
         "80000000",
     ]));
     let blob = std::fs::read(&pi).unwrap();
-    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
     let ram = hostdt::parse(&fdt).unwrap().ram;
     assert_eq!(ram.iter().map(|r| r.end()).max(), Some(0x2_0000_0000), "8 GiB: {ram:?}");
     assert_eq!(dom0_page_in(&fdt, &ram), Some(0xFC10_0000));
 
     let virt = crate::common::virt_dtb(dir.path(), 4);
     let blob = std::fs::read(&virt).unwrap();
-    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
     let ram = hostdt::parse(&fdt).unwrap().ram;
     assert_eq!(dom0_page_in(&fdt, &ram), Some(0x0B00_0000));
 
@@ -270,6 +270,97 @@ fn the_watchdog_page_is_free_in_the_pi_and_virt_trees() {
         "100",
     ]));
     let blob = std::fs::read(&virt).unwrap();
-    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
     assert_eq!(dom0_page_in(&fdt, &ram), None);
+}
+
+/// Every node of a tree with its properties: (path, [(name, value)]), depth first.
+type TreeDump = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// The dump of `blob`, read with `core::fdtr`.
+fn dump_fdtr(blob: &[u8]) -> TreeDump {
+    fn rec(n: rpixen_hv_core::fdtr::FdtNode<'_, '_>, path: String, out: &mut TreeDump) {
+        let props = n.properties().map(|p| (p.name.to_owned(), p.value.to_vec())).collect();
+        out.push((path.clone(), props));
+        for c in n.children() {
+            rec(c, format!("{}/{}", path.trim_end_matches('/'), c.name), out);
+        }
+    }
+    let mut out = Vec::new();
+    rec(Fdt::new(blob).unwrap().find_node("/").unwrap(), "/".into(), &mut out);
+    out
+}
+
+/// The dump of `blob`, read with the `fdt` crate (the reader the hypervisor used before `fdtr`).
+fn dump_fdt_crate(blob: &[u8]) -> TreeDump {
+    fn rec(n: fdt::node::FdtNode<'_, '_>, path: String, out: &mut TreeDump) {
+        let props = n.properties().map(|p| (p.name.to_owned(), p.value.to_vec())).collect();
+        out.push((path.clone(), props));
+        for c in n.children() {
+            rec(c, format!("{}/{}", path.trim_end_matches('/'), c.name), out);
+        }
+    }
+    let mut out = Vec::new();
+    rec(fdt::Fdt::new(blob).unwrap().find_node("/").unwrap(), "/".into(), &mut out);
+    out
+}
+
+#[test]
+fn fdtr_reads_the_real_trees_as_the_fdt_crate_does_and_survives_their_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let virt = std::fs::read(crate::common::virt_dtb(dir.path(), 4)).unwrap();
+    let pi = std::fs::read(crate::common::pi_dtb()).unwrap();
+    for (board, blob) in [("virt", &virt), ("pi4", &pi)] {
+        let ours = dump_fdtr(blob);
+        assert!(ours.len() > 30, "{board}: {} nodes", ours.len());
+        assert_eq!(ours, dump_fdt_crate(blob), "{board}");
+        let (a, b) = (Fdt::new(blob).unwrap(), fdt::Fdt::new(blob).unwrap());
+        let rsv_a: Vec<_> = a.memory_reservations().map(|r| (r.address(), r.size())).collect();
+        let rsv_b: Vec<_> =
+            b.memory_reservations().map(|r| (r.address() as usize, r.size())).collect();
+        assert_eq!(rsv_a, rsv_b, "{board}");
+        assert_eq!(a.total_size(), b.total_size());
+        // fdt's all_nodes names the root "/" (its find_node("/") names it ""); fdtr says "" in both.
+        let all_a: Vec<_> = a.all_nodes().map(|n| n.name).collect();
+        let all_b: Vec<_> = b.all_nodes().map(|n| n.name).collect();
+        assert_eq!((all_a[0], all_b[0]), ("", "/"));
+        assert_eq!(all_a[1..], all_b[1..], "{board}: depth-first order");
+        for compat in
+            [&["arm,pl011"][..], &["arm,gic-400", "arm,cortex-a15-gic"], &["brcm,bcm2835-aux-uart"]]
+        {
+            assert_eq!(
+                a.find_compatible(compat).map(|n| n.name),
+                b.find_compatible(compat).map(|n| n.name)
+            );
+        }
+        let board_a: Vec<_> = a.root().compatible().all().collect();
+        let board_b: Vec<_> = b.root().compatible().all().collect();
+        assert_eq!(board_a, board_b);
+        // Damaged copies: an error or a readable tree, never a panic (this runs every truncation
+        // point of the header and structure block, and a byte flip at every 7th offset).
+        let off_strings = u32::from_be_bytes(blob[12..16].try_into().unwrap()) as usize;
+        for cut in 0..off_strings.min(blob.len()) {
+            if let Ok(f) = Fdt::new(&blob[..cut]) {
+                let _ = f.all_nodes().map(|n| n.properties().count()).sum::<usize>();
+            }
+        }
+        for at in (0..blob.len()).step_by(7) {
+            let mut bad = blob.clone();
+            bad[at] ^= 0xA5;
+            if let Ok(f) = Fdt::new(&bad) {
+                for n in f.all_nodes() {
+                    let _ = (
+                        n.properties().count(),
+                        n.children().count(),
+                        n.compatible().map(|c| c.first()),
+                    );
+                }
+                let _ = (
+                    f.find_node("/soc/serial"),
+                    f.find_node("serial1"),
+                    f.memory().regions().count(),
+                );
+            }
+        }
+    }
 }

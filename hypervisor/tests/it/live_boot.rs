@@ -9,7 +9,7 @@ use crate::common::*;
 #[test]
 fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {
     let dir = tempfile::tempdir().unwrap();
-    let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    let uboot = testkit::uboot_qemu();
     let manifest = live_manifest(
         dir.path(),
         "qemu-virt",
@@ -24,8 +24,7 @@ fn uboot_boots_the_hypervisor_and_dom0_from_the_live_image() {
     rpixen_live(&manifest, &initrd, &img);
 
     let args = virt_uboot_args(&uboot, &img);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     let outcome =
         q.wait_for(MARKER, FAILURES, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
     let status = q

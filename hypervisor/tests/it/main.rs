@@ -6,6 +6,7 @@ mod common;
 mod host_dtb;
 mod live_boot;
 mod raspi4b_boot;
+mod slots_boot;
 mod virt_boot;
 mod watchdog;
 mod xen_dropin;

@@ -15,12 +15,11 @@ fn dom0_reaches_userspace_with_four_vcpus_and_powers_off_through_psci() {
     let args = virt_direct_args(
         dir.path(),
         4,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
+        VIRT_HV_ARGS,
         "console=ttyAMA0 earlycon rdinit=/init",
         &initrd,
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let status = q
         .wait_exit(Duration::from_secs(60))
@@ -45,15 +44,8 @@ fn dom0_cannot_read_or_write_hypervisor_memory() {
         b = HV_ADDR_VIRT + 0x10_0000
     );
     let initrd = initramfs(dir.path(), &probe);
-    let args = virt_direct_args(
-        dir.path(),
-        2,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
-        "console=ttyAMA0 rdinit=/init",
-        &initrd,
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let args = virt_direct_args(dir.path(), 2, VIRT_HV_ARGS, VIRT_DOM0_ARGS, &initrd);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     q.wait_for("bss-status=", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     let out = q.output();
@@ -84,8 +76,7 @@ fn an_unexpected_el2_exception_is_reported_with_its_syndrome() {
         "console=ttyAMA0",
         &initrd,
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     let o = q
         .wait_for("hv: PANIC", &["Booting Linux", "no fault?"], Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -118,16 +109,10 @@ fn typed_input_reaches_dom0_and_its_prompt_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     // A prompt without a newline, then a command read from the console.
     let initrd = initramfs(dir.path(), "echo -n 'type a command: '; read cmd; eval \"$cmd\"");
-    let args = virt_direct_args(
-        dir.path(),
-        2,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
-        "console=ttyAMA0 rdinit=/init",
-        &initrd,
-    );
+    let args = virt_direct_args(dir.path(), 2, VIRT_HV_ARGS, VIRT_DOM0_ARGS, &initrd);
     let child = Command::new("qemu-system-aarch64")
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-        .args(&args)
+        .args(args.build())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -175,15 +160,8 @@ fn dom0_cpu_hotplug_goes_through_psci_cpu_off_and_on() {
          echo 1 > {c}/cpu1/online; echo \"after-on online=$(cat {c}/online)\""
     );
     let initrd = initramfs(dir.path(), &script);
-    let args = virt_direct_args(
-        dir.path(),
-        4,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
-        "console=ttyAMA0 rdinit=/init",
-        &initrd,
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let args = virt_direct_args(dir.path(), 4, VIRT_HV_ARGS, VIRT_DOM0_ARGS, &initrd);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     q.wait_for("after-on online=", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     q.wait_exit(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     let out = q.output();
@@ -196,17 +174,9 @@ fn dom0_cpu_hotplug_goes_through_psci_cpu_off_and_on() {
 fn dom0_reboot_resets_the_machine_through_psci() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs(dir.path(), "echo rebooting; reboot -f");
-    let mut args = virt_direct_args(
-        dir.path(),
-        2,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
-        "console=ttyAMA0 rdinit=/init",
-        &initrd,
-    );
+    let args = virt_direct_args(dir.path(), 2, VIRT_HV_ARGS, VIRT_DOM0_ARGS, &initrd);
     // With -no-reboot QEMU exits on a reset instead of restarting the machine.
-    args.push("-no-reboot".into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args.no_reboot(), 1);
     q.wait_for("rebooting", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let status = q
         .wait_exit(Duration::from_secs(60))

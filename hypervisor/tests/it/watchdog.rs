@@ -81,38 +81,18 @@ fn feed_then_starve(q: &mut testkit::Qemu, page: &str) {
 fn virt_a_fed_watchdog_keeps_dom0_running_and_a_starved_one_resets_the_board() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = starving_initramfs(dir.path());
-    let args = virt_direct_args(
-        dir.path(),
-        2,
-        "console=dtuart dtuart=serial0 sync_console dom0_mem=512M",
-        "console=ttyAMA0 rdinit=/init",
-        &initrd,
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let args = virt_direct_args(dir.path(), 2, VIRT_HV_ARGS, VIRT_DOM0_ARGS, &initrd);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     feed_then_starve(&mut q, "0xb000000");
 }
 
 /// The same on raspi4b, where the reset goes through the BCM2835 PM watchdog.
 #[test]
 fn raspi4b_a_fed_watchdog_keeps_dom0_running_and_a_starved_one_resets_the_board() {
-    use crate::raspi4b_boot::{qemu_pi_dtb, DOM0_ARGS, HV_ARGS};
     let dir = tempfile::tempdir().unwrap();
     let initrd = starving_initramfs(dir.path());
-    let dtb = qemu_pi_dtb(dir.path());
-    let k = kernel();
-    let ksize = std::fs::metadata(&k).unwrap().len();
-    let isize = std::fs::metadata(&initrd).unwrap().len();
-    add_chosen(&dtb, HV_ARGS, DOM0_ARGS, (0x100_0000, ksize), (0x400_0000, isize));
-    let (kl, il) = (
-        format!("loader,file={},addr=0x1000000,force-raw=on", k.display()),
-        format!("loader,file={},addr=0x4000000,force-raw=on", initrd.display()),
-    );
-    let hv = hv_bin();
-    let args = ["-M", "raspi4b", "-kernel", hv.to_str().unwrap(), "-dtb", dtb.to_str().unwrap()];
-    let mut args: Vec<&str> = args.to_vec();
-    args.extend(["-device", &kl, "-device", &il]);
-    let mut q = testkit::Qemu::start(&args, 2);
+    let args = crate::raspi4b_boot::pi_direct_args(dir.path(), &initrd);
+    let mut q = testkit::Qemu::start_with(&args, 2);
     feed_then_starve(&mut q, "0xfc100000");
 }
 
@@ -122,7 +102,7 @@ fn raspi4b_a_fed_watchdog_keeps_dom0_running_and_a_starved_one_resets_the_board(
 fn virt_uboot_a_starved_watchdog_resets_into_uboot_again() {
     const UBOOT_BANNER: &str = "U-Boot 20";
     let dir = tempfile::tempdir().unwrap();
-    let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    let uboot = testkit::uboot_qemu();
     let manifest = live_manifest(
         dir.path(),
         "qemu-virt",
@@ -130,14 +110,13 @@ fn virt_uboot_a_starved_watchdog_resets_into_uboot_again() {
         None,
         "serial0",
         "console=dtuart dtuart=serial0 sync_console",
-        "console=ttyAMA0 rdinit=/init",
+        VIRT_DOM0_ARGS,
     );
     let initrd = starving_initramfs(dir.path());
     let img = dir.path().join("live.raw");
     rpixen_live(&manifest, &initrd, &img);
     let args = virt_uboot_args(&uboot, &img);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     feed_then_starve(&mut q, "0xb000000");
     let out = q.output();
     assert_eq!(out.matches(UBOOT_BANNER).count(), 2, "{out}");
@@ -155,11 +134,10 @@ fn virt_a_watchdog_running_from_boot_resets_a_dom0_that_never_feeds_it() {
         dir.path(),
         2,
         "console=dtuart dtuart=serial0 sync_console dom0_mem=512M dom0_watchdog=20",
-        "console=ttyAMA0 rdinit=/init",
+        VIRT_DOM0_ARGS,
         &initrd,
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     let out = q
         .wait_for("hv: watchdog: Dom0 did not feed it for ", &["WDOG-NO-RESET"], LIMIT)
         .unwrap_or_else(|e| panic!("{e}"))

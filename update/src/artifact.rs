@@ -1,29 +1,33 @@
-//! The slot artifact: one OCI manifest holding everything a slot boots (boot script, hypervisor, Dom0
-//! kernel, device tree, initrd, root filesystem), one raw layer per file so an update that changes one
-//! file moves one blob. Written as an OCI image layout (`rpixen update build`), pushed as is.
+//! The slot artifact: one OCI manifest holding the exact bytes of a slot partition (IMGA/IMGB: a FAT
+//! with the slot's boot script, hypervisor, Dom0 kernel, device tree and initrd), cut into
+//! content-defined chunks ([`crate::chunking`]), one raw layer per chunk, in order. A device rebuilds
+//! the image from chunks its active slot already holds and downloads the rest, so an update that
+//! changes one file moves a few chunks. Written as an OCI image layout (`rpixen update build`), pushed
+//! as is, signed by cosign as any manifest.
 //!
-//! Shape (OCI 1.1 artifact guidance, with ECI's layer roles where they exist):
+//! Shape (OCI 1.1 artifact guidance):
 //! - manifest `artifactType` [`ARTIFACT_TYPE`], config the empty descriptor (`{}`), annotations
-//!   `org.opencontainers.image.{version,created,revision,source}` and [`BOARD`];
-//! - each layer [`FILE_MEDIA_TYPE`] (the file's bytes, uncompressed, so its digest is the digest of
-//!   what lands in the slot), annotated with `org.opencontainers.image.title` (the file name in the
-//!   slot), [`ROLE`] and, for kernel, initrd and root filesystem, `org.lfedge.eci.role`.
+//!   `org.opencontainers.image.{version,created,revision,source}`, [`BOARD`], and the image's
+//!   [`IMAGE_SIZE`], [`IMAGE_DIGEST`] (sha256 of the whole image) and [`CHUNKING`];
+//! - each layer [`CHUNK_MEDIA_TYPE`], the chunk's bytes; equal chunks (runs of zeros) name one blob.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
+use crate::chunking::Chunking;
 use crate::oci::{self, Descriptor, Manifest};
 
-pub const ARTIFACT_TYPE: &str = "application/vnd.rpixen.slot.v1";
-pub const FILE_MEDIA_TYPE: &str = "application/vnd.rpixen.slot.file.v1";
-pub const ROLE: &str = "dev.rpixen.slot.role";
+pub const ARTIFACT_TYPE: &str = "application/vnd.rpixen.slot.image.v1";
+pub const CHUNK_MEDIA_TYPE: &str = "application/vnd.rpixen.slot.image.chunk.v1";
+pub const IMAGE_SIZE: &str = "dev.rpixen.slot.image.size";
+pub const IMAGE_DIGEST: &str = "dev.rpixen.slot.image.digest";
+pub const CHUNKING: &str = "dev.rpixen.slot.image.chunking";
 pub const BOARD: &str = "dev.rpixen.board";
-pub const ECI_ROLE: &str = "org.lfedge.eci.role";
-pub const TITLE: &str = "org.opencontainers.image.title";
 pub const VERSION: &str = "org.opencontainers.image.version";
 pub const CREATED: &str = "org.opencontainers.image.created";
 pub const REVISION: &str = "org.opencontainers.image.revision";
@@ -42,54 +46,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
     move |source| ArtifactError::Io { path: path.to_owned(), source }
 }
 
-/// What a file is to the slot (U-Boot and the agent find files by role, not by name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// The second-stage boot script (`rpixen.scr`): load addresses and command lines of this slot.
-    BootScript,
-    Hypervisor,
-    Kernel,
-    DeviceTree,
-    Initrd,
-    Rootfs,
-}
-
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::BootScript,
-        Role::Hypervisor,
-        Role::Kernel,
-        Role::DeviceTree,
-        Role::Initrd,
-        Role::Rootfs,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::BootScript => "boot-script",
-            Role::Hypervisor => "hypervisor",
-            Role::Kernel => "kernel",
-            Role::DeviceTree => "device-tree",
-            Role::Initrd => "initrd",
-            Role::Rootfs => "rootfs",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// EVE's edge-container role, for the roles it has.
-    fn eci(self) -> Option<&'static str> {
-        match self {
-            Role::Kernel => Some("kernel"),
-            Role::Initrd => Some("initrd"),
-            Role::Rootfs => Some("disk-root"),
-            _ => None,
-        }
-    }
-}
-
 /// The manifest annotations of a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
@@ -101,38 +57,21 @@ pub struct Info {
     pub source: Option<String>,
 }
 
-/// One file of the slot, to be read once while it is written into the layout.
-pub struct Part<'a> {
-    pub role: Role,
-    pub name: String,
-    pub data: Box<dyn Read + 'a>,
-}
-
-/// One file of a slot artifact, as the device reads it from a manifest.
+/// A slot image as a device reads it from a manifest, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotFile {
-    pub role: Role,
-    pub name: String,
-    pub layer: Descriptor,
+pub struct SlotImage {
+    /// Bytes of the image (the partition may be larger).
+    pub size: u64,
+    /// `sha256:` of the whole image: what the written slot must read back as.
+    pub digest: String,
+    pub chunking: Chunking,
+    /// The image's chunks in order (a blob may appear more than once).
+    pub chunks: Vec<Descriptor>,
 }
 
-/// A file name safe to create in a slot folder: one path component, no control characters.
-fn check_name(name: &str) -> Result<(), String> {
-    let bad = name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.len() > 255
-        || name.contains(['/', '\\'])
-        || name.chars().any(char::is_control);
-    if bad {
-        return Err(format!("`{name}` is not a plain file name"));
-    }
-    Ok(())
-}
-
-/// The slot files a manifest describes, checked: the artifact type, each layer's media type, role and
-/// name, one file per role, and the roles every slot needs (hypervisor, kernel, boot script).
-pub fn slot_files(digest: &str, manifest: &Manifest) -> Result<Vec<SlotFile>, ArtifactError> {
+/// The slot image a manifest describes, checked: the artifact type, the annotations, every layer's
+/// media type and digest, and that the chunk sizes add up to the image size.
+pub fn slot_image(digest: &str, manifest: &Manifest) -> Result<SlotImage, ArtifactError> {
     let invalid = |message: String| ArtifactError::Invalid {
         what: format!("slot artifact {digest}"),
         message,
@@ -143,36 +82,58 @@ pub fn slot_files(digest: &str, manifest: &Manifest) -> Result<Vec<SlotFile>, Ar
             manifest.artifact_type
         )));
     }
-    let mut files: Vec<SlotFile> = Vec::new();
-    for layer in &manifest.layers {
-        let at = |m: String| invalid(format!("layer {}: {m}", layer.digest));
-        if layer.media_type != FILE_MEDIA_TYPE {
-            return Err(at(format!("media type `{}` is not {FILE_MEDIA_TYPE}", layer.media_type)));
-        }
-        let role = layer.annotations.get(ROLE).ok_or_else(|| at(format!("no `{ROLE}`")))?;
-        let role = Role::parse(role).ok_or_else(|| at(format!("unknown {ROLE} `{role}`")))?;
-        let name = layer.annotations.get(TITLE).ok_or_else(|| at(format!("no `{TITLE}`")))?;
-        check_name(name).map_err(at)?;
-        if let Some(f) = files.iter().find(|f| f.role == role || &f.name == name) {
-            return Err(at(format!("a second {} / `{}`", f.role.as_str(), f.name)));
-        }
-        files.push(SlotFile { role, name: name.clone(), layer: layer.clone() });
+    let annotation = |key: &str| {
+        manifest.annotations.get(key).ok_or_else(|| invalid(format!("no `{key}` annotation")))
+    };
+    let size: u64 = annotation(IMAGE_SIZE)?
+        .parse()
+        .map_err(|_| invalid(format!("`{IMAGE_SIZE}` is not a byte count")))?;
+    let image_digest = annotation(IMAGE_DIGEST)?;
+    if oci::sha256_hex(image_digest).is_none() {
+        return Err(invalid(format!("`{IMAGE_DIGEST}` is not sha256:<64 lowercase hex>")));
     }
-    for needed in [Role::BootScript, Role::Hypervisor, Role::Kernel] {
-        if !files.iter().any(|f| f.role == needed) {
-            return Err(invalid(format!("no {} layer", needed.as_str())));
+    let text = annotation(CHUNKING)?;
+    let chunking = Chunking::parse(text).ok_or_else(|| {
+        invalid(format!("`{CHUNKING}` `{text}` is not a chunking this device knows"))
+    })?;
+    let mut total = 0u64;
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        let at = |m: String| invalid(format!("layer {i} ({}): {m}", layer.digest));
+        if layer.media_type != CHUNK_MEDIA_TYPE {
+            return Err(at(format!("media type `{}` is not {CHUNK_MEDIA_TYPE}", layer.media_type)));
         }
+        if oci::sha256_hex(&layer.digest).is_none() {
+            return Err(at("the digest is not sha256:<64 lowercase hex>".into()));
+        }
+        if layer.size == 0 || layer.size > u64::from(chunking.max) {
+            return Err(at(format!("size {} is outside 1..={}", layer.size, chunking.max)));
+        }
+        total += layer.size;
     }
-    Ok(files)
+    if size == 0 || total != size {
+        return Err(invalid(format!("the chunks hold {total} bytes, `{IMAGE_SIZE}` says {size}")));
+    }
+    Ok(SlotImage { size, digest: image_digest.clone(), chunking, chunks: manifest.layers.clone() })
 }
 
-/// Writes a slot artifact as an OCI image layout at `dir` (which must not exist), tagged
-/// `info.version`. Built beside it and renamed into place, so `dir` is whole or absent. Returns the
-/// manifest's descriptor. Equal inputs give byte-identical layouts.
-pub fn write_layout(
+/// Writes the slot image `image` (a file: the partition's bytes) as an OCI image layout at `dir`
+/// (which must not exist), tagged `info.version`, with [`Chunking::DEFAULT`]. Built beside it and
+/// renamed into place, so `dir` is whole or absent. Returns the manifest's descriptor. Equal inputs
+/// give byte-identical layouts.
+pub fn write_slot_layout(
     dir: &Path,
+    image: &Path,
     info: &Info,
-    parts: Vec<Part<'_>>,
+) -> Result<Descriptor, ArtifactError> {
+    write_slot_layout_with(dir, image, info, Chunking::DEFAULT)
+}
+
+/// [`write_slot_layout`] with other chunk sizes (the benchmark compares them).
+pub fn write_slot_layout_with(
+    dir: &Path,
+    image: &Path,
+    info: &Info,
+    chunking: Chunking,
 ) -> Result<Descriptor, ArtifactError> {
     if dir.exists() {
         return Err(ArtifactError::Invalid {
@@ -186,8 +147,7 @@ pub fn write_layout(
     })?;
     let tmp =
         dir.with_file_name(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
-    let result = write_into(&tmp, info, parts);
-    match result {
+    match write_into(&tmp, image, info, chunking) {
         Ok(desc) => {
             fs::rename(&tmp, dir).map_err(io_err(dir))?;
             Ok(desc)
@@ -199,50 +159,55 @@ pub fn write_layout(
     }
 }
 
-fn write_into(tmp: &Path, info: &Info, parts: Vec<Part<'_>>) -> Result<Descriptor, ArtifactError> {
+fn check_version(version: &str) -> Result<(), ArtifactError> {
+    let tag_ok = !version.is_empty()
+        && version.len() <= 128
+        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if tag_ok {
+        return Ok(());
+    }
+    Err(ArtifactError::Invalid {
+        what: "version".into(),
+        message: format!(
+            "`{version}` is not a registry tag (1-128 letters, digits, `.`, `_`, `-`)"
+        ),
+    })
+}
+
+fn write_into(
+    tmp: &Path,
+    image: &Path,
+    info: &Info,
+    chunking: Chunking,
+) -> Result<Descriptor, ArtifactError> {
+    check_version(&info.version)?;
     let blobs = tmp.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
-    let tag_ok = !info.version.is_empty()
-        && info.version.len() <= 128
-        && info.version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !tag_ok {
-        return Err(ArtifactError::Invalid {
-            what: "version".into(),
-            message: format!(
-                "`{}` is not a registry tag (1-128 letters, digits, `.`, `_`, `-`)",
-                info.version
-            ),
+    let file = File::open(image).map_err(io_err(image))?;
+    let mut whole = Sha256::new();
+    let mut size = 0u64;
+    let mut written = HashSet::new();
+    let mut layers = Vec::new();
+    for chunk in chunking.chunks(io::BufReader::with_capacity(1 << 20, file)) {
+        let chunk = chunk.map_err(io_err(image))?;
+        whole.update(&chunk.data);
+        size += chunk.data.len() as u64;
+        if written.insert(chunk.digest.clone()) {
+            let hex = oci::sha256_hex(&chunk.digest).expect("computed sha256");
+            write_file(&blobs.join(hex), &chunk.data)?;
+        }
+        layers.push(Descriptor {
+            media_type: CHUNK_MEDIA_TYPE.into(),
+            size: chunk.data.len() as u64,
+            digest: chunk.digest,
+            annotations: BTreeMap::new(),
         });
     }
-    let mut layers = Vec::new();
-    let mut seen: Vec<(Role, String)> = Vec::new();
-    for mut part in parts {
-        check_name(&part.name).map_err(|message| ArtifactError::Invalid {
-            what: format!("{} file", part.role.as_str()),
-            message,
-        })?;
-        if seen.iter().any(|(r, n)| *r == part.role || *n == part.name) {
-            return Err(ArtifactError::Invalid {
-                what: format!("{} file `{}`", part.role.as_str(), part.name),
-                message: "given twice".into(),
-            });
-        }
-        seen.push((part.role, part.name.clone()));
-        let staging = tmp.join("blob.partial");
-        let mut out = File::create(&staging).map_err(io_err(&staging))?;
-        let (digest, size) =
-            oci::copy_hashed(&mut part.data, &mut out).map_err(io_err(&staging))?;
-        out.sync_all().map_err(io_err(&staging))?;
-        let hex = oci::sha256_hex(&digest).expect("computed sha256");
-        let path = blobs.join(hex);
-        fs::rename(&staging, &path).map_err(io_err(&path))?;
-        let mut annotations = BTreeMap::new();
-        annotations.insert(TITLE.to_owned(), part.name.clone());
-        annotations.insert(ROLE.to_owned(), part.role.as_str().to_owned());
-        if let Some(eci) = part.role.eci() {
-            annotations.insert(ECI_ROLE.to_owned(), eci.to_owned());
-        }
-        layers.push(Descriptor { media_type: FILE_MEDIA_TYPE.into(), size, digest, annotations });
+    if size == 0 {
+        return Err(ArtifactError::Invalid {
+            what: image.display().to_string(),
+            message: "is empty (a slot image holds the partition's bytes)".into(),
+        });
     }
     let config = b"{}";
     write_blob(&blobs, config)?;
@@ -256,6 +221,10 @@ fn write_into(tmp: &Path, info: &Info, parts: Vec<Part<'_>>) -> Result<Descripto
     if let Some(s) = &info.source {
         annotations.insert(SOURCE.to_owned(), s.clone());
     }
+    annotations.insert(IMAGE_SIZE.to_owned(), size.to_string());
+    annotations
+        .insert(IMAGE_DIGEST.to_owned(), format!("sha256:{}", hex::encode(whole.finalize())));
+    annotations.insert(CHUNKING.to_owned(), chunking.annotation());
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(oci::MANIFEST_V1.into()),
@@ -266,7 +235,7 @@ fn write_into(tmp: &Path, info: &Info, parts: Vec<Part<'_>>) -> Result<Descripto
     };
     // The layout must be readable by the device too: check it the way the device will.
     let bytes = manifest.to_bytes();
-    slot_files(&oci::sha256(&bytes), &manifest)?;
+    slot_image(&oci::sha256(&bytes), &manifest)?;
     write_blob(&blobs, &bytes)?;
     let mut desc = Descriptor::of(oci::MANIFEST_V1, &bytes);
     desc.annotations.insert(REF_NAME.into(), info.version.clone());
@@ -336,23 +305,6 @@ mod tests {
         }
     }
 
-    fn parts(kernel: &'static [u8]) -> Vec<Part<'static>> {
-        vec![
-            Part {
-                role: Role::BootScript,
-                name: "rpixen.scr".into(),
-                data: Box::new(&b"script"[..]),
-            },
-            Part {
-                role: Role::Hypervisor,
-                name: "rpixen-hv.bin".into(),
-                data: Box::new(&b"hv"[..]),
-            },
-            Part { role: Role::Kernel, name: "Image".into(), data: Box::new(kernel) },
-            Part { role: Role::Initrd, name: "initrd.img".into(), data: Box::new(&b"cpio"[..]) },
-        ]
-    }
-
     fn read_manifest(dir: &Path) -> (String, Manifest) {
         let index: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -363,6 +315,25 @@ mod tests {
         (digest, serde_json::from_slice(&bytes).unwrap())
     }
 
+    /// 3 MiB of varied bytes, 4 MiB of zeros, 1 MiB varied.
+    fn image(seed: u64) -> Vec<u8> {
+        let varied = |n: u32, seed: u64| -> Vec<u8> {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect()
+        };
+        let mut v = varied(3 << 20, 7);
+        v.extend(vec![0u8; 4 << 20]);
+        v.extend(varied(1 << 20, seed));
+        v
+    }
+
     #[test]
     fn dates() {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
@@ -371,66 +342,81 @@ mod tests {
     }
 
     #[test]
-    fn layout_is_reproducible_and_one_changed_file_changes_one_layer() {
+    fn layout_is_reproducible_chunks_rebuild_the_image_and_zeros_share_a_blob() {
         let tmp = tempfile::tempdir().unwrap();
-        let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
-        let da = write_layout(&a, &info(), parts(b"kernel v1")).unwrap();
-        let db = write_layout(&b, &info(), parts(b"kernel v1")).unwrap();
+        let img = tmp.path().join("slot.img");
+        fs::write(&img, image(1)).unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let da = write_slot_layout(&a, &img, &info()).unwrap();
+        let db = write_slot_layout(&b, &img, &info()).unwrap();
         assert_eq!(da, db);
         for f in ["index.json", "oci-layout"] {
             assert_eq!(fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap());
         }
-        write_layout(&c, &info(), parts(b"kernel v2")).unwrap();
-        let (digest, ma) = read_manifest(&a);
-        let (_, mc) = read_manifest(&c);
-        let changed: Vec<_> =
-            ma.layers.iter().zip(&mc.layers).filter(|(x, y)| x != y).map(|(x, _)| x).collect();
-        assert_eq!(changed.len(), 1);
-        assert_eq!(changed[0].annotations[TITLE], "Image");
-        assert_eq!(ma.annotations[CREATED], "2023-11-14T22:13:20Z");
-        assert_eq!(ma.annotations[VERSION], "1.2.0");
-        assert_eq!(ma.layers[2].annotations[ECI_ROLE], "kernel");
-        let files = slot_files(&digest, &ma).unwrap();
+        let (digest, m) = read_manifest(&a);
+        let s = slot_image(&digest, &m).unwrap();
+        let mut rebuilt = Vec::new();
+        for c in &s.chunks {
+            rebuilt.extend(
+                fs::read(a.join("blobs/sha256").join(oci::sha256_hex(&c.digest).unwrap())).unwrap(),
+            );
+        }
+        assert_eq!(rebuilt, image(1));
         assert_eq!(
-            files.iter().map(|f| f.role).collect::<Vec<_>>(),
-            [Role::BootScript, Role::Hypervisor, Role::Kernel, Role::Initrd]
+            (s.size, s.digest.as_str()),
+            (rebuilt.len() as u64, oci::sha256(&rebuilt).as_str())
         );
+        let unique: HashSet<_> = s.chunks.iter().map(|c| &c.digest).collect();
+        assert!(unique.len() < s.chunks.len(), "the zero run did not share a blob");
+        // config, manifest and one file per distinct chunk
+        assert_eq!(fs::read_dir(a.join("blobs/sha256")).unwrap().count(), unique.len() + 2);
+        assert_eq!(m.annotations[CREATED], "2023-11-14T22:13:20Z");
+        assert_eq!(m.annotations[VERSION], "1.2.0");
+        assert_eq!(m.annotations[CHUNKING], Chunking::DEFAULT.annotation());
     }
 
     #[test]
     fn bad_input_leaves_nothing_behind() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("layout");
-        let mut p = parts(b"k");
-        p[3].name = "../initrd".into();
-        let e = write_layout(&out, &info(), p).unwrap_err().to_string();
-        assert!(e.contains("initrd file") && e.contains("not a plain file name"), "{e}");
-        let e = write_layout(&out, &Info { version: "1 2".into(), ..info() }, parts(b"k"));
+        let img = tmp.path().join("slot.img");
+        fs::write(&img, b"").unwrap();
+        let e = write_slot_layout(&out, &img, &info()).unwrap_err().to_string();
+        assert!(e.contains("slot.img") && e.contains("is empty"), "{e}");
+        fs::write(&img, b"x").unwrap();
+        let e = write_slot_layout(&out, &img, &Info { version: "1 2".into(), ..info() });
         assert!(e.unwrap_err().to_string().starts_with("version: "));
-        let mut p = parts(b"k");
-        p.remove(1);
-        let e = write_layout(&out, &info(), p).unwrap_err().to_string();
-        assert!(e.contains("no hypervisor layer"), "{e}");
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+        let e = write_slot_layout(&out, &tmp.path().join("nope"), &info()).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
         fs::create_dir(&out).unwrap();
-        let e = write_layout(&out, &info(), parts(b"k")).unwrap_err().to_string();
+        let e = write_slot_layout(&out, &img, &info()).unwrap_err().to_string();
         assert!(e.contains("exists already"), "{e}");
     }
 
     #[test]
-    fn the_device_refuses_foreign_or_ambiguous_manifests() {
+    fn the_device_refuses_foreign_or_inconsistent_manifests() {
         let tmp = tempfile::tempdir().unwrap();
-        write_layout(&tmp.path().join("l"), &info(), parts(b"k")).unwrap();
+        let img = tmp.path().join("slot.img");
+        fs::write(&img, image(2)).unwrap();
+        write_slot_layout(&tmp.path().join("l"), &img, &info()).unwrap();
         let (digest, good) = read_manifest(&tmp.path().join("l"));
+        let refused = |m: &Manifest| slot_image(&digest, m).unwrap_err().to_string();
         let mut m = good.clone();
         m.artifact_type = None;
-        assert!(slot_files(&digest, &m).unwrap_err().to_string().contains("artifactType"));
+        assert!(refused(&m).contains("artifactType"));
         let mut m = good.clone();
-        m.layers[3].annotations.insert(ROLE.into(), "kernel".into());
-        let e = slot_files(&digest, &m).unwrap_err().to_string();
-        assert!(e.contains("a second kernel") && e.contains(&digest), "{e}");
+        m.layers.pop();
+        let e = refused(&m);
+        assert!(e.contains(&digest) && e.contains("the chunks hold"), "{e}");
+        let mut m = good.clone();
+        m.layers[1].digest = "sha256:../../x".into();
+        assert!(refused(&m).contains("layer 1"));
+        let mut m = good.clone();
+        m.annotations.insert(CHUNKING.into(), "fastcdc-v2020 min=1 avg=2 max=3".into());
+        assert!(refused(&m).contains(CHUNKING));
         let mut m = good;
-        m.layers[0].annotations.insert(TITLE.into(), "/boot/x".into());
-        assert!(slot_files(&digest, &m).unwrap_err().to_string().contains("not a plain file name"));
+        m.annotations.remove(IMAGE_DIGEST);
+        assert!(refused(&m).contains(IMAGE_DIGEST));
     }
 }

@@ -3,6 +3,7 @@
 //! fetch every blob, checking its digest while it streams. Nothing reaches the caller (or a slot)
 //! before its digest checked out.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub enum VerifyError {
         actual: String,
         actual_size: u64,
     },
+    #[error("{reference}: blob {digest}: download stopped by the caller after {have} of {size} bytes (kept for a resume)")]
+    Cancelled { reference: String, digest: String, have: u64, size: u64 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -154,6 +157,48 @@ impl BlobStore {
         fs::remove_file(&path).map_err(io_err(&path))?;
         Ok(None)
     }
+
+    /// Removes every blob and partial download whose digest is not in `keep`; returns the bytes freed.
+    /// Files that are not blobs (no sha256 name) are left alone.
+    pub fn prune(&self, keep: &HashSet<&str>) -> Result<u64, VerifyError> {
+        let mut freed = 0;
+        for entry in self.entries()? {
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if oci::sha256_hex(&digest).is_none() || keep.contains(digest.as_str()) {
+                continue;
+            }
+            let path = entry.path();
+            freed += entry.metadata().map_err(io_err(&path))?.len();
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        Ok(freed)
+    }
+
+    /// Bytes held: verified blobs and partial downloads.
+    pub fn usage(&self) -> Result<u64, VerifyError> {
+        let mut total = 0;
+        for entry in self.entries()? {
+            total += entry.metadata().map_err(io_err(&entry.path()))?.len();
+        }
+        Ok(total)
+    }
+
+    /// The files of both folders the store keeps: verified blobs and partial downloads.
+    fn entries(&self) -> Result<Vec<fs::DirEntry>, VerifyError> {
+        let mut all = Vec::new();
+        for sub in ["blobs/sha256", "partial"] {
+            let dir = self.dir.join(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir)(e)),
+            };
+            for entry in entries {
+                all.push(entry.map_err(io_err(&dir))?);
+            }
+        }
+        Ok(all)
+    }
 }
 
 /// Fetches every layer of a verified manifest into `store` (what is there already is re-checked, not
@@ -168,25 +213,41 @@ pub fn fetch_layers(
         .layers
         .iter()
         .enumerate()
-        .map(|(i, layer)| fetch_blob(client, verified, store, &format!("layer {i}"), layer))
+        .map(|(i, layer)| {
+            let fetched =
+                fetch_blob(client, verified, store, &format!("layer {i}"), layer, &mut |_| true)?;
+            Ok(fetched.path)
+        })
         .collect()
 }
 
-fn fetch_blob(
+/// A blob in the store, and how many of its bytes came over the network this time.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub downloaded: u64,
+}
+
+/// Fetches one blob into `store` unless it is there intact, resuming a partial download with a Range
+/// request, checking the digest of the whole blob. `on_bytes` hears of each piece received (its
+/// length); returning `false` stops the download with [`VerifyError::Cancelled`], keeping what
+/// arrived for a resume.
+pub fn fetch_blob(
     client: &Client,
     verified: &Verified,
     store: &BlobStore,
     what: &str,
     desc: &Descriptor,
-) -> Result<PathBuf, VerifyError> {
+    on_bytes: &mut dyn FnMut(u64) -> bool,
+) -> Result<Fetched, VerifyError> {
     let reference = verified.reference.to_string();
     let (done, partial) = store.paths(&desc.digest).ok_or_else(|| VerifyError::Manifest {
         reference: reference.clone(),
         digest: verified.digest.clone(),
         message: format!("{what}: unsupported digest `{}` (only sha256)", desc.digest),
     })?;
-    if let Some(p) = store.verified(desc)? {
-        return Ok(p);
+    if let Some(path) = store.verified(desc)? {
+        return Ok(Fetched { path, downloaded: 0 });
     }
     for dir in [done.parent(), partial.parent()].into_iter().flatten() {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -211,6 +272,7 @@ fn fetch_blob(
     io::copy(&mut (&mut file).take(len), &mut HashWriter(&mut hasher)).map_err(io_err(&partial))?;
     file.seek(SeekFrom::Start(len)).map_err(io_err(&partial))?;
     let mut buf = vec![0u8; 1 << 16];
+    let mut downloaded = 0u64;
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -230,9 +292,18 @@ fn fetch_blob(
         file.write_all(&buf[..take]).map_err(io_err(&partial))?;
         hasher.update(&buf[..take]);
         len += take as u64;
+        downloaded += take as u64;
         if take < n {
             len += 1; // counts as oversized below
             break;
+        }
+        if !on_bytes(take as u64) {
+            return Err(VerifyError::Cancelled {
+                reference,
+                digest: desc.digest.clone(),
+                have: len,
+                size: desc.size,
+            });
         }
     }
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -254,7 +325,7 @@ fn fetch_blob(
     fs::rename(&partial, &done).map_err(io_err(&done))?;
     let dir = done.parent().expect("blobs/sha256");
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    Ok(done)
+    Ok(Fetched { path: done, downloaded })
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

@@ -1,6 +1,8 @@
 //! rpixen-update against the real tools: Debian's `docker-registry` on 127.0.0.1 and cosign 2.5
 //! (Debian trixie) as the independent signer and verifier.
 
+mod install;
+
 use rpixen_update::cosign::{PrivateKey, PublicKey};
 use rpixen_update::oci::{self, Descriptor, Manifest};
 use rpixen_update::registry::{Client, Credentials, Reference};

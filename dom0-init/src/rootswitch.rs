@@ -1,12 +1,15 @@
-//! Leaving the initramfs for the squashfs rootfs on IMGA (or IMGB): mount it read-only under a
+//! Leaving the initramfs for the squashfs rootfs of this boot's slot: mount it read-only under a
 //! tmpfs overlay, move the early mounts into it, free the initramfs, make it `/` and exec its init.
 //!
 //! The partition is chosen by `rpixen.root=LABEL` on the kernel command line (`none` disables the
-//! switch), else IMGA. Only a squashfs there triggers the switch, so a cpio-only image boots on.
+//! switch), else by `rpixen.slot=a|b` (IMGA|IMGB: what `boot.scr` booted), else IMGA. The rootfs
+//! is the partition itself when it is a squashfs, or the file `rootfs.squashfs` on it when it is a
+//! slot's FAT (the live image's layout); with neither, a cpio-only image boots on. Only without
+//! `rpixen.slot=` is the other slot tried: a slot's kernel runs its own slot's rootfs or none.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::mount::MsFlags;
@@ -15,14 +18,38 @@ use crate::info;
 use crate::mounts::{mount_one, MountSpec};
 
 const NEWROOT: &str = "/newroot";
+/// The squashfs file on a slot's FAT (the builder's `live::slot::ROOTFS_NAME`).
+pub const SLOT_ROOTFS: &str = "rootfs.squashfs";
 
-/// Which label to look for, from the kernel command line; None: do not switch.
-pub fn root_label(cmdline: &str) -> Option<(String, bool)> {
-    let explicit = cmdline.split_whitespace().find_map(|w| w.strip_prefix("rpixen.root="));
-    match explicit {
-        Some("none") => None,
-        Some(label) => Some((label.to_owned(), true)),
-        None => Some(("IMGA".to_owned(), false)),
+/// Where to look for the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootChoice {
+    pub label: String,
+    /// Named on the command line (`rpixen.root=` or `rpixen.slot=`): worth waiting for.
+    pub explicit: bool,
+    /// The other slot may be tried when this one holds no usable rootfs.
+    pub fallback: bool,
+}
+
+/// Which partition to look at, from the kernel command line; None: do not switch.
+pub fn root_choice(cmdline: &str) -> Option<RootChoice> {
+    let word = |key: &str| cmdline.split_whitespace().find_map(|w| w.strip_prefix(key));
+    let slot = word("rpixen.slot=").and_then(|s| match s {
+        "a" => Some("IMGA"),
+        "b" => Some("IMGB"),
+        _ => None,
+    });
+    match (word("rpixen.root="), slot) {
+        (Some("none"), _) => None,
+        (Some(label), _) => {
+            Some(RootChoice { label: label.to_owned(), explicit: true, fallback: slot.is_none() })
+        }
+        (None, Some(label)) => {
+            Some(RootChoice { label: label.to_owned(), explicit: true, fallback: false })
+        }
+        (None, None) => {
+            Some(RootChoice { label: "IMGA".to_owned(), explicit: false, fallback: true })
+        }
     }
 }
 
@@ -47,37 +74,42 @@ pub fn other_slot(label: &str) -> Option<&'static str> {
     }
 }
 
-/// Tries the switch: the chosen slot, then the other one. Returns (with the reasons logged) when
-/// neither can be used; on success it does not return.
+/// Tries the switch: the chosen slot, then (without `rpixen.slot=`) the other one. Returns (with
+/// the reasons logged) when none can be used; on success it does not return.
 pub fn try_switch(cmdline: &str) {
-    let Some((label, explicit)) = root_label(cmdline) else {
+    let Some(choice) = root_choice(cmdline) else {
         return;
     };
     if !in_initramfs() {
         return;
     }
-    let mut slots = vec![label.clone()];
-    slots.extend(other_slot(&label).map(str::to_owned));
+    let mut slots = vec![choice.label.clone()];
+    if choice.fallback {
+        slots.extend(other_slot(&choice.label).map(str::to_owned));
+    }
     for (n, slot) in slots.iter().enumerate() {
-        // An explicit label is worth waiting for: the block driver may still be probing.
-        let wait = if explicit && n == 0 { Duration::from_secs(10) } else { Duration::ZERO };
-        let reason = match crate::blockdev::wait_for_partlabel(slot, wait) {
-            None => format!("no partition labelled {slot}"),
-            Some(dev) if crate::blockdev::probe_device(&dev) != Some("squashfs") => {
-                format!("{} ({slot}) holds no squashfs", dev.display())
-            }
-            Some(dev) => match switch(&dev) {
-                Err(Failure::Before(e)) => format!("{} ({slot}): {e}", dev.display()),
-                Err(Failure::After(e)) => {
-                    // Mounts have moved: there is no going back. Init carries on where it is.
-                    info!("root switch into {}: {e}", dev.display());
-                    return;
-                }
-                Ok(never) => match never {},
+        // A named partition is worth waiting for: the block driver may still be probing.
+        let wait = if choice.explicit && n == 0 { Duration::from_secs(10) } else { Duration::ZERO };
+        let (reason, quiet) = match crate::blockdev::wait_for_partlabel(slot, wait) {
+            None => (format!("no partition labelled {slot}"), false),
+            Some(dev) => match rootfs_device(&dev) {
+                Err((why, quiet)) => (format!("{} ({slot}): {why}", dev.display()), quiet),
+                Ok(rootfs) => match switch(&rootfs) {
+                    Err(Failure::Before(e)) => {
+                        undo_slot_mount();
+                        (format!("{} ({slot}): {e}", rootfs.display()), false)
+                    }
+                    Err(Failure::After(e)) => {
+                        // Mounts have moved: there is no going back. Init carries on where it is.
+                        info!("root switch into {}: {e}", rootfs.display());
+                        return;
+                    }
+                    Ok(never) => match never {},
+                },
             },
         };
-        // The default IMGA of a cpio image is empty: only say so when a switch was asked for.
-        if explicit {
+        // A cpio image's slot holds no rootfs: only say so when a raw partition was asked for.
+        if choice.explicit && !quiet {
             let next = slots
                 .get(n + 1)
                 .map(|s| format!("trying {s}"))
@@ -85,6 +117,37 @@ pub fn try_switch(cmdline: &str) {
             info!("root switch: {reason}; {next}");
         }
     }
+}
+
+const SLOT_MOUNT: &str = "/run/rpixen/slot";
+
+/// The block device holding the squashfs: `dev` itself, or a loop device over the slot FAT's
+/// `rootfs.squashfs`. Err: why not, and whether that is the normal case of a cpio-only image (a
+/// slot FAT without the file), not worth a console line.
+fn rootfs_device(dev: &Path) -> Result<PathBuf, (String, bool)> {
+    match crate::blockdev::probe_device(dev) {
+        Some("squashfs") => Ok(dev.to_owned()),
+        Some("vfat") => {
+            let source = dev.to_string_lossy();
+            mount_one(&MountSpec::new(&source, SLOT_MOUNT, "vfat", MsFlags::MS_RDONLY, None))
+                .map_err(|e| (e, false))?;
+            let file = Path::new(SLOT_MOUNT).join(SLOT_ROOTFS);
+            if !file.is_file() {
+                undo_slot_mount();
+                return Err((format!("no {SLOT_ROOTFS} in the slot"), true));
+            }
+            crate::modules::load_all(&["loop".to_owned()], false);
+            crate::loopdev::attach_read_only(&file).map_err(|e| {
+                undo_slot_mount();
+                (e, false)
+            })
+        }
+        _ => Err(("holds no squashfs".to_owned(), false)),
+    }
+}
+
+fn undo_slot_mount() {
+    let _ = nix::mount::umount2(SLOT_MOUNT, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// Mounts `dev` under an overlay at NEWROOT and enters it. Returns only on failure; a failure before
@@ -203,9 +266,17 @@ mod tests {
     }
 
     #[test]
-    fn label_from_cmdline() {
-        assert_eq!(root_label("console=ttyAMA0"), Some(("IMGA".into(), false)));
-        assert_eq!(root_label("console=ttyAMA0 rpixen.root=IMGB"), Some(("IMGB".into(), true)));
-        assert_eq!(root_label("rpixen.root=none quiet"), None);
+    fn choice_from_cmdline() {
+        let c = |label: &str, explicit, fallback| {
+            Some(RootChoice { label: label.into(), explicit, fallback })
+        };
+        assert_eq!(root_choice("console=ttyAMA0"), c("IMGA", false, true));
+        assert_eq!(root_choice("console=ttyAMA0 rpixen.root=IMGB"), c("IMGB", true, true));
+        assert_eq!(root_choice("rpixen.root=none quiet rpixen.slot=a"), None);
+        // The slot boot.scr booted: its own rootfs or none.
+        assert_eq!(root_choice("console=hvc0 rpixen.slot=b"), c("IMGB", true, false));
+        assert_eq!(root_choice("rpixen.slot=a"), c("IMGA", true, false));
+        assert_eq!(root_choice("rpixen.slot=b rpixen.root=ROOT"), c("ROOT", true, false));
+        assert_eq!(root_choice("rpixen.slot=x"), c("IMGA", false, true));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rpixen_slot_state::machine::{boot_choice, Copies};
 use rpixen_slot_state::record::{Record, Slot, SlotState, RECORD_LEN};
 use rpixen_slot_state::{uboot, COPY_STRIDE_BYTES, PARTITION_BYTES};
-use testkit::{run, Qemu};
+use testkit::{run, Qemu, QemuArgs};
 
 const MIB: u64 = 1 << 20;
 const BOOT_START: u64 = MIB;
@@ -173,8 +173,7 @@ fn booted(output: &str) -> Vec<String> {
 
 #[test]
 fn uboot_follows_the_model_for_every_state() {
-    let u_boot =
-        testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    let u_boot = testkit::uboot_qemu();
     let mut failures = Vec::new();
     for case in cases() {
         let dir = tempfile::tempdir().unwrap();
@@ -190,27 +189,8 @@ fn uboot_follows_the_model_for_every_state() {
             want_sectors[index] = record.encode();
         }
 
-        let drive = format!("if=none,file={},format=raw,id=d0", disk.display());
-        let bios = u_boot.display().to_string();
-        let mut qemu = Qemu::start(
-            &[
-                "-M",
-                "virt",
-                "-cpu",
-                "cortex-a72",
-                "-m",
-                "1024",
-                "-nic",
-                "none",
-                "-bios",
-                &bios,
-                "-drive",
-                &drive,
-                "-device",
-                "virtio-blk-device,drive=d0",
-            ],
-            1,
-        );
+        let args = QemuArgs::virt_el1().smp(1).memory("1G").bios(&u_boot).disk(&disk);
+        let mut qemu = Qemu::start_with(&args, 1);
         let exited = qemu.wait_exit(Duration::from_secs(300));
         let output = qemu.output();
         drop(qemu);

@@ -105,17 +105,37 @@ pub enum DiskError {
 /// Lays partitions out from 1 MiB, each rounded up to 1 MiB, and 1 MiB at the end for the backup GPT.
 /// GUIDs come from `ids` (disk: "disk"; partition N: "partition N").
 pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError> {
+    let order: Vec<usize> = (0..partitions.len()).collect();
+    assemble_in_order(partitions, &order, ids)
+}
+
+/// As [`assemble`], with the partitions placed on the disk in `disk_order` (indexes into
+/// `partitions`, which stay in table order: entry N is `partitions[N - 1]`). A partition added to a
+/// known layout thus keeps the other entries' numbers while the one that grows stays last.
+pub fn assemble_in_order(
+    partitions: Vec<Partition>,
+    disk_order: &[usize],
+    ids: &Ids,
+) -> Result<Disk, DiskError> {
+    let mut sorted = disk_order.to_vec();
+    sorted.sort_unstable();
+    assert!(
+        sorted.iter().copied().eq(0..partitions.len()),
+        "disk_order is a permutation of the partitions"
+    );
     let mut offset = MIB;
-    let mut parts = Vec::new();
+    let mut parts: Vec<Option<Part>> = vec![None; partitions.len()];
     let mut chunks = Vec::new();
     let mut mapped = Vec::new();
-    for (i, p) in partitions.into_iter().enumerate() {
+    let mut partitions: Vec<Option<Partition>> = partitions.into_iter().map(Some).collect();
+    for &i in disk_order {
+        let p = partitions[i].take().expect("each index once");
         let size = p.size.div_ceil(MIB) * MIB;
         let have = p.content.iter().map(Chunk::end).max().unwrap_or(0);
         if have > size {
             return Err(DiskError::TooBig { name: p.name, have, size });
         }
-        parts.push(Part {
+        parts[i] = Some(Part {
             name: p.name,
             type_guid: p.type_guid,
             guid: ids.uuid(&format!("partition {}", i + 1)),
@@ -135,6 +155,7 @@ pub fn assemble(partitions: Vec<Partition>, ids: &Ids) -> Result<Disk, DiskError
         );
         offset += size;
     }
+    let parts: Vec<Part> = parts.into_iter().map(|p| p.expect("every entry placed")).collect();
     chunks.sort_by_key(|c| c.offset);
     if let Some(w) = chunks.windows(2).find(|w| w[0].end() > w[1].offset) {
         return Err(DiskError::Overlap { at: w[1].offset });

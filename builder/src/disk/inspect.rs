@@ -2,7 +2,7 @@
 //! partition, through the same crates that wrote them.
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::fat::{self, Listed};
 use super::table::{self, ListedPart};
@@ -32,6 +32,59 @@ pub struct Report {
     pub filesystems: Vec<FatListing>,
     /// The static DomUs the boot script describes (`/chosen/<name>` `xen,domain` nodes).
     pub domains: Vec<DomainListing>,
+    /// The A/B slot-state record on the STATE partition, if the disk has one.
+    pub state: Option<StateListing>,
+}
+
+/// The STATE partition's two copies and what `boot.scr` makes of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StateListing {
+    pub partition: u32,
+    /// Each copy: `seq N: a=STATE b=STATE`, or why it is not a valid record.
+    pub copies: Vec<String>,
+    /// The newest valid copy's slot states (`None`: no valid copy).
+    pub a: Option<String>,
+    pub b: Option<String>,
+    pub seq: Option<u32>,
+    /// The slot `boot.scr` boots next, and the one it falls back to.
+    pub boots: String,
+    pub then: String,
+    /// Whether that boot spends a trial (the slot is `updating`).
+    pub trial: bool,
+}
+
+/// Reads the state from the STATE partition's bytes (at least its two copies).
+pub fn state_listing(partition: u32, bytes: &[u8]) -> StateListing {
+    use rpixen_slot_state::machine::{boot_choice, Copies};
+    use rpixen_slot_state::record::{Record, RecordError, RECORD_LEN};
+    let copy = |i: usize| -> Result<Record, RecordError> {
+        let at = i * rpixen_slot_state::COPY_STRIDE_BYTES as usize;
+        let sector: [u8; RECORD_LEN] = bytes
+            .get(at..at + RECORD_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(RecordError::NotText)?;
+        Record::decode(&sector)
+    };
+    let copies = Copies([copy(0), copy(1)]);
+    let newest = copies.newest().map(|(_, r)| r);
+    let choice = boot_choice(&copies);
+    StateListing {
+        partition,
+        copies: copies
+            .0
+            .iter()
+            .map(|c| match c {
+                Ok(r) => format!("seq {}: a={} b={}", r.seq, r.a, r.b),
+                Err(e) => format!("invalid: {e}"),
+            })
+            .collect(),
+        a: newest.map(|r| r.a.to_string()),
+        b: newest.map(|r| r.b.to_string()),
+        seq: newest.map(|r| r.seq),
+        boots: choice.slot.to_string(),
+        then: choice.then.to_string(),
+        trial: choice.write.is_some(),
+    }
 }
 
 /// One DomU as the image's second-stage boot script writes its node.
@@ -131,18 +184,49 @@ fn second_stage_text(fat: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes[at + 4..]).into_owned())
 }
 
+/// What went wrong reading an image back; each names the image and the part of it at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("{path}: {message}")]
-    Bad { path: String, message: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read the MBR")]
+    Mbr {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read the partition table")]
+    Table {
+        path: PathBuf,
+        #[source]
+        source: table::TableError,
+    },
+    #[error("{path}: cannot read partition {number}")]
+    Partition {
+        path: PathBuf,
+        number: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: partition {number}: the FAT")]
+    Fat {
+        path: PathBuf,
+        number: u32,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub fn inspect(path: &Path) -> Result<Report, InspectError> {
-    let bad = |message: String| InspectError::Bad { path: path.display().to_string(), message };
-    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let size = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let read = |source| InspectError::Read { path: path.to_owned(), source };
+    let mut f = std::fs::File::open(path).map_err(read)?;
+    let size = f.metadata().map_err(read)?.len();
     let mut mbr = [0u8; 512];
-    f.read_exact(&mut mbr).map_err(|e| bad(format!("cannot read the MBR: {e}")))?;
+    f.read_exact(&mut mbr).map_err(|source| InspectError::Mbr { path: path.to_owned(), source })?;
     let mbr_entries = (0..4)
         .filter_map(|i| {
             let e = &mbr[446 + 16 * i..462 + 16 * i];
@@ -155,12 +239,29 @@ pub fn inspect(path: &Path) -> Result<Report, InspectError> {
             })
         })
         .collect();
-    let (disk_guid, partitions) = table::read(path).map_err(|e| bad(e.to_string()))?;
+    let (disk_guid, partitions) = table::read(path)
+        .map_err(|source| InspectError::Table { path: path.to_owned(), source })?;
     let mut filesystems = Vec::new();
     let mut domains = Vec::new();
+    let mut state = None;
     for p in &partitions {
+        if p.name == rpixen_slot_state::PARTITION_NAME {
+            let len = p.size.min(rpixen_slot_state::PARTITION_BYTES) as usize;
+            let mut bytes = vec![0u8; len];
+            let partition = |source| InspectError::Partition {
+                path: path.to_owned(),
+                number: p.number,
+                source,
+            };
+            f.seek(SeekFrom::Start(p.offset)).map_err(partition)?;
+            f.read_exact(&mut bytes).map_err(partition)?;
+            state = Some(state_listing(p.number, &bytes));
+            continue;
+        }
         let mut head = [0u8; 512];
-        f.seek(SeekFrom::Start(p.offset)).map_err(|e| bad(e.to_string()))?;
+        let partition =
+            |source| InspectError::Partition { path: path.to_owned(), number: p.number, source };
+        f.seek(SeekFrom::Start(p.offset)).map_err(partition)?;
         if f.read_exact(&mut head).is_err()
             || head[510..] != [0x55, 0xAA]
             || !(head[0] == 0xEB || head[0] == 0xE9)
@@ -168,18 +269,21 @@ pub fn inspect(path: &Path) -> Result<Report, InspectError> {
             continue;
         }
         let mut data = vec![0u8; p.size as usize];
-        f.seek(SeekFrom::Start(p.offset)).map_err(|e| bad(e.to_string()))?;
-        f.read_exact(&mut data).map_err(|e| bad(format!("partition {}: {e}", p.number)))?;
+        f.seek(SeekFrom::Start(p.offset)).map_err(partition)?;
+        f.read_exact(&mut data).map_err(partition)?;
         if domains.is_empty() {
             if let Some(text) = second_stage_text(&data) {
                 domains = domains_from_script(&text);
             }
         }
-        let (label, files) = fat::list(Cursor::new(data))
-            .map_err(|e| bad(format!("partition {} FAT: {e}", p.number)))?;
+        let (label, files) = fat::list(Cursor::new(data)).map_err(|source| InspectError::Fat {
+            path: path.to_owned(),
+            number: p.number,
+            source,
+        })?;
         filesystems.push(FatListing { partition: p.number, label, files });
     }
-    Ok(Report { size, disk_guid, partitions, mbr: mbr_entries, filesystems, domains })
+    Ok(Report { size, disk_guid, partitions, mbr: mbr_entries, filesystems, domains, state })
 }
 
 /// The human-readable table.
@@ -218,6 +322,22 @@ pub fn render(r: &Report) -> String {
         for f in &fs.files {
             out.push_str(&format!("  {:>10}  {}\n", f.size, f.path));
         }
+    }
+    if let Some(st) = &r.state {
+        out.push_str(&format!("slot state (partition {}):\n", st.partition));
+        for (i, c) in st.copies.iter().enumerate() {
+            out.push_str(&format!("  copy {i}: {c}\n"));
+        }
+        match (&st.a, &st.b) {
+            (Some(a), Some(b)) => out.push_str(&format!("  slot a: {a}, slot b: {b}\n")),
+            _ => out.push_str("  no valid copy\n"),
+        }
+        out.push_str(&format!(
+            "  boot.scr boots slot {}{}, then slot {}\n",
+            st.boots,
+            if st.trial { " (its trial boot)" } else { "" },
+            st.then
+        ));
     }
     if !r.domains.is_empty() {
         out.push_str("domains (/chosen xen,domain nodes):\n");

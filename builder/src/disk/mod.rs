@@ -11,7 +11,9 @@ pub mod output;
 pub mod source;
 pub mod table;
 
-pub use assemble::{assemble, volume_chunks, Chunk, Data, Disk, DiskError, Partition};
+pub use assemble::{
+    assemble, assemble_in_order, volume_chunks, Chunk, Data, Disk, DiskError, Partition,
+};
 
 /// Where a `Seek` on an in-memory stand-in for a `len`-byte device lands; `what` names the device
 /// in the error for a position before its start.

@@ -20,14 +20,18 @@ pub const TYPE_EFI: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 pub const TYPE_IMG: &str = "5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6";
 pub const TYPE_CONFIG: &str = "13307E62-CD9C-4920-8F9B-91B45828B798";
 pub const TYPE_PERSIST: &str = "5F24425A-2DFA-11E8-A270-7B663FACCC2C";
+/// The A/B slot-state record (rpixen-slot-state); found by name (`STATE`), the type only keeps
+/// tools that probe Linux data partitions away from it.
+pub const TYPE_STATE: &str = "5194614F-5778-480C-BA50-9FAD0A89B723";
 /// GPT attribute bit 2: legacy BIOS bootable (U-Boot's `part list -bootable` looks for it).
 pub const ATTR_LEGACY_BOOTABLE: u64 = 1 << 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("GPT: {0}")]
+    // The gpt crate's errors say "GPT ..." themselves; the caller says which disk.
+    #[error(transparent)]
     Gpt(#[from] gpt::GptError),
-    #[error("GPT: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -70,6 +70,18 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// The variables a first stage may set to add words to the command lines (each value starts with a
+/// space): the slot's `rpixen.slot=` for Dom0, a trial boot's `dom0_watchdog=` for the hypervisor.
+/// Unset, they expand to nothing, so netboot and the installer pass the manifest's lines unchanged.
+pub const HV_EXTRA_VAR: &str = "rpixen_hv_extra";
+pub const DOM0_EXTRA_VAR: &str = "rpixen_dom0_extra";
+
+/// `args` quoted, followed inside the quotes by the value of U-Boot variable `var`.
+fn with_extra(args: &str, var: &str) -> String {
+    let q = quote(args);
+    format!("{}${{{var}}}\"", &q[..q.len() - 1])
+}
+
 /// Lines that load one file and keep its size (`${filesize}` is hex without `0x`) in `size_var`.
 fn load(out: &mut String, what: &str, addr: u64, file: &str, size_var: &str) {
     out.push_str(&format!("echo \"rpixen: loading {what} {file} at {addr:#x}\"\n"));
@@ -122,14 +134,20 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
     out.push_str("fdt resize 1024\n");
     out.push_str("fdt set /chosen \\#address-cells <0x2>\n");
     out.push_str("fdt set /chosen \\#size-cells <0x2>\n");
-    out.push_str(&format!("fdt set /chosen xen,xen-bootargs {}\n", quote(s.hypervisor_args)));
+    out.push_str(&format!(
+        "fdt set /chosen xen,xen-bootargs {}\n",
+        with_extra(s.hypervisor_args, HV_EXTRA_VAR)
+    ));
     out.push_str("fdt mknod /chosen dom0\n");
     out.push_str("fdt set /chosen/dom0 compatible \"multiboot,kernel\" \"multiboot,module\"\n");
     out.push_str(&format!(
         "fdt set /chosen/dom0 reg <0x0 {:#x} 0x0 ${{rpixen_kernel_size}}>\n",
         p.kernel
     ));
-    out.push_str(&format!("fdt set /chosen xen,dom0-bootargs {}\n", quote(s.dom0_args)));
+    out.push_str(&format!(
+        "fdt set /chosen xen,dom0-bootargs {}\n",
+        with_extra(s.dom0_args, DOM0_EXTRA_VAR)
+    ));
     out.push_str("fdt mknod /chosen dom0-ramdisk\n");
     out.push_str(
         "fdt set /chosen/dom0-ramdisk compatible \"multiboot,ramdisk\" \"multiboot,module\"\n",
@@ -209,6 +227,68 @@ pub fn disk_boot(script_addr: u64) -> String {
         "setenv rpixen_loadcmd 'load ${devtype} ${devnum}:${distro_bootpart} ${rpixen_addr} ${rpixen_file}'\n",
     );
     source_second_stage(&mut out, script_addr);
+    out
+}
+
+/// The watchdog of a trial boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrialWatchdog {
+    /// The hypervisor's `dom0_watchdog=`: Dom0's SP805 runs from boot with this timeout.
+    pub secs: u32,
+    /// Dom0's `watchdog.open_timeout=`: once `sp805_wdt` has registered the running SP805, Linux's
+    /// watchdog core feeds it for this long only, so a trial whose userspace never opens
+    /// `/dev/watchdog` (init or the agent hung or failed) is reset too. Without it the core would
+    /// feed it forever.
+    pub open_timeout_secs: u32,
+}
+
+/// The GPT names of the two slot partitions, as `boot.scr` finds them.
+pub const SLOT_PARTITIONS: [(&str, &str); 2] = [("a", "IMGA"), ("b", "IMGB")];
+
+/// `boot.scr` for an A/B disk: `rpixen_slot_state::uboot::choose_slot` picks the slot (and spends a
+/// due trial) and runs `rpixen_boot_slot`, defined here: find the slot's partition by name, load its
+/// second stage from it and source it, the second stage loading the rest from the same partition.
+/// `rpixen_boot_slot` returns only when the slot cannot boot (a file fails to load), so the chooser
+/// goes on to the other slot. On the trial boot of a slot the hypervisor gets `dom0_watchdog=`
+/// and Dom0 `watchdog.open_timeout=` (`trial_watchdog`; None for hypervisors without one), so a
+/// hang ends in a reset, which boots the committed slot.
+pub fn slot_boot(script_addr: u64, scratch: u64, trial_watchdog: Option<TrialWatchdog>) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# rpixen boot.scr (A/B disk): chooses a slot from the STATE partition and runs\n",
+    );
+    out.push_str(&format!("# the {SECOND_STAGE} of its partition (IMGA or IMGB).\n"));
+    let [(a, part_a), (b, part_b)] = SLOT_PARTITIONS;
+    let mut body = vec![
+        format!("setenv rpixen_part; setenv {HV_EXTRA_VAR}"),
+        format!(
+            "if test \"${{rpixen_slot}}\" = {a}; then part number ${{devtype}} ${{devnum}} {part_a} rpixen_part; fi"
+        ),
+        format!(
+            "if test \"${{rpixen_slot}}\" = {b}; then part number ${{devtype}} ${{devnum}} {part_b} rpixen_part; fi"
+        ),
+        format!("setenv {DOM0_EXTRA_VAR} \" rpixen.slot=${{rpixen_slot}}\""),
+    ];
+    if let Some(TrialWatchdog { secs, open_timeout_secs }) = trial_watchdog {
+        body.push(format!(
+            "if test \"${{rpixen_slot}}\" = \"${{rpixen_trial}}\"; then setenv {HV_EXTRA_VAR} \" dom0_watchdog={secs}\"; \
+             setenv {DOM0_EXTRA_VAR} \" rpixen.slot=${{rpixen_slot}} watchdog.open_timeout={open_timeout_secs}\"; fi"
+        ));
+    }
+    body.push("if test -n \"${rpixen_part}\"; then run rpixen_source_slot; else echo \"rpixen: no partition for slot ${rpixen_slot}\"; fi".into());
+    out.push_str(
+        "setenv rpixen_loadcmd 'load ${devtype} ${devnum}:${rpixen_part} ${rpixen_addr} ${rpixen_file}'\n",
+    );
+    // No `exit` here: inside `run` it would end boot.scr itself; a slot that fails to load must
+    // only return, so the chooser tries the other slot.
+    out.push_str(&format!(
+        "setenv rpixen_source_slot 'setenv rpixen_addr {script_addr:#x}; setenv rpixen_file {SECOND_STAGE}; \
+         setenv filesize; run rpixen_loadcmd; if test -n \"${{filesize}}\"; then \
+         echo \"rpixen: running {SECOND_STAGE} of slot ${{rpixen_slot}}\"; source {script_addr:#x}; \
+         else echo \"rpixen: cannot load {SECOND_STAGE} of slot ${{rpixen_slot}}\"; fi'\n"
+    ));
+    out.push_str(&format!("setenv rpixen_boot_slot '{}'\n", body.join("; ")));
+    out.push_str(&rpixen_slot_state::uboot::choose_slot(scratch));
     out
 }
 
@@ -299,7 +379,9 @@ mod tests {
             "fdt set /chosen/dom0-ramdisk compatible \"multiboot,ramdisk\" \"multiboot,module\"\n"
         ));
         assert!(
-            s.contains("fdt set /chosen xen,dom0-bootargs \"console=hvc0 x=\\\"\\$y\\\"\"\n"),
+            s.contains(
+                "fdt set /chosen xen,dom0-bootargs \"console=hvc0 x=\\\"\\$y\\\"${rpixen_dom0_extra}\"\n"
+            ),
             "{s}"
         );
         assert!(s.ends_with("setenv fdt_high 0xffffffffffffffff\necho \"rpixen: starting the hypervisor\"\nbooti 0x50200000 - 0x52c00000\n"), "{s}");
@@ -408,6 +490,29 @@ fdt set /chosen/db xen,static-mem <0x0 0x60000000 0x0 0x10000000>
         assert!(n.contains("dhcp\nsetenv serverip 10.0.2.2\n"));
         assert!(net_boot(0x5000_0000, "10.0.2.2", Some("10.0.2.15"))
             .contains("setenv ipaddr 10.0.2.15\n"));
+    }
+
+    #[test]
+    fn slot_boot_defines_what_the_chooser_runs() {
+        let s = slot_boot(
+            0x5000_0000,
+            0x501f_f000,
+            Some(TrialWatchdog { secs: 60, open_timeout_secs: 180 }),
+        );
+        // Defined before the chooser's text, which ends in `run rpixen_boot_slot`.
+        let chooser = s.find("# rpixen slot choice").unwrap();
+        assert!(s.find("setenv rpixen_boot_slot '").unwrap() < chooser);
+        assert!(s.contains("part number ${devtype} ${devnum} IMGA rpixen_part"));
+        assert!(s.contains("part number ${devtype} ${devnum} IMGB rpixen_part"));
+        assert!(s.contains("setenv rpixen_dom0_extra \" rpixen.slot=${rpixen_slot}\""));
+        assert!(s.contains(
+            "if test \"${rpixen_slot}\" = \"${rpixen_trial}\"; then setenv rpixen_hv_extra \" dom0_watchdog=60\"; \
+             setenv rpixen_dom0_extra \" rpixen.slot=${rpixen_slot} watchdog.open_timeout=180\"; fi"
+        ));
+        // A slot that does not load returns to the chooser: no `exit` outside the second stage.
+        assert!(!s.contains("exit"), "{s}");
+        let plain = slot_boot(0x5000_0000, 0x501f_f000, None);
+        assert!(!plain.contains("dom0_watchdog") && !plain.contains("open_timeout"));
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! | 3 | INSTALLER | the live image, byte for byte from offset 0 |
 //!
 //! The installer's initramfs records the payload's size and sha256 in `/etc/rpixen/installer`, so
-//! the device checks the payload before writing and verifies the target by reading it back. The
+//! the device checks the payload before writing and verifies the target by reading it back. It also
+//! lists the BOOT files a user edits on the flashed medium ([`CARRIED_BOOT_FILES`]): the installer
+//! copies those it finds on its own BOOT FAT into the target's, so a `config.txt` edited or a NoCloud
+//! `user-data` added (by rpi-imager, say) on the installer medium is what the installed system reads. The
 //! medium has no PERSIST and no IMGA: nothing on it can be mistaken for an installed system.
 
 use std::io::Write;
@@ -31,6 +34,9 @@ use init_config::{InitConfig, Service};
 pub const PAYLOAD_FILE: &str = "/etc/rpixen/installer";
 /// The payload partition's GPT name (dom0-init's `install::PAYLOAD_LABEL`).
 pub const PAYLOAD_LABEL: &str = "INSTALLER";
+/// The files of the installer medium's BOOT FAT that the installer carries onto the target's: the
+/// Pi firmware's `config.txt` and cloud-init's NoCloud files, as rpi-imager writes them.
+pub const CARRIED_BOOT_FILES: &[&str] = &["config.txt", "user-data", "network-config", "meta-data"];
 /// Linux's generic data type: the payload is a raw disk image, not a filesystem anyone mounts.
 const TYPE_PAYLOAD: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
@@ -58,7 +64,11 @@ pub fn installer_cmdline(live: &str, o: &InstallOptions) -> String {
 
 /// The payload's description, as dom0-init's `install::plan::parse_payload` reads it.
 pub fn payload_text(size: u64, sha256: &str) -> String {
-    format!("size {size}\nsha256 {sha256}\n")
+    let mut text = format!("size {size}\nsha256 {sha256}\n");
+    for name in CARRIED_BOOT_FILES {
+        text.push_str(&format!("carry {name}\n"));
+    }
+    text
 }
 
 /// The installer's plan: the live plan's boot chain and rootfs layers, an initramfs (whatever the
@@ -114,14 +124,10 @@ fn entries(v: &[NamedFile]) -> Vec<Entry<'_>> {
     v.iter().map(|f| Entry { path: &f.name, source: &f.data }).collect()
 }
 
-fn field(field: &str, message: impl Into<String>) -> LiveError {
-    LiveError::Field { field: field.to_owned(), message: message.into() }
-}
-
 /// Builds the live image (`inputs`), then the installer disk that carries it.
 pub fn installer(inputs: &Inputs<'_>, o: &InstallOptions) -> Result<Disk, LiveError> {
     let payload = live::live(inputs)?;
-    let sha256 = disk_sha256(&payload).map_err(|e| field("payload", e.to_string()))?;
+    let sha256 = disk_sha256(&payload).map_err(live::read_err("the live image it carries"))?;
     let plan = installer_plan(inputs.plan, o, payload.len, &sha256);
     let ins = Inputs { plan: &plan, seed: inputs.seed, initrd: None, epoch: inputs.epoch };
     let set = live::boot_set(&ins)?;
@@ -147,7 +153,7 @@ pub fn installer(inputs: &Inputs<'_>, o: &InstallOptions) -> Result<Disk, LiveEr
     for (dir, list) in [("boot", &boot_files), ("config", &config_files)] {
         for f in list.iter() {
             hash.add_source(&format!("{dir}/{}", f.name), &f.data)
-                .map_err(|e| field(&f.name, e.to_string()))?;
+                .map_err(live::read_err(&f.name))?;
         }
     }
     let ids = Ids::new(hash.finish(), inputs.seed);
@@ -227,6 +233,9 @@ mod tests {
 
     #[test]
     fn payload_text_is_what_the_device_parses() {
-        assert_eq!(payload_text(1 << 20, "ab"), "size 1048576\nsha256 ab\n");
+        assert_eq!(
+            payload_text(1 << 20, "ab"),
+            "size 1048576\nsha256 ab\ncarry config.txt\ncarry user-data\ncarry network-config\ncarry meta-data\n"
+        );
     }
 }

@@ -61,9 +61,5 @@ pub fn run(mut args: InstallerArgs) -> anyhow::Result<()> {
     let options = InstallOptions { target: args.install_target.clone(), wipe: args.wipe };
     let disk = installer::installer(&inputs, &options)
         .with_context(|| format!("building the installer image for {}", args.target))?;
-    match &args.output {
-        Some(p) => output::to_file(&disk, p)?,
-        None => output::to_stdout(&disk)?,
-    }
-    Ok(())
+    super::live::write_image(&disk, args.output.as_deref(), "installer image")
 }

@@ -23,6 +23,10 @@ pub struct LiveArgs {
     /// Use this initramfs for Dom0 instead of building one from the manifest's `rootfs:`.
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
+    /// Write only the slot image to FILE: the exact bytes of the IMGA partition (second stage,
+    /// hypervisor, kernel, initrd, DTB, rootfs), what an update writes into the inactive slot.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["output", "xz", "bmap", "sha256", "release", "imager_url"])]
+    pub slot_image: Option<PathBuf>,
     /// Also write FILE.xz: multi-block xz, which `xz -T0` and rpi-imager decode on several threads.
     #[arg(long, help_heading = "Release files (next to -o FILE)")]
     pub xz: bool,
@@ -124,6 +128,9 @@ pub fn load_target(target: &str) -> anyhow::Result<Plan> {
 
 pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let epoch = ids::source_date_epoch().map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.slot_image {
+        return slot_image(&args, path, epoch);
+    }
     if args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         // Checked before the work, so a user who forgot `>` learns it at once.
         return Err(output::OutputError::Terminal.into());
@@ -151,25 +158,56 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     };
     let disk =
         live::live(&inputs).with_context(|| format!("building the image for {}", args.target))?;
-    // Hashed on a second thread while the image is written: the same bytes, zeros included.
-    let digest = std::thread::scope(|scope| -> anyhow::Result<String> {
-        let digest = scope.spawn(|| content_digest(&disk));
-        match &args.output {
-            Some(p) => output::to_file(&disk, p)?,
-            None => output::to_stdout(&disk)?,
-        }
-        digest.join().expect("the digest thread does not panic").context("hashing the image")
-    })?;
-    eprintln!(
-        "rpixen: image {digest} ({} bytes: sha256 of the whole disk image as written, holes as zeros; `sha256sum` of the file prints the same)",
-        disk.len
-    );
+    write_image(&disk, args.output.as_deref(), "image")?;
     if let Some(p) = args.output.as_ref().filter(|_| release_opts.any()) {
         let r = release::write(&disk, p, &release_opts, imager.as_ref())?;
         for f in &r.files {
-            eprintln!("rpixen: wrote {}", f.display());
+            rpixen::report::status(format_args!("wrote {}", f.display()));
         }
     }
+    Ok(())
+}
+
+fn slot_image(args: &LiveArgs, path: &Path, epoch: u64) -> anyhow::Result<()> {
+    let mut plan = load_target(&args.target)?;
+    super::container::override_config_files(&mut plan)?;
+    let inputs = live::Inputs {
+        plan: &plan,
+        seed: args.seed.as_deref(),
+        initrd: args.initrd.as_deref(),
+        epoch,
+    };
+    let image = live::slot::slot_image(&inputs)
+        .with_context(|| format!("building the slot image for {}", args.target))?;
+    output::to_file(&image, path)?;
+    rpixen::report::status(format_args!(
+        "slot image {} ({} bytes: the IMGA partition)",
+        content_digest(&image).context("hashing the slot image")?,
+        image.len
+    ));
+    Ok(())
+}
+
+/// Writes `disk` to `output` (or stdout) and reports its digest (`rpixen: image sha256:...`, which
+/// scripts and tests read); `what` names the kind of image.
+pub(crate) fn write_image(
+    disk: &rpixen::disk::Disk,
+    output: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<()> {
+    // Hashed on a second thread while the image is written: the same bytes, zeros included.
+    let digest = std::thread::scope(|scope| -> anyhow::Result<String> {
+        let digest = scope.spawn(|| content_digest(disk));
+        match output {
+            Some(p) => output::to_file(disk, p)?,
+            None => output::to_stdout(disk)?,
+        }
+        digest.join().expect("the digest thread does not panic").context("hashing the image")
+    })?;
+    rpixen::report::status(format_args!(
+        "{what} {digest} ({} bytes: sha256 of the whole disk image as written, holes as zeros; `sha256sum` of the file prints the same)",
+        disk.len
+    ));
     Ok(())
 }
 

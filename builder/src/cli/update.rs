@@ -6,19 +6,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use rpixen::disk::ids;
-use rpixen::live::{self, INITRD_NAME, KERNEL_NAME};
-use rpixen::manifest::{BoardKind, HypervisorKind, RootfsFormat};
+use rpixen::live;
+use rpixen::manifest::BoardKind;
 use rpixen::oci::{self, layout::Layout, registry};
-use rpixen::uboot::bootscript::SECOND_STAGE;
-use rpixen_update::artifact::{self, Info, Part, Role};
+use rpixen_update::artifact::{self, Info};
 use rpixen_update::cosign::{PrivateKey, PublicKey};
 use rpixen_update::registry::{Client, Credentials, Reference};
 use rpixen_update::verify::{self, BlobStore};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UpdateCommand {
-    /// Write a slot artifact (boot script, hypervisor, kernel, device tree, initrd, rootfs) as an OCI
-    /// image layout.
+    /// Write a slot artifact (the slot partition's image: boot script, hypervisor, kernel, device
+    /// tree, initrd; cut into content-defined chunks) as an OCI image layout.
     Build(BuildArgs),
     /// Push a slot artifact layout to a registry (and sign it with --key).
     Push(PushArgs),
@@ -47,6 +46,9 @@ pub struct BuildArgs {
     /// Use this initramfs for Dom0 instead of building one from the manifest's `rootfs:`.
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
+    /// Package this slot partition image as it is instead of building one.
+    #[arg(long, value_name = "FILE", conflicts_with = "initrd")]
+    pub slot_image: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -87,7 +89,7 @@ pub struct VerifyArgs {
     pub key: PathBuf,
     /// The artifact: `host/repository:tag` or `host/repository@sha256:...`.
     pub reference: String,
-    /// Also fetch every file into this blob store, checking each digest.
+    /// Also fetch every chunk into this blob store, checking each digest.
     #[arg(long, value_name = "DIR")]
     pub fetch: Option<PathBuf>,
     #[command(flatten)]
@@ -106,60 +108,45 @@ pub fn run(command: UpdateCommand) -> anyhow::Result<()> {
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let epoch = ids::source_date_epoch().map_err(anyhow::Error::msg)?;
     let plan = super::live::load_target(&args.target)?;
-    let inputs = live::Inputs { plan: &plan, seed: None, initrd: args.initrd.as_deref(), epoch };
-    // The same files `rpixen live` puts on the boot FAT for the second stage, from the same code.
-    let set = live::boot_set(&inputs)?;
-    let hypervisor = match plan.hypervisor.kind {
-        HypervisorKind::Rpixen => "rpixen-hv.bin",
-        HypervisorKind::Xen => "xen",
+    let image = match &args.slot_image {
+        Some(path) => path.clone(),
+        None => {
+            let file =
+                tempfile::NamedTempFile::new().context("a temporary file for the slot image")?;
+            write_slot_fat(&plan, &args, epoch, file.path())?;
+            file.into_temp_path().keep().context("keeping the slot image")?
+        }
     };
-    let dtb = plan.board.dtb.as_ref().map(|d| d.base_name());
-    let mut parts = Vec::new();
-    for f in &set.loaded {
-        let role = match f.name.as_str() {
-            n if n == SECOND_STAGE => Role::BootScript,
-            n if n == KERNEL_NAME => Role::Kernel,
-            n if n == INITRD_NAME => Role::Initrd,
-            n if n == hypervisor => Role::Hypervisor,
-            n if Some(n) == dtb.as_deref() => Role::DeviceTree,
-            n => anyhow::bail!("the boot set has a file `{n}` with no slot role"),
-        };
-        let bytes = f.data.bytes().with_context(|| format!("reading {}", f.name))?.into_owned();
-        parts.push(Part {
-            role,
-            name: f.name.clone(),
-            data: Box::new(std::io::Cursor::new(bytes)),
-        });
-    }
-    if plan.rootfs.format == RootfsFormat::Squashfs {
-        let mut file = tempfile::tempfile().context("a temporary file for the root filesystem")?;
-        rpixen::rootfs::build(
-            &oci::OciOptions::from_env(),
-            &plan,
-            RootfsFormat::Squashfs,
-            &mut file,
-        )
-        .context("building the squashfs root filesystem")?;
-        std::io::Seek::rewind(&mut file).context("rewinding the root filesystem")?;
-        parts.push(Part {
-            role: Role::Rootfs,
-            name: "rootfs.squashfs".into(),
-            data: Box::new(file),
-        });
-    }
     let board = match plan.board.kind {
         BoardKind::Rpi4 => "rpi4",
         BoardKind::QemuVirt => "qemu-virt",
     };
     let info = Info {
-        version: args.version,
+        version: args.version.clone(),
         epoch,
         board: board.into(),
-        revision: args.revision,
-        source: args.source,
+        revision: args.revision.clone(),
+        source: args.source.clone(),
     };
-    let desc = artifact::write_layout(&args.output, &info, parts)?;
+    let result = artifact::write_slot_layout(&args.output, &image, &info);
+    if args.slot_image.is_none() {
+        let _ = std::fs::remove_file(&image);
+    }
+    let desc = result?;
     println!("{} {} ({} bytes)", args.output.display(), desc.digest, desc.size);
+    Ok(())
+}
+
+/// The slot image `rpixen live` writes into IMGA and IMGB for the same inputs, from the same code.
+fn write_slot_fat(
+    plan: &rpixen::manifest::Plan,
+    args: &BuildArgs,
+    epoch: u64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let inputs = live::Inputs { plan, seed: None, initrd: args.initrd.as_deref(), epoch };
+    live::slot::build_slot_image(&inputs, out)
+        .with_context(|| format!("building the slot image {}", out.display()))?;
     Ok(())
 }
 
@@ -239,19 +226,19 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let key = PublicKey::from_pem(&args.key.display().to_string(), &pem)?;
     let client = client(&reference, &args.registry)?;
     let verified = verify::verify_signed(&client, &reference, &key)?;
-    let files = artifact::slot_files(&verified.digest, &verified.manifest)?;
+    let image = artifact::slot_image(&verified.digest, &verified.manifest)?;
     if let Some(dir) = &args.fetch {
         verify::fetch_layers(&client, &verified, &BlobStore::new(dir))?;
     }
     println!("{}: signature verified", verified.reference);
-    for f in files {
-        println!(
-            "  {:<12} {:<24} {} ({} bytes)",
-            f.role.as_str(),
-            f.name,
-            f.layer.digest,
-            f.layer.size
-        );
-    }
+    let distinct: std::collections::HashSet<_> = image.chunks.iter().map(|c| &c.digest).collect();
+    println!(
+        "  slot image {} ({} bytes), {} chunks ({} distinct), {}",
+        image.digest,
+        image.size,
+        image.chunks.len(),
+        distinct.len(),
+        image.chunking.annotation()
+    );
     Ok(())
 }

@@ -39,13 +39,14 @@ fn domain_rootfs_plan(plan: &Plan, d: &Domain) -> Plan {
 
 fn build_initrd(plan: &Plan, index: usize, d: &Domain) -> Result<Vec<u8>, LiveError> {
     use std::io::{Read, Seek};
-    let err = |e: &dyn std::fmt::Display| field(&format!("domains[{index}].rootfs"), e.to_string());
-    let mut tmp = tempfile::tempfile().map_err(|e| err(&e))?;
+    let mut tmp = tempfile::tempfile().map_err(LiveError::RootfsTemp)?;
     let opts = crate::oci::OciOptions::from_env();
-    crate::rootfs::build(&opts, &domain_rootfs_plan(plan, d), Domain::ROOTFS_FORMAT, &mut tmp)
-        .map_err(|e| err(&e))?;
+    let built =
+        crate::rootfs::build(&opts, &domain_rootfs_plan(plan, d), Domain::ROOTFS_FORMAT, &mut tmp)
+            .map_err(|source| LiveError::DomainRootfs { index, source })?;
+    super::report_rootfs(&format!("domain {}'s rootfs", d.name), Domain::ROOTFS_FORMAT, &built);
     let mut bytes = Vec::new();
-    tmp.rewind().and_then(|_| tmp.read_to_end(&mut bytes)).map_err(|e| err(&e))?;
+    tmp.rewind().and_then(|_| tmp.read_to_end(&mut bytes)).map_err(LiveError::RootfsTemp)?;
     Ok(bytes)
 }
 
@@ -67,9 +68,9 @@ pub fn gather(
                 Some((_, name, len)) => (name.clone(), *len),
                 None => {
                     let data = files::open(&d.kernel, &kernel_field)?;
-                    let head = data.head(64).map_err(|e| {
-                        field(&kernel_field, format!("cannot read the Image header: {e}"))
-                    })?;
+                    let head = data
+                        .head(64)
+                        .map_err(super::read_err(&format!("`{kernel_field}`'s Image header")))?;
                     layout::check_dom0_kernel(&kernel_field, &head)?;
                     let name = format!("{}/{}", folder(&d.name), d.kernel.base_name());
                     let len = data.len();

@@ -9,8 +9,14 @@ use crate::manifest::FileSource;
 pub enum FileError {
     #[error("`{field}`: cannot read {path}")]
     Host { field: String, path: PathBuf, source: std::io::Error },
-    #[error("`{field}`: cannot read {path} from image {image}: {message}")]
-    Image { field: String, image: String, path: String, message: String },
+    #[error("`{field}`: cannot read {path} from image {image}")]
+    Image {
+        field: String,
+        image: String,
+        path: String,
+        #[source]
+        source: Box<crate::oci::OciError>,
+    },
 }
 
 /// Opens a file reference; `field` is the manifest field it came from (for errors). Host files are
@@ -41,11 +47,11 @@ pub fn read(fref: &FileSource, field: &str) -> Result<Vec<u8>, FileError> {
         }),
         FileSource::InImage { image, path } => {
             let opts = crate::oci::OciOptions::from_env();
-            crate::rootfs::read_file(&opts, image, path).map_err(|e| FileError::Image {
+            crate::rootfs::read_file(&opts, image, path).map_err(|source| FileError::Image {
                 field: field.to_owned(),
                 image: image.clone(),
                 path: path.clone(),
-                message: crate::error::one_line(&e),
+                source: Box::new(source),
             })
         }
     }

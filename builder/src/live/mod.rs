@@ -6,6 +6,7 @@ pub mod domains;
 pub mod dtb;
 pub mod files;
 pub mod release;
+pub mod slot;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ use crate::uboot::bootscript::{self, DomainNode, DtbSource, SecondStage, SECOND_
 use crate::uboot::configtxt::{self, UBOOT_NAME};
 use crate::uboot::load::{self as layout, LayoutError, Sizes, Window};
 use crate::uboot::uimage::{self, ScriptImage};
+use rpixen_slot_state as slot_state;
 
 pub const BOOT_SCRIPT: &str = "boot.scr";
 pub const KERNEL_NAME: &str = "Image";
@@ -43,8 +45,25 @@ pub enum LiveError {
     Disk(#[from] disk::DiskError),
     #[error("`{field}`: {message}")]
     Field { field: String, message: String },
-    #[error("rootfs: {0}")]
-    Rootfs(String),
+    #[error("cannot build Dom0's root filesystem (`rootfs:`)")]
+    Rootfs(#[source] crate::rootfs::RootfsError),
+    #[error("`domains[{index}].rootfs`: cannot build the domain's root filesystem")]
+    DomainRootfs {
+        index: usize,
+        #[source]
+        source: crate::rootfs::RootfsError,
+    },
+    #[error("a temporary file for a root filesystem")]
+    RootfsTemp(#[source] std::io::Error),
+    /// A file's bytes could not be read while the image was being put together.
+    #[error("cannot read {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Output(#[from] crate::disk::output::OutputError),
     #[error("cannot write {path}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -85,8 +104,9 @@ pub struct BootSet {
     pub card: Vec<NamedFile>,
 }
 
-fn field_err(name: &str, message: String) -> LiveError {
-    field(name, message)
+/// For `map_err` on reading a file's bytes: which file.
+pub(crate) fn read_err(name: &str) -> impl FnOnce(std::io::Error) -> LiveError + '_ {
+    move |source| LiveError::Read { name: name.to_owned(), source }
 }
 
 fn field(field: &str, message: impl Into<String>) -> LiveError {
@@ -103,14 +123,26 @@ fn hypervisor_name(kind: HypervisorKind) -> &'static str {
 /// Runs the rootfs builder (`rootfs:` OCI layers + files + dom0-init) in `format`.
 fn build_rootfs(inputs: &Inputs<'_>, format: RootfsFormat) -> Result<Vec<u8>, LiveError> {
     use std::io::{Read, Seek};
-    let rootfs_err =
-        |e: &(dyn std::error::Error + 'static)| LiveError::Rootfs(crate::error::one_line(e));
-    let mut tmp = tempfile::tempfile().map_err(|e| rootfs_err(&e))?;
+    let mut tmp = tempfile::tempfile().map_err(LiveError::RootfsTemp)?;
     let opts = crate::oci::OciOptions::from_env();
-    crate::rootfs::build(&opts, inputs.plan, format, &mut tmp).map_err(|e| rootfs_err(&e))?;
+    let built =
+        crate::rootfs::build(&opts, inputs.plan, format, &mut tmp).map_err(LiveError::Rootfs)?;
+    report_rootfs("Dom0's rootfs", format, &built);
     let mut bytes = Vec::new();
-    tmp.rewind().and_then(|_| tmp.read_to_end(&mut bytes)).map_err(|e| rootfs_err(&e))?;
+    tmp.rewind().and_then(|_| tmp.read_to_end(&mut bytes)).map_err(LiveError::RootfsTemp)?;
     Ok(bytes)
+}
+
+/// The status line (and the warnings) of a root filesystem built for an image.
+pub(crate) fn report_rootfs(what: &str, format: RootfsFormat, built: &crate::rootfs::BuildReport) {
+    for w in &built.warnings {
+        crate::report::warn(w);
+    }
+    crate::report::status(format_args!(
+        "{what}: {} bytes ({format:?}{})",
+        built.bytes,
+        if built.cached { ", from the cache" } else { "" }
+    ));
 }
 
 /// Dom0's initramfs: the `--initrd` file, or (for `rootfs.format: cpio`) one built from `rootfs:`.
@@ -132,7 +164,7 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
     let kernel = files::open(&m.dom0.kernel, "dom0.kernel")?;
     let initrd = initrd(inputs)?;
     let head = |s: &Shared, field: &str| {
-        s.head(64).map_err(|e| field_err(field, format!("cannot read the Image header: {e}")))
+        s.head(64).map_err(read_err(&format!("`{field}`'s Image header")))
     };
     let hv_footprint =
         layout::arm64_image_footprint("hypervisor.binary", &head(&hv, "hypervisor.binary")?)?
@@ -226,15 +258,52 @@ fn script_image(name: &str, addr: u64, text: &str, epoch: u64) -> Vec<u8> {
     )
 }
 
+/// Seconds of `dom0_watchdog=` on a slot's trial boot: the longest the hypervisor accepts, so a
+/// slow first boot (a Pi 4 reaches Dom0's userspace, where `sp805_wdt` keeps it fed, in seconds)
+/// is never cut short, and a hang still ends in a reset within a minute.
+pub const TRIAL_WATCHDOG_SECS: u32 = 60;
+
+/// Dom0's `watchdog.open_timeout=` on a trial boot: how long after `sp805_wdt` registers the
+/// running SP805 Linux feeds it on userspace's behalf. The agent opens `/dev/watchdog` as soon as it
+/// exists (seconds on a Pi 4, about a minute under QEMU's TCG on a loaded machine); a trial whose
+/// userspace has not by then is reset. Generous, since a reset is a failed trial.
+pub const TRIAL_WATCHDOG_OPEN_SECS: u32 = 180;
+
+/// The partitions in table order (their numbers, which users know) and on the disk: STATE is entry
+/// 6 but sits before PERSIST, which stays last so that the device can grow it to fill the card.
+pub const PARTITION_NAMES: [&str; 6] = ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST", "STATE"];
+const DISK_ORDER: [usize; 6] = [0, 1, 2, 3, 5, 4];
+
+/// `boot.scr` of an A/B disk.
+fn slot_boot_script(m: &Plan, script: u64, epoch: u64) -> Vec<u8> {
+    // Scratch for the slot chooser: the top of the second stage's 2 MiB reserve, which nothing
+    // uses until `rpixen.scr` is loaded there (and the chooser is done by then).
+    let scratch = script + layout::SCRIPT_RESERVE - slot_state::uboot::SCRATCH_LEN;
+    let watchdog = match m.hypervisor.kind {
+        HypervisorKind::Rpixen => Some(bootscript::TrialWatchdog {
+            secs: TRIAL_WATCHDOG_SECS,
+            open_timeout_secs: TRIAL_WATCHDOG_OPEN_SECS,
+        }),
+        // Xen has no hypervisor-run watchdog for Dom0 (its own is a hypercall Dom0 must arm).
+        HypervisorKind::Xen => None,
+    };
+    script_image("rpixen boot", 0, &bootscript::slot_boot(script, scratch, watchdog), epoch)
+}
+
 /// Builds the whole disk.
 pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     let m = inputs.plan;
     let set = boot_set(inputs)?;
-    let boot_scr =
-        script_image("rpixen boot", 0, &bootscript::disk_boot(set.plan.script), inputs.epoch);
-    let mut boot_files: Vec<NamedFile> = vec![NamedFile::memory(BOOT_SCRIPT, boot_scr)];
+    let slot_files = slot::slot_files(inputs, &set)?;
+    let mut boot_files: Vec<NamedFile> =
+        vec![NamedFile::memory(BOOT_SCRIPT, slot_boot_script(m, set.plan.script, inputs.epoch))];
     boot_files.extend(set.card);
-    boot_files.extend(set.loaded);
+    // The Pi firmware reads the DTB from the boot FAT and hands it to U-Boot; the slot has its own
+    // copy for the hypervisor and Dom0, which an update replaces with the kernel's.
+    if m.board.kind == BoardKind::Rpi4 {
+        let dtb = m.board.dtb.as_ref().map(|d| d.base_name());
+        boot_files.extend(slot_files.iter().filter(|f| Some(&f.name) == dtb.as_ref()).cloned());
+    }
 
     let mut config_files = Vec::new();
     for (i, f) in m.config_files.iter().enumerate() {
@@ -246,12 +315,9 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     }
 
     let p = &m.partitions;
-    let sizes = [p.boot, p.imga, p.imgb, p.config, p.persist];
+    let sizes = [p.boot, p.imga, p.imgb, p.config, p.persist, slot_state::PARTITION_BYTES];
+    let slot_size = slot::slot_size(inputs);
 
-    let imga = match m.rootfs.format {
-        RootfsFormat::Squashfs => build_rootfs(inputs, RootfsFormat::Squashfs)?,
-        RootfsFormat::Cpio => Vec::new(),
-    };
     // FAT volume ids come from SOURCE_DATE_EPOCH, the seed and the file list (names, sizes), so the
     // FAT layout does not wait for the content hash, which runs alongside it on another thread.
     let mut listing = ContentHash::new();
@@ -263,14 +329,14 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
     let content_hash = || -> Result<[u8; 32], LiveError> {
         let mut hash = ContentHash::new();
         hash.add("epoch", &inputs.epoch.to_le_bytes());
-        hash.add("imga", &imga);
         for s in sizes {
             hash.add("size", &s.to_le_bytes());
         }
-        for (dir, list) in [("boot", &boot_files), ("config", &config_files)] {
+        for (dir, list) in [("boot", &boot_files), ("slot", &slot_files), ("config", &config_files)]
+        {
             for f in list.iter() {
                 hash.add_source(&format!("{dir}/{}", f.name), &f.data)
-                    .map_err(|e| field_err(&f.name, e.to_string()))?;
+                    .map_err(read_err(&f.name))?;
             }
         }
         Ok(hash.finish())
@@ -289,14 +355,25 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
         volume_id: volume_ids.u32("config volume id"),
         epoch: inputs.epoch,
     };
-    let (hash, boot, config) = std::thread::scope(|scope| {
+    let (hash, boot, config, slot) = std::thread::scope(|scope| {
         let hasher = scope.spawn(content_hash);
         let boot = fat::build(&boot_spec, &entries(&boot_files));
         let config = fat::build(&config_spec, &entries(&config_files));
-        (hasher.join().expect("the hash thread does not panic"), boot, config)
+        let slot = slot::slot_volume(inputs, &slot_files, slot_size);
+        (hasher.join().expect("the hash thread does not panic"), boot, config, slot)
     });
     let ids = Ids::new(hash?, inputs.seed);
-    let (boot, config) = (boot?, config?);
+    let (boot, config, slot) = (boot?, config?, slot?);
+    let total = |files: &[NamedFile]| files.iter().map(|f| f.data.len()).sum::<u64>();
+    crate::report::status(format_args!(
+        "boot FAT: {} files, {} bytes; slot: {} files, {} bytes; CONFIG: {} files, {} bytes",
+        boot_files.len(),
+        total(&boot_files),
+        slot_files.len(),
+        total(&slot_files),
+        config_files.len(),
+        total(&config_files)
+    ));
 
     let guid = |s: &str| Uuid::parse_str(s).expect("valid type GUID constant");
     let part = |name: &str, ty: &str, size: u64, attrs: u64, content: Vec<Chunk>| Partition {
@@ -311,14 +388,23 @@ pub fn live(inputs: &Inputs<'_>) -> Result<Disk, LiveError> {
         let (content, mapped) = disk::volume_chunks(volume);
         Partition { mapped, ..part(name, ty, size, attrs, content) }
     };
-    Ok(disk::assemble(
+    // Both slots hold the same slot image, so a card whose IMGA is damaged still boots (from B);
+    // the record says A `active`, B `unused` (an update overwrites B first).
+    let state = slot_state::device::initial_copies()
+        .into_iter()
+        .map(|(offset, sector)| Chunk::bytes(offset, sector.to_vec()))
+        .collect();
+    let [n_boot, n_imga, n_imgb, n_config, n_persist, n_state] = PARTITION_NAMES;
+    Ok(disk::assemble_in_order(
         vec![
-            fat_part("BOOT", table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, boot),
-            part("IMGA", table::TYPE_IMG, sizes[1], 0, vec![Chunk::bytes(0, imga)]),
-            part("IMGB", table::TYPE_IMG, sizes[2], 0, Vec::new()),
-            fat_part("CONFIG", table::TYPE_CONFIG, sizes[3], 0, config),
-            part("PERSIST", table::TYPE_PERSIST, sizes[4], 0, Vec::new()),
+            fat_part(n_boot, table::TYPE_EFI, sizes[0], table::ATTR_LEGACY_BOOTABLE, boot),
+            fat_part(n_imga, table::TYPE_IMG, sizes[1], 0, slot.clone()),
+            fat_part(n_imgb, table::TYPE_IMG, sizes[2], 0, slot),
+            fat_part(n_config, table::TYPE_CONFIG, sizes[3], 0, config),
+            part(n_persist, table::TYPE_PERSIST, sizes[4], 0, Vec::new()),
+            part(n_state, table::TYPE_STATE, sizes[5], 0, state),
         ],
+        &DISK_ORDER,
         &ids,
     )?)
 }
@@ -372,7 +458,7 @@ pub fn card_disk(files_: &[NamedFile], seed: Option<&str>, epoch: u64) -> Result
     let mut hash = ContentHash::new();
     hash.add("epoch", &epoch.to_le_bytes());
     for f in files_ {
-        hash.add_source(&f.name, &f.data).map_err(|e| field_err(&f.name, e.to_string()))?;
+        hash.add_source(&f.name, &f.data).map_err(read_err(&f.name))?;
     }
     let ids = Ids::new(hash.finish(), seed);
     let size = 64 << 20;

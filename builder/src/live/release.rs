@@ -18,7 +18,9 @@ pub enum ReleaseOutputError {
     Path { path: PathBuf },
     #[error("--imager-url: {message}")]
     Imager { message: String },
-    #[error("release files for {path}: {source}")]
+    #[error("rpi-imager's release_date")]
+    ReleaseDate(#[source] rpixen_release::date::EpochError),
+    #[error("release files for {path}")]
     Write { path: PathBuf, source: ReleaseError },
 }
 
@@ -89,7 +91,7 @@ pub fn imager_meta(
         }),
         icon: opts.icon.clone().unwrap_or_else(|| format!("{folder}/icon.png")),
         url: url.to_owned(),
-        release_date: rpixen_release::date::release_date(epoch).map_err(|e| bad(e.to_string()))?,
+        release_date: rpixen_release::date::release_date(epoch).map_err(ReleaseOutputError::ReleaseDate)?,
         devices,
         website: opts.website.clone(),
         architecture: Some("armv8".to_owned()),

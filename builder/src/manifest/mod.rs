@@ -143,10 +143,11 @@ mod tests {
 
     #[test]
     fn init_section_uses_init_config() {
-        // The board image's own roles (nocloud, network, sshd) are init-config services.
+        // The board image's own roles (nocloud, network, sshd) and the update agent are init-config
+        // services.
         let m = parse(&qemu_virt(), Path::new("x.yml"), Path::new(".")).unwrap();
         let names: Vec<&str> = m.init.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["network", "sshd"]);
+        assert_eq!(names, ["network", "sshd", "agent"]);
         assert_eq!(m.init.onboot[0].argv(), ["/proc/self/exe", "nocloud"]);
         let good =
             with_init("  services:\n    - {name: web, command: [httpd], restart: on-failure}\n");

@@ -28,10 +28,19 @@ use crate::oci::{self, OciError, OciOptions};
 pub enum RootfsError {
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("rootfs.files[{index}] ({path}): {message}")]
-    File { index: usize, path: String, message: String },
-    #[error("dom0-init: {0}")]
-    Init(String),
+    #[error("rootfs.files[{index}] ({path})")]
+    File {
+        index: usize,
+        path: String,
+        #[source]
+        source: crate::error::Cause,
+    },
+    #[error("cannot write `init:` as /etc/rpixen/init.yml")]
+    InitYml(#[source] serde_norway::Error),
+    /// The tree refused a file (a path through a file, a name too long); the tree says why in a
+    /// sentence, there is no error beneath.
+    #[error("cannot place /{path} in the rootfs: {message}")]
+    Place { path: String, message: String },
     #[error(transparent)]
     Squashfs(#[from] SquashfsError),
     #[error("{path}")]
@@ -80,8 +89,7 @@ pub fn build(
     let images: Vec<oci::Image> =
         plan.rootfs.images.iter().map(|r| oci::resolve(opts, r)).collect::<Result<_, _>>()?;
     let files = extra_files(opts, plan)?;
-    let init_yml =
-        serde_norway::to_string(&plan.init).map_err(|e| RootfsError::Init(format!("init: {e}")))?;
+    let init_yml = serde_norway::to_string(&plan.init).map_err(RootfsError::InitYml)?;
     let epoch = crate::disk::ids::source_date_epoch().map_err(RootfsError::Epoch)?;
     // The module tree's image and the names wanted from it (board set, then the manifest's).
     let module_source = match &plan.rootfs.modules {
@@ -119,8 +127,7 @@ pub fn build(
     }
     for f in &files {
         let node = Node { kind: Kind::File(f.data.clone()), meta: Meta::with_mode(f.mode) };
-        tree.insert(f.path.as_bytes(), node)
-            .map_err(|m| RootfsError::Init(format!("{}: {m}", f.path)))?;
+        tree.insert(f.path.as_bytes(), node).map_err(place(&f.path))?;
     }
     tree.insert(
         b"etc/rpixen/init.yml",
@@ -129,7 +136,7 @@ pub fn build(
             meta: Meta { mtime: epoch, ..Meta::with_mode(0o644) },
         },
     )
-    .map_err(|m| RootfsError::Init(format!("/etc/rpixen/init.yml: {m}")))?;
+    .map_err(place("etc/rpixen/init.yml"))?;
     place_init(opts, &mut tree, format)?;
 
     let (bytes, writer_warnings) = write_tree(&tree, format)?;
@@ -184,30 +191,36 @@ fn place_init(opts: &OciOptions, tree: &mut Tree, format: RootfsFormat) -> Resul
         if matches!(tree.node(id).kind, Kind::File(_)) {
             if target == "sbin/init" {
                 let node = tree.node(id).clone();
-                tree.insert(target.as_bytes(), node).map_err(RootfsError::Init)?;
+                tree.insert(target.as_bytes(), node).map_err(place(target))?;
             } else {
-                tree.link(target.as_bytes(), b"sbin/dom0-init").map_err(RootfsError::Init)?;
+                tree.link(target.as_bytes(), b"sbin/dom0-init").map_err(place(target))?;
             }
             return Ok(());
         }
     }
     let data = super::read_file(opts, "dom0-init", "sbin/dom0-init")?;
     tree.insert(target.as_bytes(), Node { kind: Kind::File(data), meta: Meta::with_mode(0o755) })
-        .map_err(RootfsError::Init)?;
+        .map_err(place(target))?;
     Ok(())
+}
+
+/// For `map_err` on the tree's refusals: which path the refusal was about.
+fn place(path: &str) -> impl FnOnce(String) -> RootfsError + '_ {
+    move |message| RootfsError::Place { path: path.trim_start_matches('/').to_owned(), message }
 }
 
 fn extra_files(opts: &OciOptions, plan: &Plan) -> Result<Vec<ExtraFile>, RootfsError> {
     let mut out = Vec::new();
     for (index, f) in plan.rootfs.files.iter().enumerate() {
-        let err = |message: String| RootfsError::File { index, path: f.path.clone(), message };
+        let err = |source| RootfsError::File { index, path: f.path.clone(), source };
         let data = match &f.content {
             FileContent::Inline(bytes) => bytes.clone(),
-            FileContent::From(FileSource::Host(p)) => {
-                std::fs::read(p).map_err(|e| err(format!("{}: {e}", p.display())))?
-            }
+            FileContent::From(FileSource::Host(p)) => std::fs::read(p)
+                .map_err(crate::error::context(format!("cannot read {}", p.display())))
+                .map_err(err)?,
+            // The OCI error names the image and the path.
             FileContent::From(FileSource::InImage { image, path }) => {
-                super::read_file(opts, image, path).map_err(|e| err(crate::error::one_line(&e)))?
+                super::read_file(opts, image, path).map_err(|e| err(e.into()))?
             }
         };
         out.push(ExtraFile { path: f.path.trim_start_matches('/').to_owned(), data, mode: f.mode });

@@ -23,15 +23,17 @@ pub enum ModulesError {
     NoTree { image: String },
     #[error("rootfs.modules: image `{image}` has several module trees ({releases}); keep one")]
     SeveralTrees { image: String, releases: String },
-    #[error("rootfs.modules: image `{image}`, lib/modules/{release}: {source}")]
+    #[error("rootfs.modules: image `{image}`, lib/modules/{release}")]
     Index {
         image: String,
         release: String,
         #[source]
         source: kmod_index::Error,
     },
-    #[error("pkg/kernel/modules.yml (built into rpixen): {0}")]
-    Sets(String),
+    #[error("pkg/kernel/modules.yml (built into rpixen)")]
+    Sets(#[source] serde_norway::Error),
+    #[error("pkg/kernel/modules.yml (built into rpixen): no `boards.{0}` entry")]
+    NoBoardSet(&'static str),
     #[error("rootfs.modules: cannot place /{path}: {message}")]
     Place { path: String, message: String },
 }
@@ -52,13 +54,9 @@ fn board_name(board: BoardKind) -> &'static str {
 
 /// The default set of `board`: `common` plus `boards.<board>`.
 pub fn board_set(board: BoardKind) -> Result<Vec<String>, ModulesError> {
-    let sets: ModuleSets =
-        serde_norway::from_str(MODULE_SETS).map_err(|e| ModulesError::Sets(e.to_string()))?;
+    let sets: ModuleSets = serde_norway::from_str(MODULE_SETS).map_err(ModulesError::Sets)?;
     let name = board_name(board);
-    let own = sets
-        .boards
-        .get(name)
-        .ok_or_else(|| ModulesError::Sets(format!("no `boards.{name}` entry")))?;
+    let own = sets.boards.get(name).ok_or(ModulesError::NoBoardSet(name))?;
     Ok(sets.common.iter().chain(own).cloned().collect())
 }
 

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use init_config::service_status::{self, ServiceState, ServiceStatus};
 use init_config::{Restart, Service};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -90,6 +91,8 @@ struct Unit {
     attempt: u32,
     next_start: Option<Instant>,
     log: SharedLog,
+    /// Times started since boot (published, so a crash loop shows even while it is running).
+    starts: u32,
 }
 
 pub struct Supervisor {
@@ -98,6 +101,8 @@ pub struct Supervisor {
     console: Option<PathBuf>,
     t0: Instant,
     stopping: bool,
+    /// Where the services' states are published ([`service_status`]); None: not published.
+    status_file: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -108,7 +113,41 @@ impl Supervisor {
                 info!("cannot create log folder {}: {e}", dir.display());
             }
         }
-        Supervisor { units: Vec::new(), log_dir, console, t0, stopping: false }
+        Supervisor { units: Vec::new(), log_dir, console, t0, stopping: false, status_file: None }
+    }
+
+    /// Publishes the services' states at `path` from now on, on every change.
+    pub fn publish_status(&mut self, path: PathBuf) {
+        self.status_file = Some(path);
+        self.publish();
+    }
+
+    /// The services' states (onboot steps and the console are not services).
+    pub fn statuses(&self) -> Vec<ServiceStatus> {
+        self.units
+            .iter()
+            .filter(|u| u.kind == Kind::Service)
+            .map(|u| ServiceStatus {
+                name: u.spec.name.clone(),
+                state: unit_state(u.pid.is_some(), u.next_start.is_some()),
+                starts: u.starts,
+            })
+            .collect()
+    }
+
+    fn publish(&self) {
+        let Some(path) = &self.status_file else { return };
+        // On tmpfs: a rename is enough for readers to see one whole version, no fsync needed.
+        let tmp = path.with_extension("tmp");
+        let text = service_status::render(&self.statuses());
+        let result = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            info!("cannot publish service states to {}: {e}", path.display());
+        }
     }
 
     /// Adds a unit. Services and the console start on the next [`Supervisor::start_due`]; an onboot
@@ -124,6 +163,7 @@ impl Supervisor {
             attempt: 0,
             next_start: (kind != Kind::Onboot).then_some(now),
             log,
+            starts: 0,
         });
         self.units.len() - 1
     }
@@ -154,6 +194,7 @@ impl Supervisor {
         let result = self.spawn(i);
         let u = &mut self.units[i];
         u.started_at = Instant::now();
+        u.starts = u.starts.saturating_add(1);
         match result {
             Ok(pid) => {
                 u.pid = Some(pid);
@@ -174,6 +215,7 @@ impl Supervisor {
                 }
             }
         }
+        self.publish();
     }
 
     fn spawn(&self, i: usize) -> std::io::Result<Pid> {
@@ -252,6 +294,7 @@ impl Supervisor {
             return true;
         }
         self.after_exit(i, exit);
+        self.publish();
         true
     }
 
@@ -353,6 +396,15 @@ impl Supervisor {
     }
 }
 
+/// A service's published state: running, or waiting for its restart, or over.
+fn unit_state(running: bool, restart_due: bool) -> ServiceState {
+    match (running, restart_due) {
+        (true, _) => ServiceState::Running,
+        (false, true) => ServiceState::Restarting,
+        (false, false) => ServiceState::Stopped,
+    }
+}
+
 fn write_log(log: &SharedLog, t0: Instant, text: &str) {
     if let Ok(mut f) = log.lock() {
         if let Some(f) = f.as_mut() {
@@ -372,6 +424,28 @@ mod tests {
         assert!(should_restart(Restart::OnFailure, Exit::Signal(9)));
         assert!(!should_restart(Restart::OnFailure, Exit::Code(0)));
         assert!(!should_restart(Restart::Never, Exit::Code(1)));
+    }
+
+    #[test]
+    fn published_states_count_starts_and_leave_out_onboot_steps() {
+        let mut sup = Supervisor::new(None, None, Instant::now());
+        let svc = |name: &str| Service {
+            name: name.into(),
+            command: vec!["/nonexistent/binary".into()],
+            ..Service::default()
+        };
+        sup.add(svc("step"), Kind::Onboot);
+        let i = sup.add(svc("net"), Kind::Service);
+        assert_eq!(sup.statuses()[0].state, ServiceState::Restarting); // due, not yet started
+        sup.start(i); // cannot start: counted, and a restart is due
+        let s = sup.statuses();
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].name.as_str(), s[0].state, s[0].starts),
+            ("net", ServiceState::Restarting, 1)
+        );
+        assert_eq!(unit_state(true, false), ServiceState::Running);
+        assert_eq!(unit_state(false, false), ServiceState::Stopped);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod net;
+pub mod service_status;
 
 use serde::{Deserialize, Serialize};
 

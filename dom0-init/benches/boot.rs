@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
-
 fn main() {
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let dir = testkit::cache_dir().join("bench-dom0-init");
@@ -85,28 +83,15 @@ fn initramfs(dir: &Path, init: Init) -> PathBuf {
 
 /// One boot: ms between the kernel timestamps of `Run /init` and the service's marker.
 fn boot_ms(initrd: &Path) -> f64 {
-    let kernel = testkit::debian_package(KERNEL_PKG)
-        .join(format!("boot/vmlinuz-{}", KERNEL_PKG.trim_start_matches("linux-image-")));
-    let mut qemu = testkit::Qemu::start(
-        &[
-            "-M",
-            "virt",
-            "-cpu",
-            "cortex-a72",
-            "-m",
-            "1G",
-            "-no-reboot",
-            "-nic",
-            "none",
-            "-kernel",
-            kernel.to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyAMA0 panic=-1",
-        ],
-        1,
-    );
+    let kernel = testkit::test_kernel_image();
+    let args = testkit::QemuArgs::virt_el1()
+        .smp(1)
+        .memory("1G")
+        .no_reboot()
+        .kernel(&kernel)
+        .initrd(initrd)
+        .append("console=ttyAMA0 panic=-1");
+    let mut qemu = testkit::Qemu::start_with(&args, 1);
     let out =
         qemu.wait_for("Power down", &["Kernel panic"], Duration::from_secs(240)).unwrap().output;
     let stamp = |marker: &str| -> f64 {

@@ -20,6 +20,7 @@ pub mod firstboot;
 pub mod install;
 pub mod log;
 pub mod logfile;
+pub mod loopdev;
 pub mod modules;
 pub mod mounts;
 pub mod net;
@@ -144,6 +145,10 @@ pub fn run(t0: Instant) -> ! {
         persist.then(|| PathBuf::from("/persist/log"))
     });
     let mut sup = Supervisor::new(log_dir, console, t0);
+    // Host mode publishes only into its own /run, never the test machine's.
+    if !mode.host || mode.mounted.iter().any(|m| m == "/run") {
+        sup.publish_status(PathBuf::from(init_config::service_status::PATH));
+    }
     // A console shell when configured, or when the config is broken and a shell exists, so the
     // system can still be reached.
     let shell = config.console_shell.clone().or_else(|| {

@@ -9,13 +9,16 @@
 //!    nothing is written.
 //! 3. Reads the payload once and checks its sha256 before touching the target, so a damaged installer
 //!    medium writes nothing. The same pass hashes what will be written: the payload with its CONFIG
-//!    partition replaced by the installer medium's own CONFIG (which the user may have edited).
+//!    partition replaced by the installer medium's own CONFIG (which the user may have edited), and
+//!    the boot files the builder lists (`carry`: config.txt, NoCloud's user-data…) copied from the
+//!    medium's BOOT FAT into the image's ([`bootfiles`]).
 //! 4. Writes in [`plan::write_order`] (partition tables last, primary GPT header very last), with
 //!    progress lines, flushing between steps.
 //! 5. Drops the target's cached pages and reads it back, comparing sha256; on a mismatch it clears
 //!    both GPT headers again so the disk cannot boot half right.
 //! 6. Asks PID 1 for an orderly power-off (SIGUSR2, as busybox `poweroff` does).
 
+pub mod bootfiles;
 pub mod plan;
 
 use std::fs::File;
@@ -34,6 +37,7 @@ pub const PAYLOAD_FILE: &str = "/etc/rpixen/installer";
 /// The GPT name of the installer medium's partition that holds the live image.
 pub const PAYLOAD_LABEL: &str = "INSTALLER";
 const CONFIG_LABEL: &str = "CONFIG";
+const BOOT_LABEL: &str = "BOOT";
 /// Reads and writes go in blocks of this size.
 const BLOCK: u64 = 4 << 20;
 
@@ -171,7 +175,16 @@ fn install(options: &plan::Options) -> Result<PathBuf, Stop> {
     let medium =
         File::open(&boot_path).map_err(|e| refused(format!("{}: {e}", boot_path.display())))?;
     let config = installer_config(&boot, &medium)?;
-    let config_at = payload_config(&medium, &part, &payload, config.len() as u64)?;
+    let (config_at, len) = payload_partition(&medium, &part, &payload, CONFIG_LABEL)?;
+    if len != config.len() as u64 {
+        return Err(refused(format!(
+            "the image in /dev/{}: its {CONFIG_LABEL} partition holds {len} bytes, the installer's {}",
+            part.name,
+            config.len()
+        )));
+    }
+    let mut overlays = vec![(config_at, config)];
+    overlays.extend(carried_boot_files(&boot, &medium, &part, &payload)?);
 
     // Block drivers of other buses (NVMe, USB, MMC) may still be probing: wait a little for a
     // second disk before giving up.
@@ -223,7 +236,9 @@ fn install(options: &plan::Options) -> Result<PathBuf, Stop> {
             .read_exact_at(b, part.start + r.start)
             .map_err(|e| refused(format!("/dev/{}: reading at {}: {e}", part.name, r.start)))?;
         image_hash.update(&*b);
-        plan::apply_overlay(b, r.start, &config, config_at);
+        for (at, bytes) in &overlays {
+            plan::apply_overlay(b, r.start, bytes, *at);
+        }
         expected.update(&*b);
     }
     let got = plan::hex(&image_hash.finalize());
@@ -274,7 +289,9 @@ fn install(options: &plan::Options) -> Result<PathBuf, Stop> {
             medium
                 .read_exact_at(b, part.start + r.start)
                 .map_err(|e| failed(format!("/dev/{}: reading at {}: {e}", part.name, r.start)))?;
-            plan::apply_overlay(b, r.start, &config, config_at);
+            for (at, bytes) in &overlays {
+                plan::apply_overlay(b, r.start, bytes, *at);
+            }
             out.write_all_at(b, r.start).map_err(|e| failed(io_fail(r.start, e)))?;
             done += r.end - r.start;
             if let Some(line) = plan::progress(done, payload.size, &mut last) {
@@ -324,14 +341,47 @@ fn installer_config(boot: &str, medium: &File) -> Result<Vec<u8>, Stop> {
     Ok(data)
 }
 
-/// Where the image's own CONFIG partition starts, from the image's primary GPT; it must be exactly
-/// as large as the installer's CONFIG (the builder makes both from one manifest).
-fn payload_config(
+/// The medium's BOOT files that the payload description names (`carry`), written into the image's
+/// BOOT FAT in memory: the changed sectors, at their offsets in the image. Refused (nothing written)
+/// when either FAT cannot be read or the edit does not read back.
+fn carried_boot_files(
+    boot: &str,
     medium: &File,
     part: &SysPart,
     payload: &Payload,
-    config_len: u64,
-) -> Result<u64, Stop> {
+) -> Result<Vec<(u64, Vec<u8>)>, Stop> {
+    if payload.carry.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (_, mp) = sys_partitions(boot)
+        .into_iter()
+        .find(|(l, _)| l == BOOT_LABEL)
+        .ok_or_else(|| Stop::Refused(format!("/dev/{boot} has no {BOOT_LABEL} partition")))?;
+    let mut from = bootfiles::SectorOverlay::new(medium, mp.start, mp.bytes);
+    let files = bootfiles::read_files(&mut from, &payload.carry).map_err(|e| {
+        Stop::Refused(format!("/dev/{}: reading the {BOOT_LABEL} FAT: {e}", mp.name))
+    })?;
+    let (boot_at, boot_len) = payload_partition(medium, part, payload, BOOT_LABEL)?;
+    let mut to = bootfiles::SectorOverlay::new(medium, part.start + boot_at, boot_len);
+    let written = bootfiles::write_files(&mut to, &files).map_err(|e| {
+        Stop::Refused(format!("the image in /dev/{}: its {BOOT_LABEL} FAT: {e}", part.name))
+    })?;
+    if !written.is_empty() {
+        say(&format!(
+            "rpixen-install: {} from the installer medium's {BOOT_LABEL} partition",
+            written.join(", ")
+        ));
+    }
+    Ok(to.runs().into_iter().map(|(at, bytes)| (boot_at + at, bytes)).collect())
+}
+
+/// Where the image's partition `label` starts and how long it is, from the image's primary GPT.
+fn payload_partition(
+    medium: &File,
+    part: &SysPart,
+    payload: &Payload,
+    label: &str,
+) -> Result<(u64, u64), Stop> {
     let bad = |e: String| Stop::Refused(format!("the image in /dev/{}: {e}", part.name));
     let mut sector = vec![0u8; SECTOR as usize];
     medium.read_exact_at(&mut sector, part.start + SECTOR).map_err(|e| bad(e.to_string()))?;
@@ -348,13 +398,14 @@ fn payload_config(
     let c = t
         .entries()
         .into_iter()
-        .find(|e| e.name == CONFIG_LABEL)
-        .ok_or_else(|| bad(format!("no {CONFIG_LABEL} partition")))?;
+        .find(|e| e.name == label)
+        .ok_or_else(|| bad(format!("no {label} partition")))?;
     let (at, len) = (c.first_lba * SECTOR, (c.last_lba - c.first_lba + 1) * SECTOR);
-    if len != config_len || at + len > payload.size {
+    if at + len > payload.size {
         return Err(bad(format!(
-            "its {CONFIG_LABEL} partition holds {len} bytes, the installer's {config_len}"
+            "its {label} partition ends past the image's {} bytes",
+            payload.size
         )));
     }
-    Ok(at)
+    Ok((at, len))
 }

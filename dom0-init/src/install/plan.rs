@@ -205,16 +205,19 @@ pub fn mib_text(bytes: u64) -> String {
 }
 
 /// The payload's description, written by `rpixen installer_raw` as `/etc/rpixen/installer`:
-/// `size BYTES` and `sha256 HEX` lines.
+/// `size BYTES` and `sha256 HEX` lines, and a `carry NAME` line for each file of the installer
+/// medium's boot FAT that goes onto the target's (the files a user edits after flashing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     pub size: u64,
     pub sha256: String,
+    pub carry: Vec<String>,
 }
 
 pub fn parse_payload(text: &str) -> Result<Payload, String> {
     let mut size = None;
     let mut sha = None;
+    let mut carry = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -233,6 +236,13 @@ pub fn parse_payload(text: &str) -> Result<Payload, String> {
                 }
                 sha = Some(v.to_ascii_lowercase());
             }
+            Some(("carry", v)) => {
+                let v = v.trim();
+                if v.is_empty() || v.contains(['/', '\\']) || v == "." || v == ".." {
+                    return Err(format!("line {}: carry: `{v}` is not a file name", i + 1));
+                }
+                carry.push(v.to_owned());
+            }
             _ => return Err(format!("line {}: unknown `{line}`", i + 1)),
         }
     }
@@ -240,7 +250,7 @@ pub fn parse_payload(text: &str) -> Result<Payload, String> {
     if size < 4 * SECTOR || !size.is_multiple_of(SECTOR) {
         return Err(format!("size {size} is not a whole number of sectors"));
     }
-    Ok(Payload { size, sha256: sha.ok_or("no `sha256` line")? })
+    Ok(Payload { size, sha256: sha.ok_or("no `sha256` line")?, carry })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -387,7 +397,14 @@ mod tests {
     fn payload_description() {
         let sha = "ab".repeat(32);
         let p = parse_payload(&format!("size 1048576\nsha256 {sha}\n")).unwrap();
-        assert_eq!(p, Payload { size: 1 << 20, sha256: sha.clone() });
+        assert_eq!(p, Payload { size: 1 << 20, sha256: sha.clone(), carry: vec![] });
+        let p = parse_payload(&format!(
+            "size 1048576\nsha256 {sha}\ncarry config.txt\ncarry user-data\n"
+        ))
+        .unwrap();
+        assert_eq!(p.carry, ["config.txt", "user-data"]);
+        let e = parse_payload(&format!("size 1048576\nsha256 {sha}\ncarry ../x\n")).unwrap_err();
+        assert!(e.contains("line 3: carry"), "{e}");
         assert!(parse_payload("size 1048576\n").unwrap_err().contains("sha256"));
         assert!(parse_payload(&format!("size 1000\nsha256 {sha}"))
             .unwrap_err()

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::modules::{install_module_set, module_set};
-use crate::qemu::{indent, kernel, Fixture};
+use crate::qemu::{indent, Fixture};
 
 const FAILURES: &[&str] =
     &["Kernel panic", "dom0-init: BUG", "Attempted to kill init", "(XEN) Panic"];
@@ -48,14 +48,13 @@ services:
          dom0:\n  kernel: {{file: {kernel}}}\n  cmdline: \"console=hvc0 rpixen.trace\"\n  memory: 512M\n\
          rootfs:\n  format: cpio\n  images: [{busybox}, {modules}, e2fsprogs]\n\
          init:\n{init}\n\
-         partitions: {{boot: 64M, imga: 8M, imgb: 8M, config: 8M, persist: 16M}}\n",
-        uboot = testkit::debian_package("u-boot-qemu")
-            .join("usr/lib/u-boot/qemu_arm64/u-boot.bin")
+         partitions: {{boot: 64M, imga: 64M, imgb: 64M, config: 8M, persist: 16M}}\n",
+        uboot = testkit::uboot_qemu()
             .display(),
         xen = testkit::debian_package("xen-hypervisor-4.20-arm64")
             .join("boot/xen-4.20-arm64")
             .display(),
-        kernel = kernel().display(),
+        kernel = testkit::test_kernel_image().display(),
         busybox = oci("busybox"),
         modules = oci("virt-modules"),
         init = indent(init),
@@ -74,9 +73,10 @@ fn copy_to_disk(image: &Path, disk: &Path) {
 }
 
 /// Sets the Dom0 command line's test pause (or none) in the disk's own `rpixen.scr`: the script is
-/// taken off the boot FAT, its `xen,dom0-bootargs` edited, and put back as a new script image.
+/// taken off slot A's FAT, its `xen,dom0-bootargs` edited, and put back as a new script image.
 pub(crate) fn set_pause(dir: &Path, disk: &Path, pause: Option<&str>) {
-    let fat = format!("{}@@1M", disk.display());
+    // IMGA follows the 64 MiB boot partition at 1 MiB.
+    let fat = format!("{}@@65M", disk.display());
     let scr = dir.join("rpixen.scr");
     testkit::run(Command::new("mcopy").args(["-o", "-i", &fat, "::rpixen.scr"]).arg(&scr));
     let image = std::fs::read(&scr).unwrap();
@@ -107,30 +107,10 @@ pub(crate) fn set_pause(dir: &Path, disk: &Path, pause: Option<&str>) {
 }
 
 fn start(disk: &Path) -> testkit::Qemu {
-    let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
-    let drive = format!("if=none,file={},format=raw,id=d", disk.display());
-    let args = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "2",
-        "-m",
-        "1G",
-        "-bios",
-        s(&uboot),
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-device,drive=d",
-        "-netdev",
-        "user,id=n",
-        "-device",
-        "virtio-net-device,netdev=n",
-        "-no-reboot",
-    ];
-    testkit::Qemu::start(&args, 1)
+    let uboot = testkit::uboot_qemu();
+    let args =
+        testkit::QemuArgs::virt().memory("1G").bios(&uboot).disk(disk).user_net(&[]).no_reboot();
+    testkit::Qemu::start_with(&args, 1)
 }
 
 /// A full boot: to the readiness line, then the report service's power-off. Returns the console.
@@ -369,16 +349,16 @@ fn a_device_plugged_in_later_gets_its_driver() {
     let initrd = fx.dir.join("initrd.cpio.gz");
     fx.rpixen(&["rootfs", s(&manifest), "-o", s(&initrd), "--format", "cpio"]);
     let monitor = fx.dir.join("monitor.sock");
-    let chardev = format!("unix:{},server=on,wait=off", monitor.display());
-    let mut q = crate::qemu::start_qemu(
-        &["-initrd", s(&initrd), "-append", "console=ttyAMA0 panic=-1"],
-        &["-device", "pcie-root-port,id=rp1,chassis=1", "-monitor", &chardev],
-    );
+    let args = crate::qemu::kernel_args()
+        .initrd(&initrd)
+        .append("console=ttyAMA0 panic=-1")
+        .args(&["-device", "pcie-root-port,id=rp1,chassis=1"])
+        .monitor_socket(&monitor);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     q.wait_for("rpixen: dom0 ready", FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let before = q.output();
     assert!(!before.contains("virtio-rng"), "no RNG yet:\n{before}");
-    let mut m = std::os::unix::net::UnixStream::connect(&monitor).unwrap();
-    std::io::Write::write_all(&mut m, b"device_add virtio-rng-pci,bus=rp1,id=rng1\n").unwrap();
+    testkit::monitor_command(&monitor, "device_add virtio-rng-pci,bus=rp1,id=rng1");
     let loaded = "loaded kernel/drivers/char/hw_random/virtio-rng.ko.xz";
     let out = q
         .wait_for(loaded, FAILURES, Duration::from_secs(60))

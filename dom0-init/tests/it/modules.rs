@@ -8,9 +8,7 @@ use dom0_init::modules::{modinfo, read_module, Loader};
 use kmod_index::{closure_in_tree, index_files, AliasIndex, Module};
 
 pub(crate) fn module_dir() -> PathBuf {
-    let modules =
-        testkit::debian_package("linux-image-6.12.117+deb13-arm64").join("usr/lib/modules");
-    std::fs::read_dir(&modules).unwrap().flatten().next().expect("one kernel release").path()
+    testkit::test_kernel_modules()
 }
 
 #[test]
@@ -113,8 +111,7 @@ fn installed(board: &str) -> (PathBuf, Vec<Module>, u64) {
 #[test]
 fn rpi4_module_set_drives_sd_ethernet_usb_and_wifi() {
     let (root, mods, _) = installed("rpi4");
-    let dtb = testkit::debian_package("linux-image-6.12.117+deb13-arm64")
-        .join("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2711-rpi-4-b.dtb");
+    let dtb = testkit::test_kernel_rpi4_dtb();
     let dts = testkit::run(
         std::process::Command::new("dtc").args(["-q", "-I", "dtb", "-O", "dts"]).arg(&dtb),
     );

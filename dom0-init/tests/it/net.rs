@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use rpixen::oci::layout::{Compression, ImageBuilder};
 
-const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 pub(crate) const FAILURES: &[&str] =
     &["Kernel panic", "dom0-init: BUG", "Attempted to kill init", "(XEN) Panic"];
 pub(crate) const BOOT_LIMIT: Duration = Duration::from_secs(420);
@@ -31,11 +30,6 @@ static ONE_BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub(crate) fn one_boot() -> std::sync::MutexGuard<'static, ()> {
     ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn kernel_release_dir() -> PathBuf {
-    let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
-    std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path()
 }
 
 pub(crate) struct Fixture {
@@ -63,7 +57,7 @@ impl Fixture {
         });
         // Until modalias coldplug lands, the drivers are listed in `init.modules`.
         fx.layout("modules", |root| {
-            let release = kernel_release_dir();
+            let release = testkit::test_kernel_modules();
             let dest = root.join("lib/modules").join(release.file_name().unwrap());
             for m in [
                 "modules.builtin",
@@ -140,13 +134,13 @@ init:
   network:
     ntp: ["10.0.2.2:{ntp_port}"]
     wait_ms: 60000
-partitions: {{boot: 64M, imga: 8M, imgb: 8M, config: 8M, persist: 16M}}
+partitions: {{boot: 64M, imga: 64M, imgb: 64M, config: 8M, persist: 16M}}
 "#,
-            uboot = uboot().display(),
+            uboot = testkit::uboot_qemu().display(),
             xen = testkit::debian_package("xen-hypervisor-4.20-arm64")
                 .join("boot/xen-4.20-arm64")
                 .display(),
-            kernel = kernel().display(),
+            kernel = testkit::test_kernel_image().display(),
             images = images.join(", "),
         );
         let m = self.dir.join("m.yml");
@@ -198,16 +192,6 @@ partitions: {{boot: 64M, imga: 8M, imgb: 8M, config: 8M, persist: 16M}}
     }
 }
 
-fn kernel() -> PathBuf {
-    let release = kernel_release_dir();
-    let name = release.file_name().unwrap().to_string_lossy().into_owned();
-    testkit::debian_package(KERNEL_PKG).join(format!("boot/vmlinuz-{name}"))
-}
-
-fn uboot() -> PathBuf {
-    testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin")
-}
-
 /// Start sector and size in sectors of the partition named `label` (`sgdisk -p`).
 pub(crate) fn partition(disk: &Path, label: &str) -> (u64, u64) {
     let table = testkit::run(Command::new("sgdisk").arg("-p").arg(disk));
@@ -250,44 +234,12 @@ fn sntp_server() -> u16 {
 
 /// Boots `disk` with user networking; the human monitor listens on the Unix socket `monitor`.
 fn boot(disk: &Path, ssh_port: u16, monitor: &Path) -> testkit::Qemu {
-    let uboot = uboot();
-    let monitor = format!("unix:{},server=on,wait=off", monitor.display());
-    let drive = format!("if=none,file={},format=raw,id=d", disk.display());
-    // `-nic user,model=virtio-net-device` is refused on `virt` (no such NIC model): the same
-    // netdev and device, spelled out.
-    let netdev = format!("user,id=n,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
-    let args = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "2",
-        "-m",
-        "2G",
-        "-bios",
-        uboot.to_str().unwrap(),
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-device,drive=d",
-        "-netdev",
-        &netdev,
-        "-device",
-        "virtio-net-device,netdev=n",
-        "-monitor",
-        &monitor,
-    ];
-    testkit::Qemu::start(&args, 1)
-}
-
-/// One command to QEMU's human monitor (e.g. `set_link n off`).
-fn monitor(socket: &Path, command: &str) {
-    use std::io::Write;
-    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    s.write_all(format!("{command}\n").as_bytes()).unwrap();
-    // The monitor acts on the line once it has read it; give it that moment before hanging up.
-    std::thread::sleep(Duration::from_millis(500));
+    let args = testkit::QemuArgs::virt()
+        .bios(&testkit::uboot_qemu())
+        .disk(disk)
+        .user_net(&[(ssh_port, 22)])
+        .monitor_socket(monitor);
+    testkit::Qemu::start_with(&args, 1)
 }
 
 /// Waits until `text` appears `count` times on the console.
@@ -325,6 +277,23 @@ pub(crate) fn ssh(
         .arg(command)
         .output()
         .unwrap()
+}
+
+/// `pi` logs in with `key` only: the server offers no password method at all, and a key user-data did
+/// not name is refused.
+pub(crate) fn assert_keys_only(fx: &Fixture, ssh_port: u16, key: &Path) {
+    let password_only = [
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+    ];
+    let pw = ssh(ssh_port, key, "pi", &password_only, "true");
+    let err = String::from_utf8_lossy(&pw.stderr);
+    assert!(!pw.status.success(), "a login without the key succeeded");
+    assert!(err.contains("Permission denied (publickey)"), "only publickey is offered: {err}");
+    let (other, _) = fx.key("stranger");
+    assert!(!ssh(ssh_port, &other, "pi", &[], "true").status.success(), "an unknown key got in");
 }
 
 /// Logs in until it works (the server may start after the readiness line); the output, and when
@@ -440,38 +409,16 @@ fn nocloud_hostname_and_key_then_ssh_over_dhcp() {
         "{console}"
     );
 
-    // Keys only: the server offers no password method at all.
-    let pw = ssh(
-        ssh_port,
-        &key,
-        "pi",
-        &[
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "PreferredAuthentications=password,keyboard-interactive",
-        ],
-        "true",
-    );
-    let err = String::from_utf8_lossy(&pw.stderr);
-    assert!(!pw.status.success(), "a login without the key succeeded");
-    assert!(
-        err.contains("Permission denied (publickey)"),
-        "the server offers only publickey: {err}"
-    );
-    // A key that user-data did not name is refused.
-    let (other, _) = fx.key("stranger");
-    let denied = ssh(ssh_port, &other, "pi", &[], "true");
-    assert!(!denied.status.success(), "an unknown key logged in");
+    assert_keys_only(&fx, ssh_port, &key);
     // Root has no key from this configuration.
     let root = ssh(ssh_port, &key, "root", &[], "true");
     assert!(!root.status.success(), "root logged in with pi's key");
 
     // The cable pulled and put back (QEMU's link state): the address goes, then a new lease.
     let socket = fx.dir.join("monitor");
-    monitor(&socket, "set_link n off");
+    testkit::monitor_command(&socket, "set_link n off");
     wait_count(&q, "[network] eth0: link down", 1, Duration::from_secs(60));
-    monitor(&socket, "set_link n on");
+    testkit::monitor_command(&socket, "set_link n on");
     wait_count(&q, "[network] eth0: link up", 2, Duration::from_secs(60));
     wait_count(&q, "[network] eth0: lease 10.0.2.15/24 from 10.0.2.2", 2, Duration::from_secs(60));
     let (again, _) = ssh_until_up(&q, ssh_port, &key, "pi", "hostname");

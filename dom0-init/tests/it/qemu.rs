@@ -2,8 +2,9 @@
 //! with `-kernel`), from root filesystems that `rpixen` builds out of OCI layouts:
 //! - an initramfs (`rpixen rootfs --format cpio`): readiness line, modules, onboot order, services, and
 //!   a service's busybox `poweroff` ends QEMU through init's orderly shutdown (PSCI SYSTEM_OFF);
-//! - a squashfs rootfs on the IMGA partition of `rpixen live`'s disk: the initramfs stage loads the
-//!   block and filesystem modules, finds IMGA by GPT label and switches into it.
+//! - a squashfs rootfs in slot A of `rpixen live`'s disk (`rootfs.squashfs` on IMGA's FAT): the
+//!   initramfs stage loads the block and filesystem modules, finds the slot `rpixen.slot=` names by
+//!   GPT label, attaches the file to a loop device and switches into it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,19 +14,7 @@ use rpixen::oci::layout::{Compression, ImageBuilder};
 
 use crate::modules::install_module_set;
 
-const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 const FAILURES: &[&str] = &["Kernel panic", "dom0-init: BUG", "Attempted to kill init"];
-
-pub(crate) fn kernel_release_dir() -> PathBuf {
-    let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
-    std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path()
-}
-
-pub(crate) fn kernel() -> PathBuf {
-    let release = kernel_release_dir();
-    let name = release.file_name().unwrap().to_string_lossy().into_owned();
-    testkit::debian_package(KERNEL_PKG).join(format!("boot/vmlinuz-{name}"))
-}
 
 /// OCI layouts made with rpixen's layout writer, and the package folder holding `dom0-init`.
 pub(crate) struct Fixture {
@@ -56,7 +45,7 @@ impl Fixture {
         });
         // A few real modules as the kernel package lays them out (vfat needs fat; no modules.dep).
         fx.layout("modules", |root| {
-            let release = kernel_release_dir();
+            let release = testkit::test_kernel_modules();
             let dest = root.join("lib/modules").join(release.file_name().unwrap());
             for m in [
                 "modules.builtin",
@@ -114,10 +103,10 @@ impl Fixture {
              dom0:\n  kernel: {{file: {kernel}}}\n  cmdline: \"console=hvc0\"\n  memory: 512M\n\
              rootfs:\n  format: {format}\n  images: [{images}]\n\
              init:\n{init}\n\
-             partitions: {{boot: 64M, imga: 32M, imgb: 32M, config: 8M, persist: 16M}}\n",
-            uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin").display(),
+             partitions: {{boot: 64M, imga: 64M, imgb: 64M, config: 8M, persist: 16M}}\n",
+            uboot = testkit::uboot_qemu().display(),
             xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64").display(),
-            kernel = kernel().display(),
+            kernel = testkit::test_kernel_image().display(),
             images = images.join(", "),
             init = indent(init),
         );
@@ -140,14 +129,13 @@ pub(crate) fn indent(text: &str) -> String {
     text.trim_matches('\n').lines().map(|l| format!("  {l}\n")).collect()
 }
 
-pub(crate) fn start_qemu(kernel_args: &[&str], extra: &[&str]) -> testkit::Qemu {
-    let kernel = kernel();
-    let mut args =
-        vec!["-M", "virt", "-cpu", "cortex-a72", "-m", "1G", "-no-reboot", "-nic", "none"];
-    args.extend(["-kernel", kernel.to_str().unwrap()]);
-    args.extend(kernel_args);
-    args.extend(extra);
-    testkit::Qemu::start(&args, 1)
+/// QEMU `virt` at EL1 (no hypervisor), one CPU, 1 GiB, booting the test kernel directly.
+pub(crate) fn kernel_args() -> testkit::QemuArgs {
+    testkit::QemuArgs::virt_el1()
+        .smp(1)
+        .memory("1G")
+        .no_reboot()
+        .kernel(&testkit::test_kernel_image())
 }
 
 /// (ms since exec, ms since kernel start) from the readiness line.
@@ -213,9 +201,8 @@ services:
         assert!(listing.lines().any(|l| l == f), "{f} in the initramfs:\n{listing}");
     }
 
-    let initrd_s = initrd.to_str().unwrap();
-    let mut qemu =
-        start_qemu(&["-initrd", initrd_s, "-append", "console=ttyAMA0 panic=-1 rpixen.trace"], &[]);
+    let args = kernel_args().initrd(&initrd).append("console=ttyAMA0 panic=-1 rpixen.trace");
+    let mut qemu = testkit::Qemu::start_with(&args, 1);
     let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("readiness: {exec_ms} ms after exec, {kernel_ms} ms after kernel start");
@@ -265,6 +252,7 @@ fn initramfs_switches_into_the_squashfs_on_imga() {
             "virtio_blk",
             "squashfs",
             "overlay",
+            "loop",
             "vfat",
             "nls_cp437",
             "nls_ascii",
@@ -291,7 +279,7 @@ fn initramfs_switches_into_the_squashfs_on_imga() {
         "--format",
         "cpio",
     ]);
-    // Stage 2, the squashfs on IMGA: busybox, dom0-init as /sbin/init and the services.
+    // Stage 2, the squashfs in slot A: busybox, dom0-init as /sbin/init and the services.
     let stage2 = fx.manifest(
         "stage2.yml",
         "squashfs",
@@ -317,26 +305,21 @@ services:
         initrd.to_str().unwrap(),
     ]);
     let (start, size) = partition(&disk, "IMGA");
-    let head = std::fs::read(&disk).unwrap();
-    assert_eq!(
-        &head[(start * 512) as usize..(start * 512 + 4) as usize],
-        b"hsqs",
-        "IMGA holds a squashfs"
-    );
-    drop(head);
+    let slot = testkit::run(Command::new("mdir").args([
+        "-b",
+        "-i",
+        &format!("{}@@{}", disk.display(), start * 512),
+        "::",
+    ]));
+    assert!(slot.contains("rootfs.squashfs"), "IMGA holds no rootfs.squashfs:\n{slot}");
     assert!(size > 0);
     // PERSIST is left unformatted by `rpixen live`: the first boot makes it ext4.
 
-    let drive = format!("file={},if=none,format=raw,id=disk", disk.display());
-    let mut qemu = start_qemu(
-        &[
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyAMA0 panic=-1 rpixen.root=IMGA rpixen.trace",
-        ],
-        &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
-    );
+    let args = kernel_args()
+        .initrd(&initrd)
+        .append("console=ttyAMA0 panic=-1 rpixen.slot=a rpixen.trace")
+        .pci_disk(&disk);
+    let mut qemu = testkit::Qemu::start_with(&args, 1);
     let ready = qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let (exec_ms, kernel_ms) = readiness(&ready.output);
     eprintln!("stage-2 readiness: {exec_ms} ms after its exec, {kernel_ms} ms after kernel start");
@@ -345,7 +328,7 @@ services:
     print_from_init(&out);
     assert!(status.success(), "QEMU exit status {status}");
     assert!(
-        out.contains("root switch: /dev/vda2 (squashfs) + tmpfs overlay is /; exec /sbin/init"),
+        out.contains("root switch: /dev/loop0 (squashfs) + tmpfs overlay is /; exec /sbin/init"),
         "{out}"
     );
     assert_eq!(out.matches("dom0-init: starting (pid 1)").count(), 2, "two stages:\n{out}");
@@ -387,22 +370,15 @@ services:
         testkit::run(Command::new("debugfs").args(["-R", "cat /log/worker.log"]).arg(&persist));
     assert!(log.contains("worker up") && log.contains("dom0-init: stopping"), "{log}");
 
-    // A/B fallback: IMGA broken (its squashfs magic wiped), IMGB holding the same rootfs: the
-    // initramfs says why IMGA is unusable and switches into IMGB.
-    let (bstart, bsize) = partition(&disk, "IMGB");
+    // A/B fallback without `rpixen.slot=` (a kernel booted by other means): IMGA broken (its boot
+    // sector wiped), IMGB holding the live image's copy: the initramfs says why IMGA is unusable and
+    // switches into IMGB.
+    let (_, bsize) = partition(&disk, "IMGB");
     assert!(bsize >= size);
     let dd = |args: &[String]| {
         testkit::run(Command::new("dd").args(args).args(["conv=notrunc", "status=none"]))
     };
     let d = disk.display();
-    dd(&[
-        format!("if={d}"),
-        format!("of={d}"),
-        "bs=512".into(),
-        format!("skip={start}"),
-        format!("seek={bstart}"),
-        format!("count={size}"),
-    ]);
     dd(&[
         "if=/dev/zero".into(),
         format!("of={d}"),
@@ -410,20 +386,16 @@ services:
         format!("seek={start}"),
         "count=8".into(),
     ]);
-    let mut qemu = start_qemu(
-        &[
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyAMA0 panic=-1 rpixen.root=IMGA",
-        ],
-        &["-drive", &drive, "-device", "virtio-blk-pci,drive=disk"],
-    );
+    let args = kernel_args()
+        .initrd(&initrd)
+        .append("console=ttyAMA0 panic=-1 rpixen.root=IMGA")
+        .pci_disk(&disk);
+    let mut qemu = testkit::Qemu::start_with(&args, 1);
     qemu.wait_for("rpixen: dom0 ready", FAILURES, Duration::from_secs(240)).unwrap();
     let status = qemu.wait_exit(Duration::from_secs(90)).unwrap();
     let out = qemu.output();
     assert!(status.success(), "QEMU exit status {status}");
-    assert!(out.contains("root switch: /dev/vda2 (IMGA) holds no squashfs; trying IMGB"), "{out}");
-    assert!(out.contains("root switch: /dev/vda3 (squashfs) + tmpfs overlay is /"), "{out}");
+    assert!(out.contains("root switch: /dev/vda2 (IMGA): holds no squashfs; trying IMGB"), "{out}");
+    assert!(out.contains("root switch: /dev/loop0 (squashfs) + tmpfs overlay is /"), "{out}");
     assert!(out.contains("[check] onboot on rpixen-sq"), "{out}");
 }

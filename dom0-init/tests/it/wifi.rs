@@ -21,7 +21,6 @@ use std::process::Command;
 
 use rpixen::oci::layout::{Compression, ImageBuilder};
 
-const KERNEL_PKG: &str = "linux-image-6.12.117+deb13-arm64";
 /// The supplicant's driver interface; dom0-init's `net::wpa::command` passes `-D nl80211`.
 const DRIVER: &str = "nl80211";
 
@@ -185,9 +184,7 @@ fn elf_needs(file: &Path) -> (Vec<String>, Option<String>) {
 
 /// A module of Debian's kernel package, decompressed (`rel` below `kernel/`, without `.ko.xz`).
 fn kernel_module(rel: &str) -> Vec<u8> {
-    let modules = testkit::debian_package(KERNEL_PKG).join("usr/lib/modules");
-    let release = std::fs::read_dir(&modules).unwrap().flatten().next().unwrap().path();
-    let ko = release.join(format!("kernel/{rel}.ko.xz"));
+    let ko = testkit::test_kernel_modules().join(format!("kernel/{rel}.ko.xz"));
     let out = Command::new("xz").arg("-dc").arg(&ko).output().unwrap();
     assert!(out.status.success(), "xz -dc {}", ko.display());
     out.stdout
@@ -204,10 +201,7 @@ fn module_firmware(module: &[u8]) -> Vec<String> {
 
 /// The board name brcmfmac puts in firmware file names: the DTB's first root `compatible`.
 fn pi4_board_name() -> String {
-    let dtb = testkit::debian_package(KERNEL_PKG)
-        .join("usr/lib")
-        .join(format!("linux-image-{}", KERNEL_PKG.trim_start_matches("linux-image-")))
-        .join("broadcom/bcm2711-rpi-4-b.dtb");
+    let dtb = testkit::test_kernel_rpi4_dtb();
     let compatible = testkit::run(Command::new("fdtget").arg(&dtb).args(["/", "compatible"]));
     compatible.split_whitespace().next().expect("a root compatible").to_owned()
 }

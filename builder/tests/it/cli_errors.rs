@@ -94,3 +94,40 @@ fn bad_package_definition_names_file_and_field_once() {
     assert_eq!(count(&all, "colour"), 1, "{all}");
     assert!(!t.join("dist/pkg/bad").exists(), "no package written");
 }
+
+#[test]
+fn live_names_the_rootfs_file_and_keeps_the_io_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fake_dom0_init(&t.join("pkg"), "#!/bin/sh\n");
+    let s = crate::image_support::synthetic(t, "");
+    let text = std::fs::read_to_string(&s.manifest).unwrap().replace(
+        "  images: [busybox]\n",
+        "  images: [dom0-init]\n  files:\n    - {path: /etc/x, source: {file: missing.txt}}\n",
+    );
+    std::fs::write(&s.manifest, text).unwrap();
+    let out = t.join("live.raw");
+    let o = rpixen(t).arg("live").arg(&s.manifest).arg("-o").arg(&out).output().unwrap();
+    let lines = error_lines(&o);
+    let all = lines.join("\n");
+    assert_eq!(lines.len(), 5, "{all}");
+    assert!(lines[0].contains("m.yml"), "the top line names the manifest: {all}");
+    assert!(lines[1].contains("rootfs"), "{all}");
+    assert!(lines[2].starts_with("rootfs.files[0] (/etc/x)"), "{all}");
+    assert_eq!(count(&all, "missing.txt"), 1, "{all}");
+    assert!(lines[4].contains("No such file"), "the OS error is kept as the last cause: {all}");
+    assert!(!out.exists(), "nothing half written");
+}
+
+#[test]
+fn inspect_of_a_disk_without_a_gpt_names_the_file_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("blank.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let o = rpixen(tmp.path()).arg("inspect").arg(&disk).output().unwrap();
+    let lines = error_lines(&o);
+    let all = lines.join("\n");
+    assert!(lines[0].contains("blank.raw") && lines[0].contains("partition table"), "{all}");
+    assert!(lines.len() >= 2, "the GPT reader's own error is kept below: {all}");
+    assert_eq!(count(&all, "blank.raw"), 1, "{all}");
+}

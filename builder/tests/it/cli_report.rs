@@ -41,3 +41,29 @@ fn status_lines_without_a_terminal_and_silence_with_quiet() {
     // The data on stdout is not chatter: --quiet keeps it.
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().next().unwrap(), digest_line);
 }
+
+/// `rpixen live` reports through the same reporter: its stages and the image's digest as status
+/// lines, and nothing with `--quiet`, which changes no byte of the image.
+#[test]
+fn live_reports_its_stages_and_quiet_silences_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = crate::image_support::synthetic(tmp.path(), "");
+    let live = |quiet: bool, out: &std::path::Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rpixen"));
+        if quiet {
+            c.arg("--quiet");
+        }
+        let o = c.arg("live").arg(&s.manifest).arg("--initrd").arg(&s.initrd).arg("-o").arg(out);
+        let o = o.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let img = tmp.path().join("live.raw");
+    let stderr = live(false, &img);
+    for line in ["rpixen: boot FAT: ", "rpixen: image sha256:"] {
+        assert!(stderr.lines().any(|l| l.starts_with(line)), "no {line:?} in {stderr}");
+    }
+    let quiet_img = tmp.path().join("quiet.raw");
+    assert_eq!(live(true, &quiet_img), "", "--quiet printed on stderr");
+    assert_eq!(std::fs::read(&img).unwrap(), std::fs::read(&quiet_img).unwrap());
+}

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use rpixen::oci::layout::{Compression, ImageBuilder};
 
-use crate::image_support::{run_rpixen, uboot_qemu};
+use crate::image_support::run_rpixen;
+use testkit::uboot_qemu;
 
-const READY: &str = "rpixen: dom0 ready";
-const FAILURES: &[&str] = &[
+pub(crate) const READY: &str = "rpixen: dom0 ready";
+pub(crate) const FAILURES: &[&str] = &[
     "Kernel panic",
     "(XEN) Panic",
     "rpixen: cannot load",
@@ -23,19 +24,19 @@ const FAILURES: &[&str] = &[
     "Attempted to kill init",
 ];
 /// TCG runs three kernels on four vCPUs here; the machine is shared, so the limit is generous.
-const BOOT_LIMIT: Duration = Duration::from_secs(900);
+pub(crate) const BOOT_LIMIT: Duration = Duration::from_secs(900);
 
 /// A QEMU whose serial line is a Unix socket (for typing) and a log file (for reading).
-struct Console {
+pub(crate) struct Console {
     _qemu: testkit::Qemu,
     log: PathBuf,
     socket: UnixStream,
-    started: Instant,
+    pub(crate) started: Instant,
     _dir: tempfile::TempDir,
 }
 
 impl Console {
-    fn start(args: &[&str]) -> Console {
+    pub(crate) fn start(args: testkit::QemuArgs) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("console.sock");
         let log = dir.path().join("console.log");
@@ -44,10 +45,9 @@ impl Console {
             sock.display(),
             log.display()
         );
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-chardev", &chardev, "-serial", "chardev:con"]);
+        let args = args.args(&["-chardev", &chardev, "-serial", "chardev:con"]);
         let started = Instant::now();
-        let qemu = testkit::Qemu::start(&all, 0);
+        let qemu = testkit::Qemu::start_with(&args, 0);
         let socket = loop {
             match UnixStream::connect(&sock) {
                 Ok(s) => break s,
@@ -67,12 +67,12 @@ impl Console {
         Console { _qemu: qemu, log, socket, started, _dir: dir }
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
     /// Waits until `done` holds for the output after byte `from`; fails on a failure pattern.
-    fn wait(
+    pub(crate) fn wait(
         &self,
         from: usize,
         what: &str,
@@ -96,7 +96,7 @@ impl Console {
         }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         // One byte at a time with a pause: the emulated UART's FIFO is small.
         for b in bytes {
             self.socket.write_all(&[*b]).unwrap();
@@ -105,7 +105,7 @@ impl Console {
     }
 }
 
-fn last(s: &str) -> &str {
+pub(crate) fn last(s: &str) -> &str {
     let start = s.len().saturating_sub(8000);
     let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
     &s[start..]
@@ -113,12 +113,12 @@ fn last(s: &str) -> &str {
 
 /// Whether a console line is DomU `n`'s: Xen 4.20 prefixes each whole vpl011 line with
 /// `(XEN) DOMn: ` (later Xen versions with `(dn) `).
-fn from_domu(line: &str, n: u32) -> bool {
+pub(crate) fn from_domu(line: &str, n: u32) -> bool {
     line.contains(&format!("DOM{n}: ")) || line.contains(&format!("(d{n}) "))
 }
 
 /// The readiness lines, by domain: DomU-prefixed lines are the DomUs', the rest Dom0's.
-fn ready_domains(out: &str) -> (bool, bool, bool) {
+pub(crate) fn ready_domains(out: &str) -> (bool, bool, bool) {
     let mut seen = (false, false, false);
     for line in out.lines().filter(|l| l.contains(READY)) {
         if from_domu(line, 1) {
@@ -167,10 +167,10 @@ fn domain_yaml(name: &str, busybox: &Path) -> String {
     )
 }
 
-#[test]
-fn xen_boots_dom0_and_two_domus_from_the_live_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// `rpixen live` of the two-DomU image (Dom0 and DomUs `edge1`, `edge2` from OCI layouts of busybox
+/// and the real aarch64 `dom0-init`) with hypervisor `(kind, binary)`, in `d`; returns the image.
+pub(crate) fn domus_image(d: &Path, hypervisor: (&str, &Path)) -> PathBuf {
+    let (hv_kind, hv_binary) = hypervisor;
     // The `dom0-init` package as `make pkgs` lays it out, and busybox with the applets the shells use.
     layout(d, "pkg/dom0-init", |root| {
         std::fs::create_dir_all(root.join("sbin")).unwrap();
@@ -184,7 +184,6 @@ fn xen_boots_dom0_and_two_domus_from_the_live_image() {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
     });
-    let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
     let manifest = d.join("domus.yml");
     std::fs::write(
         &manifest,
@@ -196,8 +195,8 @@ fn xen_boots_dom0_and_two_domus_from_the_live_image() {
   cpus: 4
   memory: 2G
 hypervisor:
-  kind: xen
-  binary: {{file: {xen}}}
+  kind: {hv_kind}
+  binary: {{file: {hv_binary}}}
   cmdline: "console=dtuart dtuart=serial0 sync_console dom0_mem=512M dom0_max_vcpus=2"
 dom0:
   kernel: {{file: {kernel}}}
@@ -210,10 +209,10 @@ init:
   hostname: rpixen
   console_shell: [/bin/sh]
 domains:
-{edge1}{edge2}partitions: {{boot: 128M, imga: 16M, imgb: 16M, config: 8M, persist: 16M}}
+{edge1}{edge2}partitions: {{boot: 64M, imga: 128M, imgb: 128M, config: 8M, persist: 16M}}
 "#,
             uboot = uboot_qemu().display(),
-            xen = xen.display(),
+            hv_binary = hv_binary.display(),
             kernel = testkit::test_kernel_image().display(),
             busybox = busybox.display(),
             edge1 = domain_yaml("edge1", &busybox),
@@ -232,29 +231,19 @@ domains:
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    img
+}
 
-    let drive = format!("if=none,file={},format=raw,id=d", img.display());
-    let uboot = uboot_qemu();
-    let args = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "4",
-        "-m",
-        "2G",
-        "-bios",
-        uboot.to_str().unwrap(),
-        "-nic",
-        "none",
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-device,drive=d",
-    ];
+#[test]
+fn xen_boots_dom0_and_two_domus_from_the_live_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
+    let img = domus_image(d, ("xen", &xen));
+
+    let args = testkit::QemuArgs::virt().smp(4).bios(&uboot_qemu()).disk(&img);
     let _turn = crate::image_qemu::one_boot();
-    let mut con = Console::start(&args);
+    let mut con = Console::start(args);
     let out = con
         .wait(0, "three readiness lines", BOOT_LIMIT, |o| ready_domains(o) == (true, true, true));
     let all_ready = con.started.elapsed();
@@ -378,7 +367,8 @@ fn live_image_carries_the_domains() {
     assert_eq!(doms[1]["cpus"], 2);
     assert_eq!(doms[1]["static_mem"], serde_json::json!([0x9000_0000u64, 256u64 << 20]));
     assert_eq!(doms[1]["files"], serde_json::json!(["domains/db/Other", "domains/db/initrd.img"]));
-    let files: Vec<&str> = j["filesystems"][0]["files"]
+    // Slot A (IMGA), the second FAT: the Image both Dom0 and web load is stored once.
+    let files: Vec<&str> = j["filesystems"][1]["files"]
         .as_array()
         .unwrap()
         .iter()
@@ -396,7 +386,8 @@ fn live_image_carries_the_domains() {
     );
 
     // The DomU initramfs is the same pipeline's: init.yml and dom0-init as /init, read by GNU cpio.
-    let drive_at = format!("{}@@1M", img.display());
+    // The DomU files sit in the slot, IMGA (after the 64 MiB boot partition at 1 MiB).
+    let drive_at = format!("{}@@65M", img.display());
     let initrd = d.join("db-initrd.img");
     testkit::run(
         std::process::Command::new("mcopy")
@@ -409,8 +400,8 @@ fn live_image_carries_the_domains() {
         "{listing}"
     );
     assert!(crate::common::cpio_cat(&initrd, "etc/rpixen/init.yml").contains("hostname: db"));
-    let fat = d.join("boot.fat");
-    crate::image_support::extract(&img, 1 << 20, 64 << 20, &fat);
+    let fat = d.join("slot.fat");
+    crate::image_support::extract(&img, 65 << 20, 16 << 20, &fat);
     let fsck = std::process::Command::new("fsck.fat").arg("-n").arg(&fat).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
 }

@@ -47,7 +47,7 @@ fn partition_tables_pass_sgdisk_and_fdisk() {
     let f = testkit::run(Command::new("fdisk").arg("-l").arg(&img));
     assert!(f.contains("Disklabel type: gpt"), "{f}");
     let rows: Vec<&str> = f.lines().filter(|l| l.starts_with(img.to_str().unwrap())).collect();
-    assert_eq!(rows.len(), 5, "{f}");
+    assert_eq!(rows.len(), 6, "{f}");
     assert!(
         rows[0].contains(" 2048 ") && rows[0].contains("64M") && rows[0].contains("EFI System"),
         "{f}"
@@ -71,9 +71,30 @@ fn partition_tables_pass_sgdisk_and_fdisk() {
     assert!(info.contains("Attribute flags: 0000000000000004"), "{info}");
     assert!(info.contains("Partition name: 'BOOT'"), "{info}");
 
+    // The A/B layout: entries 1-5 as before, STATE (6) on the disk before PERSIST, which stays last
+    // so that the device can grow it.
+    let p = testkit::run(Command::new("sgdisk").arg("-p").arg(&img));
+    let entries: Vec<(u64, String)> = p
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let n = w.first()?.parse().ok()?;
+            Some((n, w.last()?.to_string()))
+        })
+        .collect();
+    let names: Vec<&str> = entries.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST", "STATE"], "{p}");
+    let start = |n: &str| {
+        let i = testkit::run(Command::new("sgdisk").arg("-i").arg(n).arg(&img));
+        let l = i.lines().find(|l| l.starts_with("First sector:")).unwrap().to_owned();
+        l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap() * 512
+    };
+    assert_eq!(start("6"), (1 + 64 + 16 + 16 + 8) * MIB, "{p}");
+    assert_eq!(start("5"), (1 + 64 + 16 + 16 + 8 + 2) * MIB, "{p}");
+
     // Well under 1 GiB and sparse on disk.
     let meta = std::fs::metadata(&img).unwrap();
-    assert_eq!(meta.len(), (1 + 64 + 16 + 16 + 8 + 8 + 1) * MIB);
+    assert_eq!(meta.len(), (1 + 64 + 16 + 16 + 8 + 2 + 8 + 1) * MIB);
     use std::os::unix::fs::MetadataExt;
     assert!(meta.blocks() * 512 < 20 * MIB, "not sparse: {} blocks", meta.blocks());
 }
@@ -84,29 +105,45 @@ fn boot_and_config_fats_pass_fsck_and_mtools() {
     let img = dir.path().join("live.raw");
     live(dir.path(), &img, &[], &[("SOURCE_DATE_EPOCH", "1700000000")]);
 
+    let fsck = |fat: &Path, bits: &str| {
+        let o = Command::new("fsck.fat").arg("-nv").arg(fat).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{}: {text}{}",
+            fat.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(text.contains(bits), "{text}");
+    };
     let boot = dir.path().join("boot.fat");
     extract(&img, MIB, 64 * MIB, &boot);
-    let fsck = Command::new("fsck.fat").arg("-n").arg(&boot).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&fsck.stdout),
-        String::from_utf8_lossy(&fsck.stderr)
-    );
-    let fsck_v = testkit::run(Command::new("fsck.fat").arg("-nv").arg(&boot));
-    assert!(fsck_v.contains("32 bit entries"), "{fsck_v}");
+    fsck(&boot, "32 bit entries");
+    // Both slots: FATs that pass fsck and hold the same bytes (the live image's one slot image).
+    let (imga, imgb) = (dir.path().join("imga.fat"), dir.path().join("imgb.fat"));
+    extract(&img, 65 * MIB, 16 * MIB, &imga);
+    extract(&img, 81 * MIB, 16 * MIB, &imgb);
+    fsck(&imga, "entries");
+    assert_eq!(sha256(&imga), sha256(&imgb), "IMGB is not a copy of IMGA");
 
     let at = format!("{}@@{}", img.display(), MIB);
     let listing = testkit::run(Command::new("mdir").arg("-i").arg(&at).arg("::"));
     assert!(listing.contains("RPIXEN-BOOT"), "{listing}");
-    for (name, src) in [
-        ("rpixen-hv.bin", "hv.bin"),
-        ("Image", "Image"),
-        ("initrd.img", "initrd.img"),
-        ("u-boot.bin", "u-boot.bin"),
+    // The boot FAT keeps what the firmware and U-Boot read; everything above is in the slot.
+    for gone in ["Image", "INITRD", "RPIXEN~1"] {
+        assert!(!listing.contains(gone), "{gone} on the boot FAT:\n{listing}");
+    }
+    let slot_at = format!("{}@@{}", img.display(), 65 * MIB);
+    let slot_listing = testkit::run(Command::new("mdir").arg("-i").arg(&slot_at).arg("::"));
+    assert!(slot_listing.contains("RPIXEN-SLOT"), "{slot_listing}");
+    for (fat, name, src) in [
+        (&slot_at, "rpixen-hv.bin", "hv.bin"),
+        (&slot_at, "Image", "Image"),
+        (&slot_at, "initrd.img", "initrd.img"),
+        (&at, "u-boot.bin", "u-boot.bin"),
     ] {
         let out = dir.path().join(format!("out-{name}"));
-        testkit::run(Command::new("mcopy").arg("-i").arg(&at).arg(format!("::{name}")).arg(&out));
+        testkit::run(Command::new("mcopy").arg("-i").arg(fat).arg(format!("::{name}")).arg(&out));
         assert_eq!(
             std::fs::read(&out).unwrap(),
             std::fs::read(dir.path().join(src)).unwrap(),
@@ -114,13 +151,15 @@ fn boot_and_config_fats_pass_fsck_and_mtools() {
         );
     }
     // Time stamps come from SOURCE_DATE_EPOCH (2023-11-14 22:13:20 UTC).
-    let long = testkit::run(Command::new("mdir").arg("-i").arg(&at).arg("::Image"));
+    let long = testkit::run(Command::new("mdir").arg("-i").arg(&slot_at).arg("::Image"));
     assert!(long.contains("2023-11-14") && long.contains("22:13"), "{long}");
 
     // Both scripts are valid U-Boot script images.
-    for (name, title) in [("boot.scr", "rpixen boot"), ("rpixen.scr", "rpixen second stage")] {
+    for (fat, name, title) in
+        [(&at, "boot.scr", "rpixen boot"), (&slot_at, "rpixen.scr", "rpixen second stage")]
+    {
         let out = dir.path().join(name);
-        testkit::run(Command::new("mcopy").arg("-i").arg(&at).arg(format!("::{name}")).arg(&out));
+        testkit::run(Command::new("mcopy").arg("-i").arg(fat).arg(format!("::{name}")).arg(&out));
         let l = testkit::run(Command::new("mkimage").arg("-l").arg(&out));
         assert!(
             l.contains(&format!("Image Name:   {title}")) && l.contains("AArch64 Linux Script"),
@@ -133,10 +172,12 @@ fn boot_and_config_fats_pass_fsck_and_mtools() {
         let body = String::from_utf8_lossy(&std::fs::read(&txt).unwrap()[8..]).into_owned();
         if name == "rpixen.scr" {
             assert!(body.contains("setenv rpixen_file rpixen-hv.bin"), "{body}");
-            assert!(body.contains("fdt set /chosen xen,xen-bootargs \"console=dtuart dtuart=serial0 dom0_mem=512M\""), "{body}");
+            assert!(body.contains("fdt set /chosen xen,xen-bootargs \"console=dtuart dtuart=serial0 dom0_mem=512M${rpixen_hv_extra}\""), "{body}");
             assert!(body.contains("booti 0x50200000 - "), "{body}");
         } else {
             assert!(body.contains("source 0x50000000"), "{body}");
+            assert!(body.contains("part number ${devtype} ${devnum} IMGB rpixen_part"), "{body}");
+            assert!(body.contains("run rpixen_boot_slot"), "{body}");
         }
     }
 
@@ -165,14 +206,34 @@ fn inspect_lists_partitions_and_boot_files() {
     let j = inspect_json(&img);
     let names: Vec<&str> =
         j["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST"]);
-    let boot = &j["filesystems"][0];
-    assert_eq!(boot["label"], "RPIXEN-BOOT");
-    let files: Vec<&str> =
-        boot["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
-    for f in ["boot.scr", "rpixen.scr", "rpixen-hv.bin", "Image", "initrd.img", "u-boot.bin"] {
-        assert!(files.contains(&f), "{f} not in {files:?}");
+    assert_eq!(names, ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST", "STATE"]);
+    let files = |i: usize| -> Vec<String> {
+        j["filesystems"][i]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(j["filesystems"][0]["label"], "RPIXEN-BOOT");
+    assert_eq!(files(0), ["boot.scr", "u-boot.bin"]);
+    for (i, part) in [(1, 2), (2, 3)] {
+        assert_eq!(j["filesystems"][i]["partition"], part);
+        assert_eq!(j["filesystems"][i]["label"], "RPIXEN-SLOT");
+        for f in ["rpixen.scr", "rpixen-hv.bin", "Image", "initrd.img"] {
+            assert!(files(i).iter().any(|g| g == f), "{f} not in {:?}", files(i));
+        }
     }
+    let st = &j["state"];
+    assert_eq!(st["partition"], 6);
+    assert_eq!(
+        (st["a"].as_str(), st["b"].as_str(), st["seq"].as_u64()),
+        (Some("active"), Some("unused"), Some(1))
+    );
+    assert_eq!(
+        (st["boots"].as_str(), st["then"].as_str(), st["trial"].as_bool()),
+        (Some("a"), Some("b"), Some(false))
+    );
     assert_eq!(j["mbr"][0]["kind"], 12);
     assert_eq!(j["mbr"][0]["active"], true);
 
@@ -180,6 +241,11 @@ fn inspect_lists_partitions_and_boot_files() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
         table.contains("BOOT") && table.contains("legacy-bootable") && table.contains("initrd.img"),
+        "{table}"
+    );
+    assert!(
+        table.contains("slot state (partition 6):\n  copy 0: seq 1: a=active b=unused\n")
+            && table.contains("boot.scr boots slot a, then slot b"),
         "{table}"
     );
 }
@@ -196,7 +262,7 @@ fn reproducible_and_seeded() {
     assert_ne!(sha256(&a), sha256(&c));
     let (ja, jc) = (inspect_json(&a), inspect_json(&c));
     assert_ne!(ja["disk_guid"], jc["disk_guid"]);
-    for i in 0..5 {
+    for i in 0..6 {
         assert_ne!(ja["partitions"][i]["guid"], jc["partitions"][i]["guid"]);
     }
     // GUIDs are not fixed: other content gives other GUIDs too.
@@ -222,7 +288,7 @@ fn reproducible_and_seeded() {
     guids.push(ja["disk_guid"].to_string());
     guids.sort();
     guids.dedup();
-    assert_eq!(guids.len(), 6);
+    assert_eq!(guids.len(), 7);
 }
 
 #[test]
@@ -311,12 +377,12 @@ fn errors_name_the_culprit_and_leave_nothing_behind() {
     let o = try_live(&s.manifest, &dir.path().join("nope.cpio"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope.cpio"));
 
-    // Files that do not fit the boot FAT: the partition and the field to change are named.
-    std::fs::write(&s.initrd, vec![1u8; 70 << 20]).unwrap();
+    // Files that do not fit the slot: the volume and the field to change are named.
+    std::fs::write(&s.initrd, vec![1u8; 20 << 20]).unwrap();
     let o = try_live(&s.manifest, &s.initrd);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("RPIXEN-BOOT") && err.contains("partitions"),
+        !o.status.success() && err.contains("RPIXEN-SLOT") && err.contains("partitions"),
         "{err}"
     );
     assert!(only(&outdir).is_empty(), "{:?}", only(&outdir));
@@ -361,9 +427,12 @@ fn errors_name_the_culprit_and_leave_nothing_behind() {
 fn ctrl_c_removes_the_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let s = synthetic(dir.path(), "");
-    // A large initrd so that the write takes long enough to be interrupted.
+    // A large initrd so that the write takes long enough to be interrupted, in slots that hold it.
     let big: Vec<u8> = (0..55u32 << 20).map(|i| (i % 253) as u8 | 1).collect();
     std::fs::write(&s.initrd, &big).unwrap();
+    let yaml = std::fs::read_to_string(&s.manifest).unwrap();
+    let yaml = yaml.replace("imga: 16M", "imga: 64M").replace("imgb: 16M", "imgb: 64M");
+    std::fs::write(&s.manifest, yaml).unwrap();
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("live.raw");

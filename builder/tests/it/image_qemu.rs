@@ -24,23 +24,6 @@ pub(crate) fn one_boot() -> std::sync::MutexGuard<'static, ()> {
     ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn virt_args<'a>(uboot: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "2",
-        "-m",
-        "2G",
-        "-bios",
-        uboot,
-    ];
-    a.extend_from_slice(extra);
-    a
-}
-
 /// Lines that prove U-Boot ran our scripts and loaded every file.
 fn assert_scripts_ran(out: &str, hv: &str) {
     for line in [
@@ -74,14 +57,9 @@ fn xen_boots_dom0_from_the_live_image() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let uboot = uboot_qemu();
-    let drive = format!("if=none,file={},format=raw,id=d", img.display());
-    let args = virt_args(
-        uboot.to_str().unwrap(),
-        &["-nic", "none", "-drive", &drive, "-device", "virtio-blk-device,drive=d"],
-    );
+    let args = testkit::QemuArgs::virt().bios(&testkit::uboot_qemu()).disk(&img);
     let _turn = one_boot();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         outcome.output.contains("with script"),
@@ -125,26 +103,12 @@ fn xen_boots_dom0_over_tftp() {
     // The card holds no kernel: everything the second stage loads must come over TFTP.
     assert!(!out.join("sdcard/Image").exists());
 
-    let uboot = uboot_qemu();
-    let drive = format!("if=none,file={},format=raw,id=d", out.join("sdcard.raw").display());
-    let netdev = format!("user,id=n,tftp={}", out.join("tftp").display());
-    let args = virt_args(
-        uboot.to_str().unwrap(),
-        &[
-            "-drive",
-            &drive,
-            "-device",
-            "virtio-blk-device,drive=d",
-            "-netdev",
-            &netdev,
-            "-device",
-            "virtio-net-device,netdev=n",
-            "-nic",
-            "none",
-        ],
-    );
+    let args = testkit::QemuArgs::virt()
+        .bios(&testkit::uboot_qemu())
+        .disk(&out.join("sdcard.raw"))
+        .tftp(&out.join("tftp"));
     let _turn = one_boot();
-    let mut q = testkit::Qemu::start(&args, 1);
+    let mut q = testkit::Qemu::start_with(&args, 1);
     let outcome = q.wait_for(MARKER, FAILURES, LIMIT).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         outcome.output.contains("TFTP from server 10.0.2.2"),
@@ -165,7 +129,7 @@ fn xen_boots_dom0_on_raspi4b() {
     let d = dir.path();
     let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
     let dtb = testkit::test_kernel_rpi4_dtb();
-    let uboot = testkit::debian_package("u-boot-rpi").join("usr/lib/u-boot/rpi_arm64/u-boot.bin");
+    let uboot = testkit::uboot_rpi();
     let fw = testkit::debian_package("raspi-firmware").join("usr/lib/raspi-firmware");
     // SD reads in QEMU run at about 1 MiB/s: a gzipped kernel (Xen unpacks it) loads 3x faster.
     let kernel_gz = d.join("Image.gz");
@@ -214,7 +178,7 @@ partitions:
   imga: 64M
   imgb: 64M
   config: 8M
-  persist: 54M
+  persist: 52M
 "#,
             dtb = dtb.display(),
             uboot = uboot.display(),
@@ -242,7 +206,8 @@ partitions:
         256 << 20,
         "QEMU wants a power-of-two SD card"
     );
-    // QEMU gets the DTB from our FAT: the one the second stage also loads.
+    // QEMU gets the DTB from our boot FAT (where the Pi firmware reads it): the one slot A's
+    // second stage loads too.
     let patched = d.join("patched.dtb");
     testkit::run(
         std::process::Command::new("mcopy")
@@ -251,19 +216,9 @@ partitions:
             .arg("::bcm2711-rpi-4-b.dtb")
             .arg(&patched),
     );
-    let drive = format!("if=sd,format=raw,file={}", img.display());
-    let args = [
-        "-M",
-        "raspi4b",
-        "-kernel",
-        uboot.to_str().unwrap(),
-        "-dtb",
-        patched.to_str().unwrap(),
-        "-drive",
-        &drive,
-    ];
+    let args = testkit::QemuArgs::raspi4b().kernel(&uboot).dtb(&patched).disk(&img);
     let _turn = one_boot();
-    let mut q = testkit::Qemu::start(&args, 2);
+    let mut q = testkit::Qemu::start_with(&args, 2);
     let outcome =
         q.wait_for(MARKER, FAILURES, Duration::from_secs(420)).unwrap_or_else(|e| panic!("{e}"));
     for line in [

@@ -100,7 +100,7 @@ pub fn busybox_initramfs(dir: &Path) -> PathBuf {
 pub fn xen_virt_manifest(dir: &Path) -> PathBuf {
     let xen = testkit::debian_package("xen-hypervisor-4.20-arm64").join("boot/xen-4.20-arm64");
     let linux = testkit::test_kernel_image();
-    let uboot = testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    let uboot = testkit::uboot_qemu();
     let m = dir.join("xen-virt.yml");
     std::fs::write(
         &m,
@@ -122,8 +122,8 @@ rootfs:
   images: [busybox]
 partitions:
   boot: 64M
-  imga: 32M
-  imgb: 32M
+  imga: 64M
+  imgb: 64M
   config: 8M
   persist: 16M
 "#,
@@ -134,10 +134,6 @@ partitions:
     )
     .unwrap();
     m
-}
-
-pub fn uboot_qemu() -> PathBuf {
-    testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin")
 }
 
 /// Copies `len` bytes at `offset` of `image` into a new file.

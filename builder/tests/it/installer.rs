@@ -3,7 +3,10 @@
 //! tree), whose `install` step writes the carried live image to the second disk.
 //! - installer + blank 2 GiB target: written, verified, powered off; the target alone then boots to
 //!   readiness with a first-boot identity, and its CONFIG holds the files given at build time (the
-//!   manifest's and `/in`'s, through `RPIXEN_IN_DIR` as in the container);
+//!   manifest's and `/in`'s, through `RPIXEN_IN_DIR` as in the container); a `config.txt` and a
+//!   NoCloud `user-data` put on the installer medium's BOOT FAT after the build (as a user or
+//!   rpi-imager would) are on the target's BOOT, which `fsck.fat` accepts, and the target applies
+//!   that user-data's host name;
 //! - a target too small and one that holds a partition: refused on the console, bytes unchanged.
 
 use std::path::{Path, PathBuf};
@@ -101,10 +104,6 @@ fn hypervisor() -> PathBuf {
     out
 }
 
-fn uboot() -> PathBuf {
-    testkit::debian_package("u-boot-qemu").join("usr/lib/u-boot/qemu_arm64/u-boot.bin")
-}
-
 struct Fixture {
     dir: tempfile::TempDir,
     manifest: PathBuf,
@@ -135,10 +134,10 @@ fn build_installer(extra: &[&str]) -> Fixture {
          hypervisor:\n  kind: rpixen\n  binary: {{file: {hv}}}\n  cmdline: \"console=dtuart dtuart=serial0 sync_console\"\n\
          dom0:\n  kernel: {{file: {kernel}}}\n  cmdline: \"console=ttyAMA0 earlycon rdinit=/init\"\n  memory: 512M\n\
          rootfs:\n  format: cpio\n  images: [busybox, modules, e2fsprogs]\n\
-         init:\n  hostname: rpixen-installed\n\
+         init:\n  hostname: rpixen-installed\n  onboot:\n    - {{name: nocloud, command: [/proc/self/exe, nocloud]}}\n\
          config_files:\n  - {{path: /build.txt, contents: \"from the manifest\\n\"}}\n\
-         partitions: {{boot: 64M, imga: 8M, imgb: 8M, config: 8M, persist: 16M}}\n",
-        uboot = uboot().display(),
+         partitions: {{boot: 64M, imga: 64M, imgb: 64M, config: 8M, persist: 16M}}\n",
+        uboot = testkit::uboot_qemu().display(),
         hv = hypervisor().display(),
         kernel = testkit::test_kernel_image().display(),
     );
@@ -158,33 +157,11 @@ fn build_installer(extra: &[&str]) -> Fixture {
 
 /// QEMU virt with the disks in order (the first is virtio 0).
 fn start(disks: &[&Path]) -> testkit::Qemu {
-    let uboot = uboot();
-    let mut args: Vec<String> = [
-        "-M",
-        "virt,virtualization=on,gic-version=2",
-        "-cpu",
-        "cortex-a72",
-        "-smp",
-        "2",
-        "-m",
-        "1G",
-        "-nic",
-        "none",
-        "-no-reboot",
-        "-bios",
-        s(&uboot),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    for (i, d) in disks.iter().enumerate() {
-        args.push("-drive".into());
-        args.push(format!("if=none,file={},format=raw,id=d{i}", d.display()));
-        args.push("-device".into());
-        args.push(format!("virtio-blk-device,drive=d{i}"));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    testkit::Qemu::start(&args, 1)
+    let args = disks.iter().fold(
+        testkit::QemuArgs::virt().memory("1G").no_reboot().bios(&testkit::uboot_qemu()),
+        |a, d| a.disk(d),
+    );
+    testkit::Qemu::start_with(&args, 1)
 }
 
 fn sparse_file(path: &Path, len: u64) {
@@ -208,7 +185,11 @@ fn partition(image: &Path, name: &str) -> (u64, u64) {
 }
 
 fn mtype(image: &Path, file: &str) -> String {
-    let (start, _) = partition(image, "CONFIG");
+    mtype_in(image, "CONFIG", file)
+}
+
+fn mtype_in(image: &Path, part: &str, file: &str) -> String {
+    let (start, _) = partition(image, part);
     let drive = format!("{}@@{start}", image.display());
     testkit::run(Command::new("mtype").arg("-i").arg(drive).arg(file))
 }
@@ -219,6 +200,16 @@ fn installer_writes_the_target_which_then_boots_alone() {
     let fx = build_installer(&[]);
     let target = fx.dir.path().join("target.raw");
     sparse_file(&target, 2 * GIB);
+    // The user's edits on the flashed installer medium's BOOT FAT, made with mtools as any host would.
+    let (boot, _) = partition(&fx.installer, "BOOT");
+    let drive = format!("{}@@{boot}", fx.installer.display());
+    let edits = fx.dir.path().join("edits");
+    std::fs::create_dir_all(&edits).unwrap();
+    std::fs::write(edits.join("config.txt"), CONFIG_TXT).unwrap();
+    std::fs::write(edits.join("user-data"), USER_DATA).unwrap();
+    for f in ["config.txt", "user-data"] {
+        testkit::run(Command::new("mcopy").args(["-o", "-i", &drive]).arg(edits.join(f)).arg("::"));
+    }
 
     let started = Instant::now();
     let mut q = start(&[&fx.installer, &target]);
@@ -234,6 +225,7 @@ fn installer_writes_the_target_which_then_boots_alone() {
         eprintln!("  {l}");
     }
     for line in [
+        "rpixen-install: config.txt, user-data from the installer medium's BOOT partition",
         "rpixen-install: writing 10% (",
         "rpixen-install: writing 100% (",
         "rpixen-install: verified ",
@@ -246,7 +238,7 @@ fn installer_writes_the_target_which_then_boots_alone() {
 
     // The target as the installer left it: the image's table, CONFIG from the installer medium.
     let table = testkit::run(Command::new("sgdisk").arg("-p").arg(&target));
-    for name in ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST"] {
+    for name in ["BOOT", "IMGA", "IMGB", "CONFIG", "PERSIST", "STATE"] {
         assert!(table.contains(name), "no {name} in:\n{table}");
     }
     assert_eq!(mtype(&target, "::/build.txt"), "from the manifest\n");
@@ -255,6 +247,12 @@ fn installer_writes_the_target_which_then_boots_alone() {
     let config = fx.dir.path().join("config.fat");
     crate::image_support::extract(&target, at, len, &config);
     testkit::run(Command::new("fsck.fat").arg("-n").arg(&config));
+    assert_eq!(mtype_in(&target, "BOOT", "::/config.txt"), CONFIG_TXT);
+    assert_eq!(mtype_in(&target, "BOOT", "::/user-data"), USER_DATA);
+    let (at, len) = partition(&target, "BOOT");
+    let boot_fat = fx.dir.path().join("boot.fat");
+    crate::image_support::extract(&target, at, len, &boot_fat);
+    testkit::run(Command::new("fsck.fat").arg("-n").arg(&boot_fat));
 
     // The target alone: first boot makes it a device of its own, then readiness.
     let started = Instant::now();
@@ -265,10 +263,16 @@ fn installer_writes_the_target_which_then_boots_alone() {
     let line = out.lines().find(|l| l.contains("rpixen: dom0 ready")).unwrap();
     assert!(!line.contains("id=none"), "no first-boot identity: {line}\n{out}");
     assert!(out.contains("first boot: GPT of /dev/vda written"), "{out}");
+    assert!(out.contains("NoCloud files user-data"), "{out}");
+    assert!(out.contains("applied: hostname carried-over"), "{out}");
     drop(q);
     let verify = testkit::run(Command::new("sgdisk").arg("-v").arg(&target));
     assert!(verify.contains("No problems found"), "{verify}");
 }
+
+/// What the user writes onto the installer medium's BOOT FAT after flashing it.
+const CONFIG_TXT: &str = "# edited on the installer medium\narm_64bit=1\ngpu_mem=16\n";
+const USER_DATA: &str = "#cloud-config\nhostname: carried-over\n";
 
 /// Boots the installer with `target`, expects `refusal` on the console, and checks that the target's
 /// bytes did not change.
@@ -359,7 +363,9 @@ fn installer_carries_the_live_image_and_its_digest() {
     let drive = format!("{}@@{boot}", fx.installer.display());
     testkit::run(Command::new("mcopy").args(["-i", &drive, "::initrd.img"]).arg(&initrd));
     let recorded = crate::common::cpio_cat(&initrd, "'*etc/rpixen/installer'");
-    assert_eq!(recorded, format!("size {len}\nsha256 {digest}\n"));
+    let carried: String =
+        rpixen::installer::CARRIED_BOOT_FILES.iter().map(|f| format!("carry {f}\n")).collect();
+    assert_eq!(recorded, format!("size {len}\nsha256 {digest}\n{carried}"));
     let init = crate::common::cpio_cat(&initrd, "'*etc/rpixen/init.yml'");
     assert!(init.contains("/proc/self/exe") && init.contains("install"), "{init}");
 

@@ -10,6 +10,7 @@ mod image_support;
 
 mod cli_errors;
 mod cli_report;
+mod domains_ours;
 mod domains_xen;
 mod image_dtb;
 mod image_fat;
@@ -27,4 +28,5 @@ mod pkg_build;
 mod pkg_flow;
 mod pkg_verify;
 mod release_flow;
+mod source_build;
 mod update_cli;

@@ -75,26 +75,14 @@ fn registry_rootfs_boots_as_initramfs() {
     assert!(raw > 1 << 20, "the archive spans several parallel-gzip blocks: {raw}");
     drop(reg);
 
-    let mut qemu = testkit::Qemu::start(
-        &[
-            "-M",
-            "virt",
-            "-cpu",
-            "cortex-a72",
-            "-m",
-            "1G",
-            "-no-reboot",
-            "-nic",
-            "none",
-            "-kernel",
-            kernel.to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyAMA0 rdinit=/init panic=-1",
-        ],
-        1,
-    );
+    let args = testkit::QemuArgs::virt_el1()
+        .smp(1)
+        .memory("1G")
+        .no_reboot()
+        .kernel(&kernel)
+        .initrd(&initrd)
+        .append("console=ttyAMA0 rdinit=/init panic=-1");
+    let mut qemu = testkit::Qemu::start_with(&args, 1);
     let boot = qemu
         .wait_for(
             MARKER,

@@ -9,19 +9,19 @@
 //! default (`qemu-virt`, our hypervisor); `BOARD=qemu-virt-xen` runs the same flows with Xen.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
-const READY: &str = "rpixen: dom0 ready";
-const FAILURES: &[&str] =
+pub(crate) const READY: &str = "rpixen: dom0 ready";
+pub(crate) const FAILURES: &[&str] =
     &["Kernel panic", "(XEN) Panic", "rpixen: cannot load", "Unknown command", "panicked at"];
-const BOOT_LIMIT: Duration = Duration::from_secs(420);
+pub(crate) const BOOT_LIMIT: Duration = Duration::from_secs(420);
 
 /// The board under test: `$BOARD` as `make` reads it, else make's default.
-fn board() -> String {
+pub(crate) fn board() -> String {
     std::env::var("BOARD").unwrap_or_else(|_| "qemu-virt".into())
 }
 
@@ -30,7 +30,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// `make TARGETS` in `dir`, output on the test's stderr, with the shared test download cache.
-fn make(dir: &Path, targets: &[&str], env: &[(&str, &Path)]) {
+pub(crate) fn make(dir: &Path, targets: &[&str], env: &[(&str, &Path)]) {
     let mut cmd = Command::new("make");
     cmd.current_dir(dir).args(targets).stdout(Stdio::from(std::io::stderr()));
     for (k, v) in env {
@@ -44,7 +44,7 @@ fn make(dir: &Path, targets: &[&str], env: &[(&str, &Path)]) {
 
 /// `$XDG_CACHE_HOME` whose `rpixen/` is the shared test download cache, so `make` needs no download that
 /// another test already made.
-fn xdg_cache() -> PathBuf {
+pub(crate) fn xdg_cache() -> PathBuf {
     let xdg = testkit::cache_dir().join("xdg");
     std::fs::create_dir_all(&xdg).unwrap();
     let link = xdg.join("rpixen");
@@ -118,92 +118,6 @@ fn fresh_clone_make_live_and_run_boots_to_dom0_ready() {
     eprintln!("fresh clone: bmaptool's copy of `make live` on a used card: Dom0 ready {took:?} after QEMU started");
 }
 
-/// A Docker engine of our own (socket, state and data under the test cache), stopped by PID on drop.
-struct Dockerd {
-    child: Child,
-    host: String,
-    state: PathBuf,
-}
-
-impl Dockerd {
-    fn start() -> Dockerd {
-        assert!(
-            Path::new("/usr/sbin/dockerd").exists(),
-            "dockerd missing: scripts/setup-host.sh installs docker.io"
-        );
-        // All state is this process's own (two test runs may overlap) and removed on drop. Socket paths
-        // are limited to 108 bytes, hence /tmp.
-        let exec = PathBuf::from(format!("/tmp/rpixen-dockerd-{}", std::process::id()));
-        let data = exec.join("data");
-        std::fs::create_dir_all(&exec).unwrap();
-        let sock = exec.join("docker.sock");
-        let log = std::fs::File::create(
-            testkit::cache_dir().join(format!("dockerd-{}.log", std::process::id())),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/dockerd")
-            .args(["--storage-driver", "vfs", "--iptables=false", "--bridge=none"])
-            // Apart from any system dockerd sharing a system containerd.
-            .args([
-                "--containerd-namespace",
-                "rpixen-test",
-                "--containerd-plugins-namespace",
-                "rpixen-test-plugins",
-            ])
-            .arg("--data-root")
-            .arg(&data)
-            .arg("--exec-root")
-            .arg(exec.join("exec"))
-            .arg("--pidfile")
-            .arg(exec.join("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", sock.display()))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dockerd");
-        let d = Dockerd { child, host: format!("unix://{}", sock.display()), state: exec };
-        let start = Instant::now();
-        while !d.docker(&["info"]).status.success() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "dockerd did not come up (see dockerd-PID.log in the test cache)"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        d
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new("/usr/bin/docker");
-        c.env("DOCKER_HOST", &self.host).env("DOCKER_BUILDKIT", "1");
-        c
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        self.command().args(args).output().expect("run docker")
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SIGTERM lets dockerd stop its containerd; SIGKILL only if it hangs.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
 /// The partition named `name` of a GPT image, as an mtools `IMAGE@@OFFSET` drive.
 fn partition(image: &Path, name: &str) -> String {
     let table = testkit::run(Command::new("partx").args(["-g", "-o", "START,NAME"]).arg(image));
@@ -220,7 +134,7 @@ fn docker_run_live_matches_make_live_and_boots() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = testkit::repo_root();
     let xdg = xdg_cache();
-    let dockerd = Dockerd::start();
+    let dockerd = testkit::Dockerd::start();
     let tag = "rpixen-test";
     let started = Instant::now();
     make(

@@ -227,7 +227,7 @@ pub fn check_release(
     let tail = persist.end - 4096..persist.end;
     assert!(read_range(&mut b, &tail).iter().all(|x| *x == STALE), "PERSIST's tail was written");
     // Each FAT on the used card is sound: its metadata was mapped in full.
-    for name in ["BOOT", "CONFIG"] {
+    for name in ["BOOT", "IMGA", "IMGB", "CONFIG"] {
         let p = partition(&card, name);
         let vol = dir.join(format!("{name}.fat"));
         std::fs::write(&vol, read_range(&mut b, &p)).unwrap();

@@ -7,8 +7,8 @@
 //! The ranges are read back from the image's own structures, independently of the builder's code,
 //! the way the builder will state them from its layout knowledge: the GPT at both ends (protective
 //! MBR, headers, entry arrays), then per partition: a FAT's reserved sectors, FATs and root
-//! directory in full plus every allocated cluster in full; a squashfs's `bytes_used`; nothing for an
-//! unformatted partition. Free FAT entries and directory tails are zeros that must be written (a
+//! directory in full plus every allocated cluster in full; a squashfs's `bytes_used`; STATE's two
+//! records; nothing for an unformatted partition. Free FAT entries and directory tails are zeros that must be written (a
 //! stale byte there is a bogus cluster or a bogus file), which is why metadata is mapped whole.
 #![allow(dead_code)]
 // Lists of byte ranges are the data here; a one-range list is not a mistaken `Vec<u64>`.
@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 pub const EPOCH: &str = "1700000000";
 pub const SECTOR: u64 = 512;
 /// The packages images/qemu-virt.yml uses.
-pub const PACKAGES: [&str; 7] =
-    ["busybox", "dom0-init", "dropbear", "e2fsprogs", "hypervisor", "kernel", "u-boot"];
+pub const PACKAGES: [&str; 8] =
+    ["agent", "busybox", "dom0-init", "dropbear", "e2fsprogs", "hypervisor", "kernel", "u-boot"];
 
 pub struct Fixture {
     pub dir: PathBuf,
@@ -178,12 +178,24 @@ fn squashfs_ranges(v: &[u8]) -> Option<Vec<Range<u64>>> {
     (v.len() >= 96 && v[..4] == *b"hsqs").then(|| vec![0..u64_at(v, 40)])
 }
 
+/// The A/B slot state (rpixen-slot-state): one 512-byte record at 0 and one at 1 MiB.
+fn state_ranges(v: &[u8]) -> Vec<Range<u64>> {
+    [0u64, 1 << 20]
+        .into_iter()
+        .filter(|o| (*o as usize) + 512 <= v.len())
+        .map(|o| o..o + 512)
+        .collect()
+}
+
 /// Every byte range of the image that holds data, from its structures.
 pub fn data_ranges(img: &[u8]) -> Vec<Range<u64>> {
     let (parts, mut out) = gpt_parts(img);
     for p in parts {
         let v = &img[p.span.start as usize..p.span.end as usize];
-        let inner = fat_ranges(v).or_else(|| squashfs_ranges(v)).unwrap_or_default();
+        let inner = fat_ranges(v)
+            .or_else(|| squashfs_ranges(v))
+            .or_else(|| (p.name == "STATE").then(|| state_ranges(v)))
+            .unwrap_or_default();
         out.extend(inner.into_iter().map(|r| p.span.start + r.start..p.span.start + r.end));
     }
     out

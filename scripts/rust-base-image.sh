@@ -44,12 +44,15 @@ work=$(mktemp -d /var/tmp/rpixen-rust-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 echo "rust-base-image: debootstrap bookworm from $mirror" >&2
-# The packages the official image has that our build uses, plus what the source stage would install.
+# What our build uses of the official image (a C compiler for build scripts, make), plus what the source
+# stage would install. Not git and its perl: cargo fetches with its own libgit2 and Cargo.lock has no git
+# sources.
 debootstrap --variant=minbase \
-    --include=ca-certificates,gcc,libc6-dev,make,git,xz-utils,musl-tools,binutils-aarch64-linux-gnu,debian-archive-keyring \
+    --include=ca-certificates,gcc,libc6-dev,make,xz-utils,musl-tools,binutils-aarch64-linux-gnu,debian-archive-keyring \
     bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
 # The build downloads crates and .debs; it must trust what the host trusts (a proxy's own CA, say).
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
@@ -58,11 +61,13 @@ fi
 
 echo "rust-base-image: Rust $channel from $toolchain" >&2
 mkdir -p "$root/usr/local/rustup/toolchains" "$root/usr/local/cargo/bin"
-# The documentation is most of the toolchain's size and no build reads it.
-tar -C "$toolchain" --exclude=./share/doc -cf - . \
+# The documentation is most of the toolchain's size and no build reads it; nor does the build run the
+# linters (clippy, rustfmt) or rustdoc.
+tar -C "$toolchain" --exclude=./share --exclude=./bin/rustdoc --exclude=./bin/clippy-driver \
+    --exclude=./bin/cargo-clippy --exclude=./bin/rustfmt --exclude=./bin/cargo-fmt -cf - . \
     | tar -C "$root/usr/local/rustup/toolchains" --one-top-level="$channel-x86_64-unknown-linux-gnu" -xf -
 cp "$rustup_bin" "$root/usr/local/cargo/bin/rustup"
-for proxy in cargo rustc rustdoc cargo-clippy clippy-driver cargo-fmt rustfmt; do
+for proxy in cargo rustc; do
     ln -s rustup "$root/usr/local/cargo/bin/$proxy"
 done
 cat >"$root/usr/local/rustup/settings.toml" <<EOF

@@ -10,9 +10,9 @@ DOCKER_TAG ?= rpixen
 # Packages made of pinned .debs are rebuilt when their pkg.yml changes; those built from this
 # repository are rebuilt every time (cargo and the build script decide what is stale).
 PKG_DEBS  := busybox dropbear e2fsprogs firmware firmware-brcm kernel u-boot wireless-regdb wpasupplicant xen
-PKG_BUILT := dom0-init hypervisor
+PKG_BUILT := dom0-init hypervisor agent
 
-.PHONY: help setup build lint test bench live run pkgs pkgs-built docker docker-bin clean
+.PHONY: help setup build lint test test-source-build bench soak live run pkgs pkgs-built docker docker-bin clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,7 +40,8 @@ run: ## Boot dist/live.raw in QEMU for BOARD, serial console on this terminal (C
 docker-bin: ## Build the static x86_64 rpixen the container carries (dist/docker/rpixen)
 	$(CARGO) build --release -p rpixen --target x86_64-unknown-linux-musl
 	mkdir -p $(DIST)/docker
-	cp $(TARGET_DIR)/x86_64-unknown-linux-musl/release/rpixen $(DIST)/docker/rpixen
+	strip -o $(DIST)/docker/rpixen $(TARGET_DIR)/x86_64-unknown-linux-musl/release/rpixen
+	bash scripts/sbom-sources.sh $(DIST)/docker/src
 
 docker: pkgs docker-bin ## Build the rpixen container image (docker run rpixen live > live.raw)
 	DOCKER_BUILDKIT=1 $(DOCKER) build --network=host --build-arg ARTIFACTS=context -t $(DOCKER_TAG) .
@@ -50,7 +51,14 @@ lint: ## Check formatting (rustfmt.toml) and clippy warnings for the whole works
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 test: lint ## Run every test (format and clippy checks, unit, tool-checked, QEMU boots)
-	$(CARGO) test --workspace --release --no-fail-fast
+	RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --workspace --release --no-fail-fast
+
+test-source-build: ## Build the container from source in a fresh clone (~15 min): equals make live, boots
+	$(CARGO) test --release -p rpixen --test it source_build -- --ignored --nocapture
+
+SOAK_CUTS ?= 50
+soak: ## The update agent's kill-and-restart torture, SOAK_CUTS rounds (default 50; `make test` runs 10)
+	AGENT_CUTS=$(SOAK_CUTS) $(CARGO) test --release -p rpixen-agent --test it killed_at_random_moments -- --nocapture
 
 bench: ## Run the benchmarks (each prints its ratio against the peer tool)
 	$(CARGO) bench --workspace

@@ -76,8 +76,9 @@ fn package_dirs(dirs: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
     if !dirs.is_empty() {
         return Ok(dirs);
     }
-    let found = rpixen_pkg::def::discover(Path::new("pkg"))
-        .context("no package folders named and no ./pkg folder here: run from the repository root")?;
+    let found = rpixen_pkg::def::discover(Path::new("pkg")).context(
+        "no package folders named and no ./pkg folder here: run from the repository root",
+    )?;
     anyhow::ensure!(!found.is_empty(), "no package folders with a pkg.yml under ./pkg");
     Ok(found)
 }

@@ -12,7 +12,7 @@ DOCKER_TAG ?= rpixen
 PKG_DEBS  := busybox dropbear e2fsprogs firmware firmware-brcm kernel u-boot wireless-regdb wpasupplicant xen
 PKG_BUILT := dom0-init hypervisor agent
 
-.PHONY: help setup build lint test test-source-build bench soak live run pkgs pkgs-built docker docker-bin clean
+.PHONY: help setup build lint test test-long test-source-build bench soak live run pkgs pkgs-built docker docker-bin clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ lint: ## Check formatting (rustfmt.toml) and clippy warnings for the whole works
 
 test: lint ## Run every test (format and clippy checks, unit, tool-checked, QEMU boots)
 	RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --workspace --release --no-fail-fast
+
+test-long: ## The slow end-to-end flows outside CI (~30 min): fresh clone make live, docker run live, source build
+	RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --release -p rpixen --test it -- --ignored --nocapture --test-threads=1
 
 test-source-build: ## Build the container from source in a fresh clone (~15 min): equals make live, boots
 	$(CARGO) test --release -p rpixen --test it source_build -- --ignored --nocapture

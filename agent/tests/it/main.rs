@@ -8,6 +8,7 @@
 //! plays the boot script through slot-state's model (`boot_choice`, whose script the slot-state
 //! QEMU tests run in real U-Boot) and starts the agent again on the chosen slot.
 
+mod device;
 mod qemu;
 
 use std::io::{BufRead, BufReader, Read};

@@ -126,11 +126,17 @@ pub fn registry_with_auth(user: &str, password: &str) -> Registry {
 
 /// A fake `dom0-init` package (a shell script at `sbin/dom0-init`) in `pkg_dir`.
 pub fn fake_dom0_init(pkg_dir: &Path, script: &str) {
+    fake_sbin_package(pkg_dir, "dom0-init", "dom0-init", script);
+}
+
+/// A package `name` in `pkg_dir` holding only `sbin/<program>`, a shell script: for rootfs tests
+/// that need a manifest's service to exist, not to run (the real ones cost a cross build each).
+pub fn fake_sbin_package(pkg_dir: &Path, name: &str, program: &str, script: &str) {
     let mut t = LayerTar::new();
-    t.dir("sbin", 0o755).file("sbin/dom0-init", script.as_bytes(), 0o755);
+    t.dir("sbin", 0o755).file(&format!("sbin/{program}"), script.as_bytes(), 0o755);
     ImageBuilder::new()
         .layer(&t.finish(), Compression::Gzip)
         .unwrap()
-        .write(&pkg_dir.join("dom0-init"), "latest")
+        .write(&pkg_dir.join(name), "latest")
         .unwrap();
 }

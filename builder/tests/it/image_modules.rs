@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::common::{fake_dom0_init, sh, squashfs_list};
+use crate::common::{fake_dom0_init, fake_sbin_package, sh, squashfs_list};
 use crate::image_support::{run_rpixen, synthetic};
 
 const EPOCH: &str = "1700000000";
@@ -35,6 +35,8 @@ fn packages() -> &'static Path {
             ],
         );
         fake_dom0_init(&dir, "#!/bin/sh\n");
+        // images/qemu-virt.yml runs the update agent; these tests read the rootfs, never run it.
+        fake_sbin_package(&dir, "agent", "rpixen-agent", "#!/bin/sh\n");
         dir
     })
 }

@@ -100,7 +100,8 @@ fn ranges_cover_every_nonzero_byte_of_the_image() {
     }
     let mapped: u64 = data.iter().map(|r| r.end - r.start).sum();
     eprintln!("image {} bytes, {} data ranges, {} data bytes", img.len(), data.len(), mapped);
-    assert!(mapped < img.len() as u64 / 4, "a live image is mostly empty space");
+    // Data: the FATs' contents, slot A's twice (IMGB starts as IMGA's copy); the rest is holes.
+    assert!(mapped < img.len() as u64 / 2, "a live image is mostly empty space");
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub(crate) const PACKAGES: [&str; 8] =
 /// TCG on a busy 2-core machine: generous.
 pub(crate) const LIMIT: Duration = Duration::from_secs(1500);
 pub(crate) const FAILURES: [&str; 4] =
-    ["Kernel panic", "rpixen-agent: FAILED", "rpixen-agent: FALLBACK", "hv: panic"];
+    ["Kernel panic", "rpixen-agent: FAILED", "rpixen-agent: FALLBACK", "hv: PANIC"];
 
 /// `images/qemu-virt.yml` with CONFIG's `update.yml` and key, and a rootfs file naming `version`.
 pub(crate) fn manifest(dir: &Path, version: &str, port: u16, key: &Path) -> PathBuf {
@@ -94,4 +94,146 @@ pub(crate) fn slot_file(img: &Path, slot: &str, name: &str) -> Vec<u8> {
         .unwrap();
     assert!(out.status.success(), "mtype {slot} {name}: {}", output_text(&out));
     out.stdout
+}
+
+/// The agent's timings in a test device's `update.yml`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub poll_interval_secs: u64,
+    pub health_window_secs: u64,
+    pub trial_timeout_secs: u64,
+}
+
+/// What [`manifest`] writes.
+pub(crate) const TIMING: Timing =
+    Timing { poll_interval_secs: 5, health_window_secs: 10, trial_timeout_secs: 300 };
+
+/// [`manifest`] with other agent timings, and `services` (init-config YAML flow mappings, such as
+/// `{name: app, command: [/bin/app]}`) supervised besides the image's own.
+pub(crate) fn manifest_with(
+    dir: &Path,
+    version: &str,
+    port: u16,
+    key: &Path,
+    timing: Timing,
+    services: &[&str],
+) -> PathBuf {
+    let path = manifest(dir, version, port, key);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let from = format!(
+        "poll_interval_secs: {}\\nhealth_window_secs: {}\\ntrial_timeout_secs: {}\\n",
+        TIMING.poll_interval_secs, TIMING.health_window_secs, TIMING.trial_timeout_secs
+    );
+    let to = format!(
+        "poll_interval_secs: {}\\nhealth_window_secs: {}\\ntrial_timeout_secs: {}\\n",
+        timing.poll_interval_secs, timing.health_window_secs, timing.trial_timeout_secs
+    );
+    assert!(text.contains(&from), "update.yml's timings moved:\n{text}");
+    text = text.replace(&from, &to);
+    let agent = "    - {name: agent, command: [/sbin/rpixen-agent]}\n";
+    assert!(text.contains(agent), "qemu-virt.yml's agent service moved");
+    let extra: String = services.iter().map(|s| format!("    - {s}\n")).collect();
+    text = text.replace(agent, &format!("{agent}{extra}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `rpixen update build MANIFEST --version VERSION -o DIR/VERSION.oci` (`--slot-image` when given:
+/// that slot image packaged as it is); returns the layout.
+pub(crate) fn update_build(
+    bin: &Path,
+    pkg: &Path,
+    dir: &Path,
+    manifest: &Path,
+    version: &str,
+    slot_image: Option<&Path>,
+) -> PathBuf {
+    let layout = dir.join(format!("{version}.oci"));
+    let _ = std::fs::remove_dir_all(&layout);
+    let mut cmd = rpixen(bin, pkg, dir);
+    cmd.args(["update", "build"]).arg(manifest).arg("-o").arg(&layout);
+    cmd.args(["--version", version]);
+    if let Some(s) = slot_image {
+        cmd.arg("--slot-image").arg(s);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "rpixen update build {version}: {}", output_text(&out));
+    layout
+}
+
+/// `rpixen update push LAYOUT REFERENCE`, signed with `key` when given (`rpixen update push
+/// --key`); returns the pushed manifest's digest.
+pub(crate) fn update_push(
+    bin: &Path,
+    pkg: &Path,
+    dir: &Path,
+    layout: &Path,
+    reference: &str,
+    key: Option<&testkit::CosignKeys>,
+) -> String {
+    let mut cmd = rpixen(bin, pkg, dir);
+    cmd.args(["update", "push"]).arg(layout).arg(reference);
+    if let Some(k) = key {
+        cmd.arg("--key").arg(k.key_path()).env("COSIGN_PASSWORD", &k.password);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "rpixen update push {reference}: {}", output_text(&out));
+    layout_manifest(layout).0
+}
+
+/// A layout's one manifest: its digest and JSON.
+pub(crate) fn layout_manifest(layout: &Path) -> (String, serde_json::Value) {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = idx["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let man =
+        serde_json::from_slice(&std::fs::read(layout_blob(layout, &digest)).unwrap()).unwrap();
+    (digest, man)
+}
+
+pub(crate) fn layout_blob(layout: &Path, digest: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+/// The slot image an artifact layout holds (its chunks in order), written to `out`.
+pub(crate) fn layout_slot_image(layout: &Path, out: &Path) {
+    let (_, man) = layout_manifest(layout);
+    let mut f = std::fs::File::create(out).unwrap();
+    for l in man["layers"].as_array().unwrap() {
+        let mut chunk =
+            std::fs::File::open(layout_blob(layout, l["digest"].as_str().unwrap())).unwrap();
+        std::io::copy(&mut chunk, &mut f).unwrap();
+    }
+}
+
+/// A file of a FAT image file (a slot image), read by mtools.
+pub(crate) fn fat_file(fat: &Path, name: &str) -> Vec<u8> {
+    let out = Command::new("mtype").arg("-i").arg(fat).arg(format!("::{name}")).output().unwrap();
+    assert!(out.status.success(), "mtype {} {name}: {}", fat.display(), output_text(&out));
+    out.stdout
+}
+
+/// The bytes of the partition named `name`.
+pub(crate) fn partition_bytes(img: &Path, name: &str) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let (start, size) = partition(img, name);
+    let mut buf = vec![0u8; size as usize];
+    std::fs::File::open(img).unwrap().read_exact_at(&mut buf, start).unwrap();
+    buf
+}
+
+/// Points `repository:tag` of the registry at `host` at a layout's manifest (already pushed), as
+/// `crane tag` or `oras tag` would: how a fleet moves a reference to a signed version at once.
+pub(crate) fn retag(host: &str, repository: &str, tag: &str, layout: &Path) {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let media_type = idx["manifests"][0]["mediaType"].as_str().unwrap();
+    let (digest, _) = layout_manifest(layout);
+    let bytes = std::fs::read(layout_blob(layout, &digest)).unwrap();
+    let client = rpixen_update::registry::Client::new(
+        host,
+        rpixen_update::registry::Credentials::Anonymous,
+        &[],
+    );
+    client.put_manifest(repository, tag, media_type, &bytes).unwrap();
 }

@@ -41,9 +41,10 @@ use crate::device::{manifest, partition, rpixen, LIMIT, PACKAGES};
 const SLOT_SIZE: &str = "64M";
 /// The random file each version adds: what its update downloads (with a few FAT chunks).
 const PAYLOAD_BYTES: usize = 6 << 20;
-/// Console lines that end the test at once.
-const FATAL: [&str; 4] =
-    ["Kernel panic", "hv: panic", "rpixen: no slot could boot", "rpixen-agent: FAILED"];
+/// Console lines that end the test at once. (`rpixen-agent: FAILED` is not one: a registry the
+/// loaded host answers too slowly is retried at the next poll; a device stuck in FAILED never ends
+/// its version and the test fails on its time limit, with the line in the console's tail.)
+const FATAL: [&str; 3] = ["Kernel panic", "hv: panic", "rpixen: no slot could boot"];
 
 /// What a cut aims at, in the order cuts cycle through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,6 +423,8 @@ struct Fleet {
     running: Option<Slot>,
     outcomes: Vec<String>,
     boots: usize,
+    /// `rpixen-agent: FAILED` lines seen (each retried at the next poll).
+    failed: usize,
 }
 
 impl Fleet {
@@ -453,6 +456,10 @@ impl Fleet {
     fn on_line(&mut self, con: &mut Console, end: usize, line: &str) -> Result<(), String> {
         if let Some(f) = FATAL.iter().find(|f| line.contains(**f)) {
             return Err(format!("{f:?} on the console"));
+        }
+        if line.contains("rpixen-agent: FAILED") {
+            eprintln!("  (agent) {line}");
+            self.failed += 1;
         }
         let now = Instant::now();
         if let Some(m) = Mark::of(line) {
@@ -665,6 +672,7 @@ fn power_cut_at_random_moments_of_updates_the_device_boots_a_whole_slot_and_ends
         running: None,
         outcomes: Vec::new(),
         boots: 0,
+        failed: 0,
     };
     fleet.publish_next();
     eprintln!("image, packages and v2 built in {:?}", t0.elapsed());
@@ -684,7 +692,11 @@ fn power_cut_at_random_moments_of_updates_the_device_boots_a_whole_slot_and_ends
         fleet.drive(&mut con, &mut est, Some(&mut plan), &mut rng);
         let at = landed(&con.cut());
         *landings.entry(at).or_default() += 1;
-        let line = format!("cut {n}/{cuts} aimed at {phase:?} ({}): landed in {at}", plan.aimed);
+        let line = format!(
+            "cut {n}/{cuts} at {:.0} s, aimed at {phase:?} ({}): landed in {at}",
+            torture.elapsed().as_secs_f64(),
+            plan.aimed
+        );
         eprintln!("{line}");
         log.push(line);
         expect = fleet.after_cut(n);
@@ -736,6 +748,7 @@ fn power_cut_at_random_moments_of_updates_the_device_boots_a_whole_slot_and_ends
     landings.sort();
     eprintln!("landed: {landings:?}");
     eprintln!("outcomes: {:#?}", fleet.outcomes);
+    eprintln!("agent FAILED lines (retried): {}", fleet.failed);
     eprintln!(
         "torture wall time {:.0} s ({:.0} s per cut); with the image and package builds {:.0} s",
         wall.as_secs_f64(),

@@ -9,6 +9,7 @@
 //! QEMU tests run in real U-Boot) and starts the agent again on the chosen slot.
 
 mod device;
+mod powercut;
 mod qemu;
 
 use std::io::{BufRead, BufReader, Read};

@@ -7,7 +7,8 @@
 //! Bao's Raspberry Pi 4 build.
 //!
 //! Each boot also prints when its console milestones came (U-Boot, the loads, the hypervisor, each
-//! domain's Linux and readiness). `BENCH_ONLY=rpixen` or `BENCH_ONLY=xen` boots one contender once.
+//! domain's Linux and readiness). `BENCH_ONLY=rpixen` or `BENCH_ONLY=xen` boots one contender once;
+//! `BENCH_CONSOLE=DIR` keeps each boot's console there.
 //!
 //! Targets: ours at most 0.5x Xen's time; binary under Bao's 90,112 bytes with DomU support in.
 
@@ -72,6 +73,7 @@ const MILESTONES: &[(&str, Option<u32>, &str)] = &[
     ("booti", None, "rpixen: starting the hypervisor"),
     ("hypervisor entered (ours)", None, "hv: rpixen hypervisor"),
     ("hypervisor entered (Xen)", None, "Xen version"),
+    ("d1's CPU up, scrubbing its RAM (ours)", None, "hv: cpu3 up"),
     ("d1 loaded (ours)", None, "hv: d1 (edge1) loaded"),
     ("d2 loaded (ours)", None, "hv: d2 (edge2) loaded"),
     ("Dom0 entered (ours)", None, "entering dom0 at EL1"),
@@ -135,6 +137,11 @@ fn boot(image: &Path, uboot: &Path, what: &str) {
         marks.update(&out, start.elapsed());
         if all_ready(&out) {
             eprintln!("{what}: Dom0 and both DomUs ready after {:.2?}", start.elapsed());
+            if let Some(dir) = std::env::var_os("BENCH_CONSOLE") {
+                let file = Path::new(&dir).join(format!("domus-{}.log", what.replace(' ', "-")));
+                std::fs::write(&file, &out).unwrap();
+                eprintln!("{what}: console in {}", file.display());
+            }
             marks.print(what);
             for line in out.lines().filter(|l| l.contains(READY)) {
                 eprintln!("  {line}");

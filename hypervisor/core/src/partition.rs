@@ -475,7 +475,7 @@ mod tests {
         ];
         let s2 = DomuStage2::new(&ram, 0x0804_0000, true);
         let kernel = Region::new(0x4008_0000, 0x10_0007);
-        let dtb = Region::new(0x4019_0000, 0x4b1);
+        let dtb = Region::new(0x4019_0000, 0x4B1);
         let outside = Region::new(0x401F_F000, 0x2000); // runs past its RAM: not loaded
         let zero = s2.scrub_plan(&[kernel, dtb, outside]);
         assert_eq!(
@@ -483,7 +483,7 @@ mod tests {
             [
                 Region::new(0x9000_0000, 0x8_0000),
                 Region::new(0xA008_0007, 0x1_0000 - 7),
-                Region::new(0xA009_04b1, 0x7_0000 - 0x4b1),
+                Region::new(0xA009_04B1, 0x7_0000 - 0x4B1),
             ]
         );
         // Every byte of RAM is either zeroed or written, never both.
@@ -511,7 +511,7 @@ mod tests {
             [
                 (0x7000_0000, Region::new(0x9008_0000, 0x8_0000)),
                 (0x7008_0000, Region::new(0xA000_0000, 0x8_0007)),
-                (0x7100_0000, Region::new(0xA009_0000, 0x4b1)),
+                (0x7100_0000, Region::new(0xA009_0000, 0x4B1)),
             ]
         );
         assert_eq!(scrub, zero);

@@ -98,6 +98,14 @@ pub fn build(
     }
     let s2 = DomuStage2::new(ram, host.gicv, spec.vpl011);
     let (s2_root, _) = mm::domu_stage2_map(&s2).map_err(|_| BuildError::Stage2)?;
+    let mut files = Vec::from([
+        (spec.kernel, layout.kernel.base),
+        (Region::new(dtb.as_ptr() as u64, dtb.len() as u64), layout.dtb.base),
+    ]);
+    if let (Some(rd), Some(at)) = (spec.ramdisk, layout.initrd) {
+        files.push((rd, at.base));
+    }
+    let (copies, scrub) = s2.load_plan(&files);
     let nr_vcpus = pcpus.len();
     Ok(Domain {
         id,
@@ -117,7 +125,7 @@ pub fn build(
         watchdog: None,
         domu: Some(DomU {
             s2,
-            boot: DomuBoot { kernel: spec.kernel, initrd: spec.ramdisk, dtb, layout },
+            boot: DomuBoot { dtb, layout, copies, scrub },
             console: spin::Mutex::new(DomuConsole {
                 uart: Pl011::new(),
                 line: PrefixedLines::new(id),
@@ -149,10 +157,11 @@ pub fn describe(d: &Domain) {
         l.format(" {} at host {}-{}", &[hex(m.ipa), hex(m.pa), hex(m.pa + m.size - 1)]);
     }
     l.format(
-        ", kernel {} ({} bytes), dtb {}{}",
+        ", kernel {} (module at host {}), dtb {}{}",
         &[
             hex(u.boot.layout.kernel.base),
-            u.boot.kernel.size.into(),
+            // The kernel is the first file of the load plan (DomUs running one file share it).
+            hex(u.boot.copies.first().map_or(0, |c| c.0)),
             hex(u.boot.layout.dtb.base),
             if u.s2.vpl011 { ", vpl011" } else { "" }.into(),
         ],
@@ -160,37 +169,25 @@ pub fn describe(d: &Domain) {
     l.emit();
 }
 
-/// Copies `src` (host) to guest RAM at `ipa` through the domain's mappings.
-fn copy_in(s2: &DomuStage2, ipa: u64, src: Region) {
-    let Some(pieces) = s2.host_ranges(ipa, src.size) else { return };
-    let mut from = src.base;
-    for p in pieces {
-        // SAFETY: `from` lies in the pristine module (host RAM no guest maps), `p` in the domain's
-        // RAM, which no vCPU of it runs on while it is loaded; both mapped Normal at EL2.
-        unsafe {
-            core::ptr::copy_nonoverlapping(from as *const u8, p.base as *mut u8, p.size as usize)
-        };
-        from += p.size;
-    }
-}
-
-/// Scrubs the domain's RAM and loads its kernel, initrd and device tree from the pristine copies,
-/// as the DomU's first vCPU must find them (booting.rst: with caches off, so everything at PoC).
+/// Scrubs the domain's RAM (all but what the files overwrite) and loads its kernel, initrd and device
+/// tree from the pristine copies, as the DomU's first vCPU must find them (booting.rst: with caches off, so everything at PoC).
 /// Returns its entry point and the device tree's address (IPA). Its vCPUs are all out of the guest.
 pub fn load(d: &Domain) -> (u64, u64) {
     let Some(u) = &d.domu else { return (0, 0) };
-    for m in &u.s2.ram {
+    let b = &u.boot;
+    for r in &b.scrub {
         // SAFETY: the domain's own host RAM (mapped Normal at EL2), no vCPU of it runs, and no
         // other domain or the hypervisor uses it (the partition placed it clear of all of them).
-        unsafe { arch::zero_range(m.pa, m.size) };
+        unsafe { arch::zero_range(r.base, r.size) };
     }
-    let b = &u.boot;
-    copy_in(&u.s2, b.layout.kernel.base, b.kernel);
-    if let (Some(rd), Some(at)) = (b.initrd, b.layout.initrd) {
-        copy_in(&u.s2, at.base, rd);
+    for &(from, to) in &b.copies {
+        // SAFETY: `from` lies in a pristine module (host RAM no guest maps) or the DomU's device
+        // tree on the heap, `to` in the domain's RAM, which no vCPU of it runs on while it is
+        // loaded; both mapped Normal at EL2.
+        unsafe {
+            core::ptr::copy_nonoverlapping(from as *const u8, to.base as *mut u8, to.size as usize)
+        };
     }
-    let dtb = Region::new(b.dtb.as_ptr() as u64, b.dtb.len() as u64);
-    copy_in(&u.s2, b.layout.dtb.base, dtb);
     for m in &u.s2.ram {
         arch::flush_dcache_range(m.pa, m.size);
     }

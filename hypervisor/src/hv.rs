@@ -172,12 +172,16 @@ extern "C" fn hv_primary_main(dtb_pa: u64, load: u64) -> ! {
         dom0_mpidrs.extend(cpus.mpidr(p));
     }
     let roles = partition::cpu_roles(&dom0_pcpus, &domu_pcpus);
-    // DomU modules stay where U-Boot loaded them, as pristine copies for restarts: never Dom0's.
+    // DomU modules stay where U-Boot loaded them, as pristine copies for restarts: never Dom0's. Nor
+    // is the host DTB then: the DomUs' names, printed for as long as they run, are its strings.
     let mut domu_files: Vec<Region> = Vec::new();
     for s in &specs {
         domu_files.push(s.kernel);
         domu_files.extend(s.ramdisk);
         domu_files.extend(&s.static_mem);
+    }
+    if !specs.is_empty() {
+        domu_files.push(Region::new(dtb_pa, total as u64));
     }
 
     let gic = Gic::probe(device(g.dist), device(g.cpu), device(g.hyp));

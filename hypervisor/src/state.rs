@@ -85,13 +85,16 @@ pub struct DomU {
     pub iidr: u32,
 }
 
-/// A DomU's boot files: host ranges of the modules (kept untouched: no guest maps them), its device
-/// tree, and where each goes in its guest RAM (IPA).
+/// A DomU's boot files: its device tree, where each file goes in its guest RAM (IPA), and the load
+/// as `DomuStage2::load_plan` decided it: host copies from the modules (kept untouched: no guest
+/// maps them) and the DTB, and the host ranges to zero around them.
 pub struct DomuBoot {
-    pub kernel: Region,
-    pub initrd: Option<Region>,
+    /// Owned here so it lives as long as the domain: `copies` reads it by address.
+    #[allow(dead_code)]
     pub dtb: Vec<u8>,
     pub layout: Dom0Layout,
+    pub copies: Vec<(u64, Region)>,
+    pub scrub: Vec<Region>,
 }
 
 /// A DomU's vPL011 and its output line.

@@ -371,7 +371,8 @@ mod tests {
         let (plan, loads) = plan_with_domains(
             Window::for_board(crate::manifest::BoardKind::QemuVirt),
             Sizes { hypervisor: mib, kernel: 30 * mib, initrd: mib },
-            &[DomainSizes { kernel: 30 * mib, initrd: mib }; 2],
+            512 * mib,
+            &[DomainSizes { kernel: 30 * mib, initrd: mib, kernel_of: None }; 2],
         )
         .unwrap();
         let node = |name, i: usize| DomainNode {

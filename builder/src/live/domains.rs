@@ -1,7 +1,8 @@
 //! The static DomUs' boot files: each domain's kernel, and an initramfs built from its `rootfs:` by the
 //! same pipeline as Dom0's (OCI layers, files, `init.yml`, `dom0-init` as `/init`). They go on the boot
 //! FAT under `domains/<name>/`; a kernel that is the same file as Dom0's (or an earlier domain's) is
-//! stored once and loaded once per domain, since each domain's modules get an address of their own.
+//! stored once. It is loaded once for all the DomUs that run it (they only read it), and apart from
+//! Dom0's copy, which our hypervisor runs in place.
 
 use crate::disk::source::{Shared, Source};
 use crate::manifest::{Domain, FileSource, Plan, Rootfs};
@@ -60,7 +61,7 @@ pub fn gather(
     // Kernels already placed: Dom0's first, so a DomU running the same kernel reuses `Image`.
     let mut kernels: Vec<(FileSource, String, u64)> =
         vec![(plan.dom0.kernel.clone(), KERNEL_NAME.to_owned(), dom0_kernel.len())];
-    let mut out = Vec::new();
+    let mut out: Vec<DomainFiles> = Vec::new();
     for (i, d) in plan.domains.iter().enumerate() {
         let kernel_field = format!("domains[{i}].kernel");
         let (kernel_name, kernel_len) =
@@ -86,10 +87,13 @@ pub fn gather(
             name: initrd_name.clone(),
             data: Shared::new(Source::Memory(initrd)),
         });
+        // An earlier DomU loads the same kernel file: share its copy (never Dom0's, which runs in
+        // place and so is no pristine copy).
+        let kernel_of = out.iter().position(|o| o.kernel_name == kernel_name);
         out.push(DomainFiles {
             kernel_name,
             initrd_name,
-            sizes: DomainSizes { kernel: kernel_len, initrd: initrd_len },
+            sizes: DomainSizes { kernel: kernel_len, initrd: initrd_len, kernel_of },
         });
     }
     Ok(out)

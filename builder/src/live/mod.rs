@@ -176,6 +176,7 @@ pub fn boot_set(inputs: &Inputs<'_>) -> Result<BootSet, LiveError> {
     let (plan, domain_loads) = layout::plan_with_domains(
         Window::for_board(m.board.kind),
         Sizes { hypervisor: hv_footprint, kernel: kernel.len(), initrd: initrd.len() },
+        m.dom0.memory,
         &domain_sizes,
     )?;
     domains::check_static_mem(m, &plan)?;

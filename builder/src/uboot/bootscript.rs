@@ -107,13 +107,16 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
     load(&mut out, "Dom0 initrd", p.initrd, s.initrd_file, "rpixen_initrd_size");
     for (i, d) in s.domains.iter().enumerate() {
         let what = |m: &str| format!("{} {m}", d.name);
-        load(
-            &mut out,
-            &what("kernel"),
-            d.load.kernel,
-            d.kernel_file,
-            &format!("rpixen_d{i}_kernel_size"),
-        );
+        // A kernel an earlier DomU shares (the plan gave both one address) is there already.
+        if kernel_owner(&s.domains, i) == i {
+            load(
+                &mut out,
+                &what("kernel"),
+                d.load.kernel,
+                d.kernel_file,
+                &format!("rpixen_d{i}_kernel_size"),
+            );
+        }
         load(
             &mut out,
             &what("initrd"),
@@ -159,7 +162,7 @@ pub fn second_stage(s: &SecondStage<'_>) -> String {
     // libfdt's `fdt mknod` puts a new node before its older siblings, and Xen numbers the DomUs in
     // device-tree order: made last to first, they read first to last, so manifest order is d1, d2, ...
     for (i, d) in s.domains.iter().enumerate().rev() {
-        domain_node(&mut out, i, d);
+        domain_node(&mut out, i, kernel_owner(&s.domains, i), d);
     }
     out.push_str("setenv fdt_high 0xffffffffffffffff\n");
     out.push_str("echo \"rpixen: starting the hypervisor\"\n");
@@ -172,9 +175,16 @@ fn cells(v: u64) -> String {
     format!("{:#x} {:#x}", v >> 32, v & 0xffff_ffff)
 }
 
-/// The `xen,domain` node of DomU number `i` (its module sizes are in `rpixen_d{i}_*_size`), written
-/// with the properties and order of ImageBuilder's `uboot-script-gen`.
-fn domain_node(out: &mut String, i: usize, d: &DomainNode<'_>) {
+/// The first DomU whose kernel module is at DomU `i`'s kernel address: `i` itself unless it shares
+/// an earlier DomU's copy (`load::DomainSizes::kernel_of`).
+fn kernel_owner(domains: &[DomainNode<'_>], i: usize) -> usize {
+    domains.iter().position(|d| d.load.kernel == domains[i].load.kernel).unwrap_or(i)
+}
+
+/// The `xen,domain` node of DomU number `i` (its initrd size is in `rpixen_d{i}_initrd_size`, its
+/// kernel's in `rpixen_d{kernel_of}_kernel_size`), written with the properties and order of
+/// ImageBuilder's `uboot-script-gen`.
+fn domain_node(out: &mut String, i: usize, kernel_of: usize, d: &DomainNode<'_>) {
     let node = format!("/chosen/{}", d.name);
     out.push_str(&format!("fdt mknod /chosen {}\n", d.name));
     out.push_str(&format!("fdt set {node} compatible \"xen,domain\"\n"));
@@ -200,7 +210,8 @@ fn domain_node(out: &mut String, i: usize, d: &DomainNode<'_>) {
         out.push_str(&format!("fdt set {m} reg <0x0 {addr:#x} 0x0 ${{{size_var}}}>\n"));
         m
     };
-    let kernel = module(out, d.load.kernel, "multiboot,kernel", format!("rpixen_d{i}_kernel_size"));
+    let kernel =
+        module(out, d.load.kernel, "multiboot,kernel", format!("rpixen_d{kernel_of}_kernel_size"));
     out.push_str(&format!("fdt set {kernel} bootargs {}\n", quote(d.bootargs)));
     module(out, d.load.initrd, "multiboot,ramdisk", format!("rpixen_d{i}_initrd_size"));
     for path in d.passthrough {
@@ -398,9 +409,19 @@ mod tests {
         let (plan, loads) = crate::uboot::load::plan_with_domains(
             Window::for_board(BoardKind::QemuVirt),
             Sizes { hypervisor: 1 << 20, kernel: 38 << 20, initrd: 1 << 20 },
+            512 << 20,
             &[
-                crate::uboot::load::DomainSizes { kernel: 38 << 20, initrd: 3 << 20 },
-                crate::uboot::load::DomainSizes { kernel: 38 << 20, initrd: 3 << 20 },
+                crate::uboot::load::DomainSizes {
+                    kernel: 38 << 20,
+                    initrd: 3 << 20,
+                    kernel_of: None,
+                },
+                // The same kernel file as web's: loaded once.
+                crate::uboot::load::DomainSizes {
+                    kernel: 38 << 20,
+                    initrd: 3 << 20,
+                    kernel_of: Some(0),
+                },
             ],
         )
         .unwrap();
@@ -427,8 +448,8 @@ mod tests {
             dom0_args: "",
             domains: vec![node("web", 0), node("db", 1)],
         });
-        // Dom0's initrd ends at 0x52a00000 + 1 MiB; the domains follow, then the DTB.
-        assert_eq!(loads[0].kernel, 0x52c0_0000);
+        // Dom0's kernel is at 0x50400000 with 512 MiB of RAM: the domains follow that, then the DTB.
+        assert_eq!(loads[0].kernel, 0x7040_0000);
         let web = "fdt mknod /chosen web
 fdt set /chosen/web compatible \"xen,domain\"
 fdt set /chosen/web \\#address-cells <0x2>
@@ -436,13 +457,13 @@ fdt set /chosen/web \\#size-cells <0x2>
 fdt set /chosen/web memory <0x0 0x40000>
 fdt set /chosen/web cpus <1>
 fdt set /chosen/web vpl011 <0x1>
-fdt mknod /chosen/web module@52c00000
-fdt set /chosen/web/module@52c00000 compatible \"multiboot,kernel\" \"multiboot,module\"
-fdt set /chosen/web/module@52c00000 reg <0x0 0x52c00000 0x0 ${rpixen_d0_kernel_size}>
-fdt set /chosen/web/module@52c00000 bootargs \"console=ttyAMA0 rdinit=/init\"
-fdt mknod /chosen/web module@55200000
-fdt set /chosen/web/module@55200000 compatible \"multiboot,ramdisk\" \"multiboot,module\"
-fdt set /chosen/web/module@55200000 reg <0x0 0x55200000 0x0 ${rpixen_d0_initrd_size}>
+fdt mknod /chosen/web module@70400000
+fdt set /chosen/web/module@70400000 compatible \"multiboot,kernel\" \"multiboot,module\"
+fdt set /chosen/web/module@70400000 reg <0x0 0x70400000 0x0 ${rpixen_d0_kernel_size}>
+fdt set /chosen/web/module@70400000 bootargs \"console=ttyAMA0 rdinit=/init\"
+fdt mknod /chosen/web module@72a00000
+fdt set /chosen/web/module@72a00000 compatible \"multiboot,ramdisk\" \"multiboot,module\"
+fdt set /chosen/web/module@72a00000 reg <0x0 0x72a00000 0x0 ${rpixen_d0_initrd_size}>
 ";
         assert!(s.contains(web), "{s}");
         assert!(s.contains(
@@ -472,6 +493,12 @@ fdt set /chosen/db xen,static-mem <0x0 0x60000000 0x0 0x10000000>
             );
         }
         assert!(s.find("fdt mknod /chosen db").unwrap() < s.find("\nbooti ").unwrap());
+        // db's kernel module is web's copy, with web's size; it is loaded once.
+        assert!(s.contains(
+            "fdt set /chosen/db/module@70400000 reg <0x0 0x70400000 0x0 ${rpixen_d0_kernel_size}>\n"
+        ));
+        assert_eq!(s.matches("setenv rpixen_addr 0x70400000\n").count(), 1, "{s}");
+        assert!(!s.contains("rpixen_d1_kernel_size"), "{s}");
     }
 
     #[test]

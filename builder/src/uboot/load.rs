@@ -10,9 +10,17 @@
 //!   + 0 .. 256 MiB   U-Boot: firmware DTB, boot.scr at ${scriptaddr}, its kernel/ramdisk defaults
 //!   + 256 MiB        second-stage script (2 MiB)
 //!                    hypervisor (max(file, image_size)), Dom0 kernel, initrd,
-//!                    each DomU's kernel and initrd (in manifest order), DTB (2 MiB reserve)
+//!   Dom0 kernel      (with DomUs, when they fit:) past the kernel + dom0_mem
+//!     + dom0_mem     each DomU's kernel and initrd (in manifest order; a kernel file an earlier DomU
+//!                    runs too is loaded once), DTB (2 MiB reserve)
 //!   limit            virt: RAM + 1 GiB; Pi: 768 MiB (QEMU raspi4b describes 960 MiB, U-Boot sits on top)
 //! ```
+//!
+//! Why DomU modules go past `dom0_mem`: the rpixen hypervisor runs Dom0's kernel where U-Boot put it
+//! and lays Dom0's RAM from there, which it can only do when those `dom0_mem` bytes hold nothing that
+//! must outlive Dom0's start. The DomUs' modules (the pristine copies a DomU restarts from) and the
+//! device tree (whose strings name the domains) must; inside that window they force the hypervisor to
+//! copy Dom0's kernel to RAM of its own. Xen copies every kernel anyway, so the order costs it nothing.
 
 use crate::manifest::BoardKind;
 
@@ -53,6 +61,10 @@ pub struct Sizes {
 pub struct DomainSizes {
     pub kernel: u64,
     pub initrd: u64,
+    /// The earlier DomU (index) whose kernel is the same file: this one's is not loaded again but
+    /// shares that copy. Both hypervisors only read a DomU kernel module (they copy it into the
+    /// domain's RAM), and Xen's boot-module list merges modules of one kind at one address.
+    pub kernel_of: Option<usize>,
 }
 
 /// Where one DomU's modules are loaded.
@@ -90,40 +102,66 @@ pub fn align_up(x: u64, a: u64) -> u64 {
 
 /// Lays the blobs out in ImageBuilder's order: script, hypervisor, kernel, initrd, DTB.
 pub fn plan(window: Window, sizes: Sizes) -> Result<LoadPlan, LayoutError> {
-    plan_with_domains(window, sizes, &[]).map(|(plan, _)| plan)
+    plan_with_domains(window, sizes, 0, &[]).map(|(plan, _)| plan)
 }
 
-/// [`plan`] with each DomU's kernel and initrd between Dom0's initrd and the DTB, as ImageBuilder
-/// orders them. Every blob starts on a 2 MiB boundary after the end of the one before, so no two
-/// overlap.
+/// [`plan`] with each DomU's kernel and initrd after Dom0's files, then the DTB, as ImageBuilder
+/// orders them: past Dom0's kernel + `dom0_memory` when they fit there (see the module comment),
+/// else right after Dom0's initrd. Every blob starts on a 2 MiB boundary after the end of the one
+/// before, so no two overlap; a DomU kernel shared with an earlier DomU (`kernel_of`) takes no room.
 pub fn plan_with_domains(
     window: Window,
     sizes: Sizes,
+    dom0_memory: u64,
     domains: &[DomainSizes],
 ) -> Result<(LoadPlan, Vec<DomainLoad>), LayoutError> {
     let script = align_up(window.base, ALIGN);
     let hypervisor = align_up(script + SCRIPT_RESERVE, ALIGN);
     let kernel = align_up(hypervisor + sizes.hypervisor, ALIGN);
     let initrd = align_up(kernel + sizes.kernel, ALIGN);
-    let mut next = align_up(initrd + sizes.initrd, ALIGN);
-    let mut loads = Vec::with_capacity(domains.len());
-    for d in domains {
-        let kernel = next;
-        let initrd = align_up(kernel + d.kernel, ALIGN);
-        next = align_up(initrd + d.initrd, ALIGN);
-        loads.push(DomainLoad { kernel, initrd });
+    let after_dom0 = align_up(initrd + sizes.initrd, ALIGN);
+    let past_window = align_up(kernel + dom0_memory, ALIGN).max(after_dom0);
+    let starts: &[u64] =
+        if domains.is_empty() { &[after_dom0] } else { &[past_window, after_dom0] };
+    let mut planned = None;
+    for &start in starts {
+        let (loads, dtb) = domain_loads(start, domains);
+        if dtb + DTB_RESERVE <= window.limit {
+            planned = Some((loads, dtb));
+            break;
+        }
     }
-    let dtb = next;
-    let end = dtb + DTB_RESERVE;
-    if end > window.limit {
+    let Some((loads, dtb)) = planned else {
+        let (_, dtb) = domain_loads(after_dom0, domains);
         return Err(LayoutError::TooLarge {
-            need: (end - script) >> 20,
+            need: (dtb + DTB_RESERVE - script) >> 20,
             have: (window.limit - script) >> 20,
             base: script,
             limit: window.limit,
         });
-    }
+    };
+    let end = dtb + DTB_RESERVE;
     Ok((LoadPlan { script, hypervisor, kernel, initrd, dtb, end }, loads))
+}
+
+/// Each DomU's module addresses from `start` on, and the DTB's address after them.
+fn domain_loads(start: u64, domains: &[DomainSizes]) -> (Vec<DomainLoad>, u64) {
+    let mut next = start;
+    let mut loads: Vec<DomainLoad> = Vec::with_capacity(domains.len());
+    for d in domains {
+        let kernel = match d.kernel_of.and_then(|j| loads.get(j)) {
+            Some(earlier) => earlier.kernel,
+            None => {
+                let at = next;
+                next = align_up(at + d.kernel, ALIGN);
+                at
+            }
+        };
+        let initrd = next;
+        next = align_up(initrd + d.initrd, ALIGN);
+        loads.push(DomainLoad { kernel, initrd });
+    }
+    (loads, next)
 }
 
 /// Memory an arm64 Image needs when run in place: `image_size` from its header (which covers BSS),
@@ -165,17 +203,28 @@ mod tests {
         }
     }
 
+    /// Every `[start, start + size)` in the list is 2 MiB aligned and ends before the next starts.
+    fn assert_in_order_and_disjoint(blobs: &[(u64, u64)]) {
+        for pair in blobs.windows(2) {
+            let ((a, len), (b, _)) = (pair[0], pair[1]);
+            assert_eq!(b % ALIGN, 0);
+            assert!(a + len <= b, "{a:#x}+{len:#x} overlaps {b:#x}");
+        }
+    }
+
     #[test]
-    fn domain_modules_sit_between_dom0_and_the_dtb() {
+    fn domain_modules_go_past_dom0s_window() {
         let w = Window::for_board(BoardKind::QemuVirt);
         let sizes = Sizes { hypervisor: MIB, kernel: 11 * MIB + 7, initrd: 3 * MIB };
+        let dom0_mem = 512 * MIB;
         let domains = [
-            DomainSizes { kernel: 11 * MIB + 7, initrd: 2 * MIB + 1 },
-            DomainSizes { kernel: 5 * MIB, initrd: ALIGN },
+            DomainSizes { kernel: 11 * MIB + 7, initrd: 2 * MIB + 1, kernel_of: None },
+            DomainSizes { kernel: 5 * MIB, initrd: ALIGN, kernel_of: None },
         ];
-        let (p, d) = plan_with_domains(w, sizes, &domains).unwrap();
+        let (p, d) = plan_with_domains(w, sizes, dom0_mem, &domains).unwrap();
+        // Dom0's files where they are without DomUs; the DomUs' start right past Dom0's window.
         assert_eq!(p, plan(w, sizes).map(|q| LoadPlan { dtb: p.dtb, end: p.end, ..q }).unwrap());
-        // Every [start, start + size) is 2 MiB aligned and disjoint from every other, in order.
+        assert_eq!(d[0].kernel, p.kernel + dom0_mem);
         let mut blobs = vec![
             (p.script, SCRIPT_RESERVE),
             (p.hypervisor, sizes.hypervisor),
@@ -187,16 +236,56 @@ mod tests {
             blobs.push((l.initrd, s.initrd));
         }
         blobs.push((p.dtb, DTB_RESERVE));
-        for pair in blobs.windows(2) {
-            let ((a, len), (b, _)) = (pair[0], pair[1]);
-            assert_eq!(b % ALIGN, 0);
-            assert!(a + len <= b, "{a:#x}+{len:#x} overlaps {b:#x}");
-        }
-        assert_eq!(d[0].kernel, align_up(p.initrd + sizes.initrd, ALIGN));
+        assert_in_order_and_disjoint(&blobs);
         assert_eq!(d[1].initrd + ALIGN, p.dtb);
+        // Nothing but Dom0's own files inside the dom0_mem bytes from its kernel on: the hypervisor
+        // can run Dom0 there without copying it.
+        let window = p.kernel..p.kernel + dom0_mem;
+        assert!(blobs[4..].iter().all(|(a, _)| !window.contains(a)));
         // Too many modules for the window is the same error as for Dom0's files.
-        let big = vec![DomainSizes { kernel: 200 * MIB, initrd: 100 * MIB }; 3];
-        assert!(matches!(plan_with_domains(w, sizes, &big), Err(LayoutError::TooLarge { .. })));
+        let big = vec![DomainSizes { kernel: 200 * MIB, initrd: 100 * MIB, kernel_of: None }; 3];
+        assert!(matches!(
+            plan_with_domains(w, sizes, dom0_mem, &big),
+            Err(LayoutError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn domain_modules_follow_dom0_when_past_its_window_is_no_room() {
+        // The Pi's 512 MiB window cannot hold a 512 MiB Dom0 and more: the DomUs follow Dom0's
+        // initrd (our hypervisor then copies Dom0's kernel), as they would for Xen.
+        let w = Window::for_board(BoardKind::Rpi4);
+        let sizes = Sizes { hypervisor: MIB, kernel: 38 * MIB, initrd: 3 * MIB };
+        let domains = [DomainSizes { kernel: 38 * MIB, initrd: 3 * MIB, kernel_of: None }];
+        let (p, d) = plan_with_domains(w, sizes, 512 * MIB, &domains).unwrap();
+        assert_eq!(d[0].kernel, align_up(p.initrd + sizes.initrd, ALIGN));
+        assert!(p.end <= w.limit);
+        // A 256 MiB Dom0 leaves room past its window.
+        let (p, d) = plan_with_domains(w, sizes, 256 * MIB, &domains).unwrap();
+        assert_eq!(d[0].kernel, p.kernel + 256 * MIB);
+        // With no DomUs, the DTB follows Dom0's initrd whatever dom0_mem is.
+        let (q, none) = plan_with_domains(w, sizes, 256 * MIB, &[]).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(q, plan(w, sizes).unwrap());
+    }
+
+    #[test]
+    fn a_kernel_two_domus_run_is_loaded_once() {
+        let w = Window::for_board(BoardKind::QemuVirt);
+        let sizes = Sizes { hypervisor: MIB, kernel: 38 * MIB, initrd: 3 * MIB };
+        let one = DomainSizes { kernel: 38 * MIB, initrd: 3 * MIB, kernel_of: None };
+        let (p, d) = plan_with_domains(
+            w,
+            sizes,
+            512 * MIB,
+            &[one, DomainSizes { kernel_of: Some(0), ..one }],
+        )
+        .unwrap();
+        assert_eq!(d[1].kernel, d[0].kernel);
+        assert_eq!(d[1].initrd, d[0].initrd + 4 * MIB);
+        assert_eq!(p.dtb, d[1].initrd + 4 * MIB);
+        let (q, _) = plan_with_domains(w, sizes, 512 * MIB, &[one, one]).unwrap();
+        assert_eq!(q.dtb, p.dtb + 38 * MIB, "a second copy takes its own room");
     }
 
     #[test]

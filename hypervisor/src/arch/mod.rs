@@ -68,23 +68,28 @@ pub fn flush_dcache_range(start: u64, len: u64) {
 }
 
 /// Zeroes `[start, start+len)` with DC ZVA (whole cache blocks without reading memory: scrubbing a
-/// DomU's RAM costs a store per 64 bytes), or plain stores where DC ZVA is prohibited.
+/// DomU's RAM costs a store per 64 bytes) and plain stores for the unaligned ends, or where DC ZVA is
+/// prohibited.
 ///
 /// # Safety
 /// The range is RAM mapped Normal at EL2 that nothing else uses while it is zeroed.
 pub unsafe fn zero_range(start: u64, len: u64) {
     let dczid = mrs!("dczid_el0");
     let block = 4u64 << (dczid & 0xF);
-    if dczid & (1 << 4) != 0 || !start.is_multiple_of(block) || !len.is_multiple_of(block) {
-        // SAFETY: the caller's promise.
-        unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
-        return;
+    let end = start + len;
+    // [a, b): the whole blocks inside; empty when DC ZVA is prohibited.
+    let a = ((start + block - 1) & !(block - 1)).min(end);
+    let b = if dczid & (1 << 4) != 0 { a } else { (end & !(block - 1)).max(a) };
+    // SAFETY: both ends lie inside the caller's range.
+    unsafe {
+        core::ptr::write_bytes(start as *mut u8, 0, (a - start) as usize);
+        core::ptr::write_bytes(b as *mut u8, 0, (end - b) as usize);
     }
-    let mut a = start;
-    while a < start + len {
+    let mut at = a;
+    while at < b {
         // SAFETY: zeroes one block inside the caller's range.
-        unsafe { core::arch::asm!("dc zva, {}", in(reg) a, options(nostack, preserves_flags)) };
-        a += block;
+        unsafe { core::arch::asm!("dc zva, {}", in(reg) at, options(nostack, preserves_flags)) };
+        at += block;
     }
     dsb_sy();
 }

@@ -1,8 +1,10 @@
 //! `cargo bench -p rpixen --bench docker`: the container's overhead. `docker run --rm rpixen live`
 //! (the user's command, image on stdout) against the native `rpixen live` of the same board with the
-//! same packages, timed in one run (interleaved rounds, medians). The container image is built as
-//! `make docker` builds it, by a Docker engine of the bench's own. Skips, saying why, only when
-//! Docker is not installed.
+//! same packages, timed in one run (interleaved rounds, medians), in a Docker engine of the bench's
+//! own. The image is built as `make docker` builds it, or, with `RPIXEN_DOCKER_IMAGE=FILE`, loaded
+//! from a `docker save` archive (`make test-source-build` leaves the one it built and checked in the
+//! test cache): a container build costs minutes of CPU that the measurement does not need. Skips,
+//! saying why, only when Docker is not installed.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -42,21 +44,16 @@ fn main() {
     }
     let root = testkit::repo_root();
     let dockerd = testkit::Dockerd::start();
+    let work = tempfile::tempdir_in(testkit::cache_dir()).unwrap();
     let started = Instant::now();
-    let status = Command::new("make")
-        .current_dir(&root)
-        .args(["docker", &format!("DOCKER_TAG={TAG}")])
-        .env("XDG_CACHE_HOME", xdg_cache())
-        .env("DOCKER_HOST", &dockerd.host)
-        .stdout(Stdio::from(std::io::stderr()))
-        .status()
-        .unwrap();
-    assert!(status.success(), "make docker failed");
-    eprintln!("make docker: {:?}", started.elapsed());
+    let pkg = match std::env::var_os("RPIXEN_DOCKER_IMAGE") {
+        Some(saved) => load(&dockerd, Path::new(&saved), &work.path().join("pkg")),
+        None => make_docker(&dockerd, &root),
+    };
+    eprintln!("image {TAG} ready: {:?}", started.elapsed());
 
     let native_rpixen = Path::new(env!("CARGO_BIN_EXE_rpixen"));
-    let dir = tempfile::tempdir_in(testkit::cache_dir()).unwrap();
-    let (in_docker, native) = (dir.path().join("docker.raw"), dir.path().join("native.raw"));
+    let (in_docker, native) = (work.path().join("docker.raw"), work.path().join("native.raw"));
     let [t_docker, t_native] = testkit::race(
         RUNS,
         [
@@ -68,7 +65,7 @@ fn main() {
                     Command::new(native_rpixen)
                         .current_dir(&root)
                         .args(["live", BOARD])
-                        .env("RPIXEN_PKG_DIR", root.join("dist/pkg")),
+                        .env("RPIXEN_PKG_DIR", &pkg),
                     &native,
                 )
             },
@@ -90,4 +87,48 @@ fn main() {
         t_docker.as_secs_f64() / t_native.as_secs_f64(),
         ms(t_docker.saturating_sub(t_native))
     );
+}
+
+/// `make docker` into the bench's engine, tagged TAG; returns the packages it put in the image.
+fn make_docker(dockerd: &testkit::Dockerd, root: &Path) -> PathBuf {
+    let status = Command::new("make")
+        .current_dir(root)
+        .args(["docker", &format!("DOCKER_TAG={TAG}")])
+        .env("XDG_CACHE_HOME", xdg_cache())
+        .env("DOCKER_HOST", &dockerd.host)
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "make docker failed");
+    root.join("dist/pkg")
+}
+
+/// Loads a `docker save` archive and tags its image TAG; returns the image's own packages, copied out
+/// into `pkg`, so the native run reads the same bytes as the container.
+fn load(dockerd: &testkit::Dockerd, saved: &Path, pkg: &Path) -> PathBuf {
+    let o = dockerd.command().args(["load", "-i"]).arg(saved).output().unwrap();
+    assert!(o.status.success(), "docker load -i {}: {}", saved.display(), testkit::output_text(&o));
+    let loaded = loaded_image(&String::from_utf8_lossy(&o.stdout))
+        .unwrap_or_else(|| panic!("docker load -i {}: no image in its output", saved.display()));
+    let docker = |args: &[&str]| {
+        let o = dockerd.docker(args);
+        assert!(o.status.success(), "docker {args:?}: {}", testkit::output_text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    docker(&["tag", &loaded, TAG]);
+    // A FROM scratch image has no shell to run; a created container is enough to copy from.
+    let container = docker(&["create", TAG]);
+    docker(&["cp", &format!("{container}:/usr/share/rpixen/pkg"), pkg.to_str().unwrap()]);
+    docker(&["rm", &container]);
+    pkg.to_owned()
+}
+
+/// The image `docker load` names: `Loaded image: NAME:TAG` (or `Loaded image ID: sha256:…`).
+fn loaded_image(out: &str) -> Option<String> {
+    out.lines()
+        .filter_map(|l| {
+            l.strip_prefix("Loaded image: ").or_else(|| l.strip_prefix("Loaded image ID: "))
+        })
+        .map(|s| s.trim().to_owned())
+        .next()
 }

@@ -1,6 +1,10 @@
 //! A Docker engine of a test's own (Debian's docker.io with the vfs driver): socket, state and data
 //! under /tmp and the test cache, stopped by PID and removed on drop, so two runs never share images
 //! and a developer's own engine is never touched.
+//!
+//! `RPIXEN_DOCKERD_DATA=DIR` keeps the engine's data (images, BuildKit's cache) in DIR across runs,
+//! for a developer re-running a container test: the base image is kept and a source change rebuilds
+//! only our crates. One engine at a time may use a DIR.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -34,10 +38,13 @@ impl Dockerd {
         if let Some(why) = Dockerd::unavailable() {
             panic!("{why}");
         }
-        // All state is this process's own (two test runs may overlap) and removed on drop. Socket paths
-        // are limited to 108 bytes, hence /tmp.
+        // All state is this process's own (two test runs may overlap) and removed on drop, the data
+        // too unless RPIXEN_DOCKERD_DATA puts it elsewhere. Socket paths are limited to 108 bytes,
+        // hence /tmp.
         let exec = PathBuf::from(format!("/tmp/rpixen-dockerd-{}", std::process::id()));
-        let data = exec.join("data");
+        let data = std::env::var_os("RPIXEN_DOCKERD_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| exec.join("data"));
         std::fs::create_dir_all(&exec).expect("dockerd state folder");
         let sock = exec.join("docker.sock");
         let log_path = cache_dir().join(format!("dockerd-{}.log", std::process::id()));

@@ -7,6 +7,10 @@
 //!
 //! About 15 minutes on a 2-core machine, most of it compiling rpixen's dependencies inside the
 //! container: outside `make test` (ignored), run by `make test-source-build`.
+//!
+//! The engine is the test's own and goes with it; the image it built stays as a `docker save` archive,
+//! `$RPIXEN_TEST_CACHE/rpixen-source-image.tar` (`docker load -i` it; the docker bench measures it
+//! with `RPIXEN_DOCKER_IMAGE`, instead of building its own).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,6 +20,8 @@ use crate::pkg_flow::{board, make, xdg_cache, BOOT_LIMIT, FAILURES, READY, SERIA
 
 const BASE_TAG: &str = "rpixen-rust-test:1.95-bookworm";
 const TAG: &str = "rpixen-source-test";
+/// Where the built image is kept, in the test cache.
+const SAVED: &str = "rpixen-source-image.tar";
 
 fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
@@ -67,6 +73,7 @@ fn source_build_from_a_clean_clone_matches_make_live_and_boots() {
 
     // The user's command, as the README gives it; stdout is the image.
     let board = board();
+    let started = Instant::now();
     let out = dockerd
         .command()
         .args(["run", "--rm", TAG, "live", &board])
@@ -74,6 +81,7 @@ fn source_build_from_a_clean_clone_matches_make_live_and_boots() {
         .output()
         .unwrap();
     assert!(out.status.success(), "docker run {TAG} live failed");
+    eprintln!("docker run --rm {TAG} live {board}: {:?}", started.elapsed());
     let image = tmp.path().join("container-live.raw");
     std::fs::write(&image, &out.stdout).unwrap();
 
@@ -108,6 +116,11 @@ fn source_build_from_a_clean_clone_matches_make_live_and_boots() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(&uboot, &o.stdout).unwrap();
+    // Kept past the engine, whose data goes with it: the image the test proved equal to `make live`.
+    let saved = testkit::cache_dir().join(SAVED);
+    let o = dockerd.command().args(["save", "-o"]).arg(&saved).arg(TAG).output().unwrap();
+    assert!(o.status.success(), "docker save {TAG}: {}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("image {TAG} saved as {}", saved.display());
     drop(dockerd);
 
     let started = Instant::now();

@@ -53,8 +53,8 @@ lint: ## Check formatting (rustfmt.toml) and clippy warnings for the whole works
 test: lint ## Run every test (format and clippy checks, unit, tool-checked, QEMU boots)
 	RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --workspace --release --no-fail-fast
 
-test-long: ## The slow end-to-end flows outside CI (~30 min): fresh clone make live, docker run live, source build
-	RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --release -p rpixen --test it -- --ignored --nocapture --test-threads=1
+test-long: ## The slow end-to-end flows outside CI (~45 min): fresh clone make live, docker run live, source build, the agent's QEMU chain
+	RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --workspace --release --no-fail-fast -- --ignored --nocapture --test-threads=1
 
 test-source-build: ## Build the container from source in a fresh clone (~15 min): equals make live, boots
 	$(CARGO) test --release -p rpixen --test it source_build -- --ignored --nocapture

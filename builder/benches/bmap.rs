@@ -10,8 +10,8 @@ use std::time::Duration;
 
 const RUNS: usize = 5;
 /// The packages images/qemu-virt.yml names.
-const PACKAGES: [&str; 7] =
-    ["busybox", "dom0-init", "dropbear", "e2fsprogs", "hypervisor", "kernel", "u-boot"];
+const PACKAGES: [&str; 8] =
+    ["agent", "busybox", "dom0-init", "dropbear", "e2fsprogs", "hypervisor", "kernel", "u-boot"];
 
 fn ok(cmd: &mut Command) {
     testkit::run(cmd);

@@ -60,9 +60,9 @@ test-source-build: ## Build the container from source in a fresh clone (~15 min)
 	$(CARGO) test --release -p rpixen --test it source_build -- --ignored --nocapture
 
 SOAK_CUTS ?= 50
-soak: build ## The update agent's tortures, SOAK_CUTS rounds each (default 50; `make test` runs 10): process kills on the host, power cuts (QEMU killed) on QEMU virt
+soak: build ## The update agent's tortures, SOAK_CUTS rounds each (default 50; `make test` runs 10 process kills): process kills on the host, power cuts (QEMU killed) on QEMU virt
 	AGENT_CUTS=$(SOAK_CUTS) $(CARGO) test --release -p rpixen-agent --test it killed_at_random_moments -- --nocapture
-	AGENT_QEMU_CUTS=$(SOAK_CUTS) RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --release -p rpixen-agent --test it powercut -- --nocapture
+	AGENT_QEMU_CUTS=$(SOAK_CUTS) RPIXEN_BIN=$(abspath $(TARGET_DIR))/release/rpixen $(CARGO) test --release -p rpixen-agent --test it powercut -- --ignored --nocapture
 
 bench: ## Run the benchmarks (each prints its ratio against the peer tool)
 	$(CARGO) bench --workspace

@@ -68,7 +68,7 @@ enum Mark {
     Scheduled,
     Rebooting,
     Recorded,
-    Healthy,
+    Testing,
     Updated,
 }
 
@@ -80,7 +80,8 @@ impl Mark {
             ("trial scheduled", Mark::Scheduled),
             ("rpixen-agent: rebooting: trial", Mark::Rebooting),
             ("rpixen: trial of slot", Mark::Recorded),
-            ("rpixen-agent: trial health: healthy", Mark::Healthy),
+            // Not `trial health: healthy`: the agent prints it only after an unhealthy look.
+            ("rpixen-agent: TESTING", Mark::Testing),
             ("rpixen-agent: UPDATED", Mark::Updated),
         ]
         .into_iter()
@@ -97,8 +98,7 @@ fn landed(console: &str) -> &'static str {
         ("rpixen-agent: UPDATING writing", "slot write"),
         ("trial scheduled", "trial scheduled in STATE, before the reset"),
         ("rpixen: trial of slot", "trial boot recorded by boot.scr, before Dom0"),
-        ("rpixen-agent: TESTING", "trial, not yet healthy"),
-        ("rpixen-agent: trial health: healthy", "trial, healthy window"),
+        ("rpixen-agent: TESTING", "trial (TESTING, health window)"),
         ("rpixen-agent: UPDATED", "after the commit"),
         ("rpixen-agent: FALLBACK", "after a fallback"),
     ]
@@ -310,8 +310,8 @@ impl Estimates {
             ((Mark::Downloading, Mark::Writing), 10_000),
             ((Mark::Writing, Mark::Scheduled), 30_000),
             ((Mark::Rebooting, Mark::Recorded), 5_000),
-            ((Mark::Recorded, Mark::Healthy), 30_000),
-            ((Mark::Healthy, Mark::Updated), 10_000),
+            ((Mark::Recorded, Mark::Testing), 30_000),
+            ((Mark::Testing, Mark::Updated), 12_000),
         ]))
     }
 
@@ -338,7 +338,7 @@ fn aim(phase: Phase, pick: u64) -> Mark {
         Phase::Write => Mark::Writing,
         Phase::State => [Mark::Writing, Mark::Writing, Mark::Rebooting][pick as usize % 3],
         Phase::Trial => Mark::Recorded,
-        Phase::Commit => Mark::Healthy,
+        Phase::Commit => Mark::Testing,
     }
 }
 
@@ -357,9 +357,9 @@ fn delay(phase: Phase, pick: u64, est: &Estimates, r: u64) -> u64 {
         // boot.scr's trial record: the reset, U-Boot, the STATE write.
         (Phase::State, _) => within(est.get(Mark::Rebooting, Mark::Recorded) + 1000),
         (Phase::Trial, _) => within(
-            est.get(Mark::Recorded, Mark::Healthy) + est.get(Mark::Healthy, Mark::Updated) * 3 / 4,
+            est.get(Mark::Recorded, Mark::Testing) + est.get(Mark::Testing, Mark::Updated) * 3 / 4,
         ),
-        (Phase::Commit, _) => around(est.get(Mark::Healthy, Mark::Updated), 1500),
+        (Phase::Commit, _) => around(est.get(Mark::Testing, Mark::Updated), 1500),
     }
 }
 
@@ -632,6 +632,7 @@ struct Plan {
 }
 
 #[test]
+#[ignore = "about 70 s a cut under TCG, and Dom0's watchdog resets every trial (agent/README.md): make soak, make test-long"]
 fn power_cut_at_random_moments_of_updates_the_device_boots_a_whole_slot_and_ends_consistent() {
     let cuts: usize =
         std::env::var("AGENT_QEMU_CUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);

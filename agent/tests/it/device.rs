@@ -9,7 +9,7 @@ use std::time::Duration;
 use rpixen_slot_state::machine::Copies;
 use rpixen_slot_state::record::{Record, SlotState, RECORD_LEN};
 use rpixen_slot_state::COPY_STRIDE_BYTES;
-use testkit::output_text;
+use testkit::{output_text, CosignKeys, Registry};
 
 pub(crate) const EPOCH: &str = "1700000000";
 pub(crate) const PACKAGES: [&str; 8] =
@@ -236,4 +236,25 @@ pub(crate) fn retag(host: &str, repository: &str, tag: &str, layout: &Path) {
         &[],
     );
     client.put_manifest(repository, tag, media_type, &bytes).unwrap();
+}
+
+/// What every QEMU test of the agent starts from: an empty folder `name` in the test cache, the
+/// `rpixen` binary, this checkout's packages built into the folder, a registry and a signing key.
+pub(crate) struct Bench {
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+    pub pkg: PathBuf,
+    pub reg: Registry,
+    pub keys: CosignKeys,
+}
+
+impl Bench {
+    pub(crate) fn start(name: &str) -> Bench {
+        let dir = testkit::cache_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = testkit::rpixen_release_binary();
+        let pkg = testkit::build_packages(&bin, &dir.join("pkg"), &PACKAGES);
+        Bench { reg: Registry::start(), keys: CosignKeys::generate(name), dir, bin, pkg }
+    }
 }

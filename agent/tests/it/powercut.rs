@@ -33,9 +33,9 @@ use rpixen_slot_state::machine::{boot_choice, Copies};
 use rpixen_slot_state::record::{Record, Slot, SlotState, RECORD_LEN};
 use rpixen_slot_state::COPY_STRIDE_BYTES;
 use rpixen_update::oci;
-use testkit::{output_text, CosignKeys, Qemu, QemuArgs, Registry};
+use testkit::{output_text, CosignKeys, Qemu, QemuArgs};
 
-use crate::device::{manifest, partition, rpixen, LIMIT, PACKAGES};
+use crate::device::{manifest, partition, rpixen, Bench, LIMIT};
 
 /// Each slot partition (`images/qemu-virt.yml` has 128M): enough for the slot's files and a payload.
 const SLOT_SIZE: &str = "64M";
@@ -637,13 +637,7 @@ fn power_cut_at_random_moments_of_updates_the_device_boots_a_whole_slot_and_ends
     let cuts: usize =
         std::env::var("AGENT_QEMU_CUTS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let t0 = Instant::now();
-    let dir = testkit::cache_dir().join("agent-powercut");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = testkit::rpixen_release_binary();
-    let pkg = testkit::build_packages(&bin, &dir.join("pkg"), &PACKAGES);
-    let reg = Registry::start();
-    let keys = CosignKeys::generate("agent-powercut");
+    let Bench { dir, bin, pkg, reg, keys } = Bench::start("agent-powercut");
     let target = manifest(&dir, "v1", reg.port, &keys.pub_path());
     small_slots(&target);
     let img = dir.join("live.raw");

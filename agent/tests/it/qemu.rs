@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use rpixen_slot_state::record::SlotState;
 use rpixen_update::oci::sha256;
-use testkit::{output_text, CosignKeys, Qemu, QemuArgs, Registry};
+use testkit::{output_text, CosignKeys, Qemu, QemuArgs};
 
 use crate::device::{
     fat_file, layout_manifest, layout_slot_image, manifest, manifest_with, partition,
-    partition_bytes, retag, rpixen, slot_file, state, update_build, update_push, Timing, FAILURES,
-    LIMIT, PACKAGES,
+    partition_bytes, retag, rpixen, slot_file, state, update_build, update_push, Bench, Timing,
+    FAILURES, LIMIT,
 };
 
 /// As short as the agent allows while a loaded 2-core machine still commits a good version: a
@@ -192,13 +192,7 @@ impl Clock {
 fn a_device_commits_v2_refuses_bad_artifacts_and_falls_back_from_a_failing_init_and_a_hung_kernel()
 {
     let mut clock = Clock { t0: Instant::now(), last: Instant::now(), phases: Vec::new() };
-    let dir = testkit::cache_dir().join("agent-qemu-chain");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = testkit::rpixen_release_binary();
-    let pkg = testkit::build_packages(&bin, &dir.join("pkg"), &PACKAGES);
-    let reg = Registry::start();
-    let keys = CosignKeys::generate("agent-qemu");
+    let Bench { dir, bin, pkg, reg, keys } = Bench::start("agent-qemu-chain");
     let other = CosignKeys::generate("other");
     let (bin, pkg, dir) = (bin.as_path(), pkg.as_path(), dir.as_path());
     // Pushed (and signed) under its own tag, then `stable`, which the device follows, moved to it
@@ -413,13 +407,7 @@ fn a_device_commits_v2_refuses_bad_artifacts_and_falls_back_from_a_failing_init_
 /// about v2, downloads, trial boot, committed), with `device::manifest`'s timings.
 #[test]
 fn a_device_on_v1_is_told_about_v2_and_ends_on_v2_committed() {
-    let dir = testkit::cache_dir().join("agent-qemu");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = testkit::rpixen_release_binary();
-    let pkg = testkit::build_packages(&bin, &dir.join("pkg"), &PACKAGES);
-    let reg = Registry::start();
-    let keys = CosignKeys::generate("agent-qemu");
+    let Bench { dir, bin, pkg, reg, keys } = Bench::start("agent-qemu");
 
     let v1 = manifest(&dir, "v1", reg.port, &keys.pub_path());
     let img = dir.join("live.raw");
